@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Project tasks that need nothing but Python 3.11+.
+
+    python3 dev.py demo    # the gift-economy demo on ./spaktok-demo.db
+    python3 dev.py test    # the whole test suite (PostgreSQL tests run when a server answers)
+    python3 dev.py lint    # ruff and mypy --strict on src/
+    python3 dev.py bench   # the ledger and hot-account benchmarks
+
+Each task creates ``.venv`` on first use and re-installs the project into it
+whenever ``pyproject.toml`` changes, so a fresh clone needs no other set-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+# Which extras each task needs installed.
+EXTRAS = {"demo": "all", "test": "dev", "lint": "dev", "bench": "dev"}
+
+
+def ensure_env(extra: str) -> None:
+    """Create .venv and install the project with ``extra`` unless already done."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"spaktok-ledger needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    stamp_value = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = VENV / f".installed-{extra}"
+    if stamp.exists() and stamp.read_text() == stamp_value and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV.relative_to(ROOT)} with {sys.executable}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    print(f"installing spaktok-ledger[{extra}] into .venv (first run only)", flush=True)
+    pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "--quiet", "-e", f".[{extra}]"], check=True, cwd=ROOT)
+    stamp.write_text(stamp_value)
+
+
+def run(*args: str) -> int:
+    return subprocess.run(list(args), cwd=ROOT, check=False).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in EXTRAS:
+        print(__doc__)
+        return 2
+    task, rest = argv[0], argv[1:]
+    ensure_env(EXTRAS[task])
+    py = str(PYTHON)
+    if task == "demo":
+        return run(py, "-m", "spaktok_ledger", "demo", *rest)
+    if task == "test":
+        return run(py, "-m", "pytest", *rest)
+    if task == "lint":
+        code = run(py, "-m", "ruff", "check", "src", "tests", "examples", "bench", "dev.py")
+        code |= run(py, "-m", "ruff", "format", "--check", "src")
+        code |= run(py, "-m", "mypy", "--strict", "src/spaktok_ledger")
+        return code
+    # bench
+    code = run(py, "bench/ledger_bench.py", *rest)
+    hot = ROOT / "bench" / "hot_account_bench.py"
+    if code == 0 and hot.exists():
+        code = run(py, str(hot), *rest)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
