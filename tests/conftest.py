@@ -1,10 +1,27 @@
-"""Shared fixtures: Hypothesis profiles and the parametrised SQLite/PostgreSQL store."""
+"""Shared fixtures: Hypothesis profiles and the parametrised SQLite/PostgreSQL store.
+
+PostgreSQL: the server comes from ``SPAKTOK_TEST_PG_URL`` (default: this
+machine's ``postgresql+psycopg://postgres@127.0.0.1:5432/test``). Each test run
+creates a throwaway database and drops it at the end, so leftovers from an
+earlier run never matter; each test gets its own table prefix inside it.
+When ``CI`` is set, PostgreSQL tests must run: an unreachable server fails the
+run instead of skipping.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
+import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
+
+from spaktok_ledger import Ledger, create_engine
+from spaktok_ledger.testing._clock import FakeClock
 
 # A fast default for local runs and a thorough profile for CI.
 settings.register_profile(
@@ -21,3 +38,107 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+PG_SERVER_URL = os.environ.get(
+    "SPAKTOK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = bool(os.environ.get("CI"))
+_prefixes = itertools.count()
+
+
+def _pg_unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI is set, so PostgreSQL tests must run, but: {reason}", pytrace=False)
+    pytest.skip(f"PostgreSQL unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test run (dropped at the end)."""
+    server = sa.make_url(PG_SERVER_URL)
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"spaktok_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _pg_unavailable(str(exc).splitlines()[0])
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_database_url: str) -> Iterator[sa.Engine]:
+    engine = create_engine(pg_database_url, pool_size=10, max_overflow=20)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each store test runs once on SQLite and once on PostgreSQL."""
+    if request.param == "postgresql":
+        request.applymarker(pytest.mark.postgres)
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> str:
+    """A database URL for this test: a fresh SQLite file or the run's PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return str(request.getfixturevalue("pg_database_url"))
+
+
+@pytest.fixture
+def engine(backend: str, db_url: str, request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
+    if backend == "postgresql":
+        yield request.getfixturevalue("pg_engine")
+        return
+    engine = create_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A table prefix no other test uses, so tests on one database never meet."""
+    return f"t{os.getpid()}_{next(_prefixes)}_"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def ledger(engine: sa.Engine, prefix: str, clock: FakeClock) -> Ledger:
+    """A migrated, empty ledger on the test's backend."""
+    ledger = Ledger(engine, prefix=prefix, clock=clock)
+    ledger.migrate()
+    return ledger
+
+
+_skipped_postgres: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and "postgres" in report.keywords:
+        _skipped_postgres.append(report.nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI, a skipped PostgreSQL test fails the run."""
+    if IN_CI and _skipped_postgres:
+        print(  # noqa: T201
+            f"\nCI is set but {len(_skipped_postgres)} PostgreSQL test(s) were skipped, "
+            f"e.g. {_skipped_postgres[0]}: failing the run"
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -415,6 +415,8 @@ class HistoryItem:
     recorded_at: datetime
     hold_id: int | None
     reverses_id: int | None
+    hold_status: EntryPhase | None = None
+    """For a hold's posting: ``pending`` while open, else how it was resolved."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1359 @@
+"""The ledger store: posting, holds, reversals, balances, history, verification.
+
+One class, :class:`Ledger`, over SQLAlchemy Core. It can own its engine (each
+call is one transaction, retried on transient contention) or join a host's
+``Connection``/``Session`` (each call runs in a SAVEPOINT of the host's
+transaction and never commits on the host's behalf).
+
+How a write proceeds (the order matters):
+
+1. Resolve account codes (cached: accounts are immutable once opened).
+2. ``INSERT`` the entry ``ON CONFLICT DO NOTHING``: the unique idempotency key
+   is claimed first, so a replay is recognised before any balance is touched
+   and returns the original result even if it could not be applied today.
+3. ``INSERT`` the postings.
+4. Update balance rows in ascending ``(account_id, shard)`` order, so that two
+   writers can never wait on each other in a cycle. A no-overdraft account's
+   outflow is a guarded ``UPDATE ... WHERE available_after >= 0``; a sharded
+   account's outflow first locks all its shards (``SELECT ... FOR UPDATE``).
+   Inflows to a sharded (hot) account touch one random shard only.
+5. Any refusal raises, and the transaction (or savepoint) rolls back: no
+   entry, posting, balance change or idempotency key is left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.orm import Session
+
+from spaktok_ledger._domain import (
+    Account,
+    AccountKind,
+    AccountSpec,
+    Balance,
+    Entry,
+    EntryDraft,
+    EntryPhase,
+    HistoryItem,
+    HistoryPage,
+    Posting,
+    TrialBalance,
+    TrialBalanceRow,
+    check_account_code,
+    check_json,
+)
+from spaktok_ledger._errors import (
+    AccountConflict,
+    AlreadyReversed,
+    CurrencyMismatch,
+    HoldNotPending,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidCursor,
+    InvalidEntry,
+    InvalidInput,
+    SchemaError,
+    UnknownAccount,
+    UnknownEntry,
+)
+from spaktok_ledger._store._engine import READ_ONLY, Retry, configure_sqlite, create_engine
+from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
+from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
+from spaktok_ledger._store._verify import VerifyReport, verify_ledger
+
+__all__ = ["Clock", "Ledger", "utc_now"]
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+Bind = Engine | Connection | Session | str | sa.URL
+
+_Mode = Literal["post", "hold", "resolve_post", "resolve_void"]
+MAX_PAGE = 500
+# Connection.info key: codes of accounts opened in the current transaction,
+# which must not enter the account cache until that transaction commits.
+_OPENED = "spaktok_opened_accounts"
+
+
+def utc_now() -> datetime:
+    """The default clock: the current time in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Acct:
+    """What a write needs to know about an account (cached)."""
+
+    id: int
+    code: str
+    kind: AccountKind
+    currency: str
+    allow_overdraft: bool
+    shards: int
+
+
+@dataclass(slots=True)
+class _Delta:
+    posted: int = 0
+    pending_debit: int = 0
+    pending_credit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """A validated write, ready for the store."""
+
+    kind: str  # post | hold | post_hold | void_hold | expire_hold | reverse
+    mode: _Mode
+    key: str
+    request_hash: str
+    type: str
+    phase: EntryPhase
+    description: str
+    metadata: dict[str, Any]
+    effective_at: datetime
+    recorded_at: datetime
+    postings: tuple[Posting, ...]
+    """Postings stored with the entry (none for a void)."""
+    balance_postings: tuple[Posting, ...]
+    """Postings whose amounts move balances (the hold's, for resolutions)."""
+    expires_at: datetime | None = None
+    hold_id: int | None = None
+    reverses_id: int | None = None
+
+
+@dataclass(slots=True)
+class _Shared:
+    """State shared by a ledger and the views bound to connections from it."""
+
+    accounts: dict[str, _Acct] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
+
+
+def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
+    text = json.dumps({"op": kind, **fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"{name} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
+class Ledger:
+    """A double-entry ledger on SQLite or PostgreSQL.
+
+    ``bind`` is a database URL, an ``Engine``, or a host's ``Connection`` /
+    ``Session`` whose transaction the ledger joins::
+
+        ledger = Ledger("sqlite:///spaktok.db")
+        ledger.migrate()
+        ledger.open_account(AccountSpec("user:1:wallet", AccountKind.LIABILITY))
+
+    No engine is created at import time and there is no global state: the
+    host decides where the ledger lives and how long it is open.
+    """
+
+    def __init__(
+        self,
+        bind: Bind,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        clock: Clock = utc_now,
+        retry: Retry | None = None,
+    ) -> None:
+        self._tables: LedgerTables = tables_for(prefix)
+        self._clock = clock
+        self._retry = retry or Retry()
+        self._shared = _Shared()
+        self._engine: Engine | None = None
+        self._conn: Connection | None = None
+        self._session: Session | None = None
+        self._owns_engine = False
+        # "engine": each call is its own transaction; "unit": inside atomic(),
+        # no savepoints; "host": a caller's connection, one savepoint per call.
+        self._mode: Literal["engine", "unit", "host"]
+        if isinstance(bind, str | sa.URL):
+            self._engine = create_engine(bind)
+            self._owns_engine = True
+            self._mode = "engine"
+        elif isinstance(bind, Engine):
+            self._engine = configure_sqlite(bind)
+            self._mode = "engine"
+        elif isinstance(bind, Connection):
+            self._conn = bind
+            self._mode = "host"
+        elif isinstance(bind, Session):
+            self._session = bind
+            self._mode = "host"
+        else:
+            raise InvalidInput(
+                f"bind must be a URL, Engine, Connection or Session, not {type(bind).__name__}"
+            )
+        self._dialect = self._dialect_name()
+        if self._dialect not in ("sqlite", "postgresql"):
+            raise InvalidInput(
+                f"spaktok-ledger supports SQLite and PostgreSQL, not {self._dialect}"
+            )
+        self._build_statements()
+
+    # -- wiring ---------------------------------------------------------------
+
+    def _dialect_name(self) -> str:
+        if self._engine is not None:
+            return self._engine.dialect.name
+        if self._conn is not None:
+            return self._conn.dialect.name
+        assert self._session is not None
+        return self._session.get_bind().dialect.name
+
+    def _view(self, conn: Connection | Session, mode: Literal["unit", "host"]) -> Ledger:
+        view = object.__new__(Ledger)
+        view._tables = self._tables
+        view._clock = self._clock
+        view._retry = self._retry
+        view._shared = self._shared
+        view._engine = None
+        view._owns_engine = False
+        view._conn = conn if isinstance(conn, Connection) else None
+        view._session = conn if isinstance(conn, Session) else None
+        view._mode = mode
+        view._dialect = self._dialect
+        view._stmts = self._stmts
+        return view
+
+    def using(self, bind: Connection | Session) -> Ledger:
+        """This ledger joined to a host's connection or session.
+
+        Every call then runs in a SAVEPOINT of the host's transaction; the
+        host commits (or rolls back) everything together::
+
+            with Session(engine) as session, session.begin():
+                session.add(order)
+                ledger.using(session).post(draft)
+        """
+        if not isinstance(bind, Connection | Session):
+            raise InvalidInput("using() takes a Connection or a Session")
+        return self._view(bind, "host")
+
+    @property
+    def prefix(self) -> str:
+        return self._tables.prefix
+
+    @property
+    def tables(self) -> LedgerTables:
+        return self._tables
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine, when the ledger has one (not for a bound view)."""
+        return self._engine
+
+    def now(self) -> datetime:
+        """The ledger's clock, UTC."""
+        return _aware(self._clock(), "the clock's time")
+
+    def close(self) -> None:
+        """Dispose of the engine if the ledger created it from a URL."""
+        if self._owns_engine and self._engine is not None:
+            self._engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _host_connection(self) -> Connection:
+        if self._conn is not None:
+            return self._conn
+        assert self._session is not None
+        return self._session.connection()
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[Connection]:
+        if self._session is not None:
+            with self._session.begin_nested():
+                yield self._session.connection()
+        else:
+            assert self._conn is not None
+            with self._conn.begin_nested():
+                yield self._conn
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` as one atomic unit, retrying transient contention."""
+        if self._mode == "unit":
+            return fn(self._host_connection())
+
+        def attempt() -> T:
+            if self._mode == "host":
+                with self._savepoint() as conn:
+                    return fn(conn)
+            assert self._engine is not None
+            with self._engine.begin() as conn:
+                try:
+                    return fn(conn)
+                finally:
+                    conn.info.pop(_OPENED, None)
+
+        return self._retry.run(attempt)
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        if self._mode != "engine":
+            return fn(self._host_connection())
+        engine = self._engine
+        assert engine is not None
+
+        def attempt() -> T:
+            with engine.connect() as conn:
+                conn.execution_options(**READ_ONLY)
+                return fn(conn)
+
+        return self._retry.run(attempt)
+
+    def atomic(self, fn: Callable[[Ledger], T]) -> T:
+        """Run ``fn(ledger)`` in one transaction: all its ledger calls commit together.
+
+        Transient contention retries the whole function, so ``fn`` must not
+        have side effects outside the database. The service layer uses this to
+        post an entry and read the balances it returns in one transaction.
+        """
+        if self._mode == "unit":
+            return fn(self)
+        if self._mode == "host":
+
+            def in_savepoint() -> T:
+                with self._savepoint() as conn:
+                    return fn(self._view(conn, "unit"))
+
+            return self._retry.run(in_savepoint)
+        engine = self._engine
+        assert engine is not None
+
+        def attempt() -> T:
+            with engine.begin() as conn:
+                try:
+                    return fn(self._view(conn, "unit"))
+                finally:
+                    conn.info.pop(_OPENED, None)
+
+        return self._retry.run(attempt)
+
+    # -- schema ---------------------------------------------------------------
+
+    def migrate(self) -> str:
+        """Create or upgrade the ledger's tables (Alembic); returns the revision."""
+        if self._mode == "engine":
+            assert self._engine is not None
+            return migrate(self._engine, self.prefix)
+        return migrate(self._host_connection(), self.prefix)
+
+    def check_schema(self) -> None:
+        """Raise ``SchemaError`` unless the tables exist at this library's revision."""
+        rev = self._read(lambda conn: current_revision(conn, self.prefix))
+        head = head_revision()
+        if rev != head:
+            raise SchemaError(
+                f"ledger tables under prefix {self.prefix!r} are at revision {rev}, "
+                f"this library needs {head}: run `spaktok-ledger migrate`",
+                revision=rev,
+                expected=head,
+            )
+
+    # -- statements -----------------------------------------------------------
+
+    def _build_statements(self) -> None:
+        t = self._tables
+        b = t.balances
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        bp = sa.bindparam
+        set_deltas = {
+            "posted": b.c.posted + bp("d_posted"),
+            "pending_debit": b.c.pending_debit + bp("d_pd"),
+            "pending_credit": b.c.pending_credit + bp("d_pc"),
+            "version": b.c.version + 1,
+        }
+        row = sa.and_(b.c.account_id == bp("b_account"), b.c.shard == bp("b_shard"))
+        available_after = sa.case(
+            (
+                b.c.normal_sign == 1,
+                (b.c.posted + bp("d_posted")) - (b.c.pending_credit + bp("d_pc")),
+            ),
+            else_=-(b.c.posted + bp("d_posted")) - (b.c.pending_debit + bp("d_pd")),
+        )
+        self._stmts = {
+            "insert_entry": dialect_insert(t.entries)
+            .on_conflict_do_nothing()
+            .returning(t.entries.c.id),
+            "insert_account": dialect_insert(t.accounts)
+            .on_conflict_do_nothing()
+            .returning(t.accounts.c.id, t.accounts.c.created_at),
+            "update_balance": b.update().where(row).values(**set_deltas),
+            "update_balance_guarded": b.update()
+            .where(row, available_after >= 0)
+            .values(**set_deltas)
+            .returning(b.c.version),
+            "lock_shards": sa.select(
+                b.c.shard, b.c.normal_sign, b.c.posted, b.c.pending_debit, b.c.pending_credit
+            )
+            .where(b.c.account_id == bp("b_account"))
+            .order_by(b.c.shard)
+            .with_for_update(),
+            "insert_postings": t.postings.insert(),
+            "entry_by_key": sa.select(t.entries.c.id, t.entries.c.request_hash).where(
+                t.entries.c.idempotency_key == bp("key")
+            ),
+        }
+
+    # -- accounts ---------------------------------------------------------------
+
+    def open_account(self, spec: AccountSpec) -> Account:
+        """Open an account, or return it if it already exists with the same definition.
+
+        A different definition under the same code raises ``AccountConflict``.
+        """
+        return self.open_accounts([spec])[0]
+
+    def open_accounts(self, specs: Iterable[AccountSpec]) -> list[Account]:
+        """Open several accounts in one transaction (idempotently, like ``open_account``)."""
+        specs = list(specs)
+        for spec in specs:
+            if not isinstance(spec, AccountSpec):
+                raise InvalidInput(f"expected an AccountSpec, got {spec!r}")
+        now = self.now()
+        return self._write(lambda conn: [self._open(conn, spec, now) for spec in specs])
+
+    def _open(self, conn: Connection, spec: AccountSpec, now: datetime) -> Account:
+        t = self._tables
+        row = conn.execute(
+            self._stmts["insert_account"],
+            {
+                "code": spec.code,
+                "kind": spec.kind.value,
+                "currency": spec.currency,
+                "allow_overdraft": spec.allow_overdraft,
+                "balance_shards": spec.balance_shards,
+                "metadata": dict(spec.metadata),
+                "created_at": now,
+            },
+        ).first()
+        if row is None:
+            existing = self._load_account(conn, spec.code)
+            if existing is None:  # pragma: no cover - the conflict row vanished
+                raise AccountConflict(f"account {spec.code} could not be opened")
+            if existing.spec() != spec:
+                raise AccountConflict(
+                    f"account {spec.code} already exists with a different definition",
+                    account=spec.code,
+                    existing=_spec_dict(existing.spec()),
+                    requested=_spec_dict(spec),
+                )
+            return existing
+        account_id, created_at = row
+        conn.info.setdefault(_OPENED, set()).add(spec.code)
+        conn.execute(
+            t.balances.insert(),
+            [
+                {
+                    "account_id": account_id,
+                    "shard": shard,
+                    "normal_sign": spec.kind.normal_sign,
+                    "allow_overdraft": spec.allow_overdraft,
+                }
+                for shard in range(spec.balance_shards)
+            ],
+        )
+        return Account(
+            account_id,
+            spec.code,
+            spec.kind,
+            spec.currency,
+            spec.allow_overdraft,
+            spec.balance_shards,
+            dict(spec.metadata),
+            created_at,
+        )
+
+    def _load_account(self, conn: Connection, code: str) -> Account | None:
+        a = self._tables.accounts
+        row = conn.execute(sa.select(a).where(a.c.code == code)).first()
+        return None if row is None else _account_from_row(row)
+
+    def account(self, code: str) -> Account:
+        """The account with this code, or ``UnknownAccount``."""
+        check_account_code(code)
+        found = self._read(lambda conn: self._load_account(conn, code))
+        if found is None:
+            raise UnknownAccount(f"no account {code}", account=code)
+        return found
+
+    def accounts(self, *, prefix: str = "") -> list[Account]:
+        """All accounts whose code starts with ``prefix``, by code."""
+        a = self._tables.accounts
+        query = sa.select(a).order_by(a.c.code)
+        if prefix:
+            query = query.where(a.c.code.startswith(prefix, autoescape=True))
+        return self._read(lambda conn: [_account_from_row(r) for r in conn.execute(query)])
+
+    def _resolve(self, conn: Connection, codes: Iterable[str]) -> dict[str, _Acct]:
+        cache = self._shared.accounts
+        wanted = set(codes)
+        missing = [code for code in wanted if code not in cache]
+        if missing:
+            a = self._tables.accounts
+            rows = conn.execute(
+                sa.select(
+                    a.c.id,
+                    a.c.code,
+                    a.c.kind,
+                    a.c.currency,
+                    a.c.allow_overdraft,
+                    a.c.balance_shards,
+                ).where(a.c.code.in_(missing))
+            )
+            # Accounts are immutable, so caching is safe once their row is
+            # committed; a host's transaction may still roll back, so rows
+            # seen through a host connection are used but not cached.
+            fresh = set() if self._mode == "host" else conn.info.get(_OPENED, set())
+            found = {}
+            for r in rows:
+                found[r.code] = _Acct(
+                    r.id,
+                    r.code,
+                    AccountKind(r.kind),
+                    r.currency,
+                    r.allow_overdraft,
+                    r.balance_shards,
+                )
+                if self._mode != "host" and r.code not in fresh:
+                    cache[r.code] = found[r.code]
+            unknown = sorted(code for code in missing if code not in found)
+            if unknown:
+                raise UnknownAccount(
+                    f"no account {', '.join(unknown)}: open it first", accounts=unknown
+                )
+            return {code: cache.get(code) or found[code] for code in wanted}
+        return {code: cache[code] for code in wanted}
+
+    # -- writes -----------------------------------------------------------------
+
+    def post(self, draft: EntryDraft) -> Entry:
+        """Record a balanced entry and apply it to the balances.
+
+        Idempotent by ``draft.idempotency_key``: the same draft again returns
+        the first result and writes nothing; a different draft under the same
+        key raises ``IdempotencyConflict``. A no-overdraft account that would
+        go below zero raises ``InsufficientFunds`` and nothing is written.
+        """
+        return self._submit(self._op_from_draft("post", draft, None))
+
+    def hold(self, draft: EntryDraft, *, expires_at: datetime | None = None) -> Entry:
+        """Record a pending entry (a hold): it counts against available balances
+        until ``post_hold`` posts it or ``void_hold``/``expire_holds`` releases it."""
+        if expires_at is not None:
+            expires_at = _aware(expires_at, "expires_at")
+        return self._submit(self._op_from_draft("hold", draft, expires_at))
+
+    def _op_from_draft(self, kind: str, draft: EntryDraft, expires_at: datetime | None) -> _Op:
+        if not isinstance(draft, EntryDraft):
+            raise InvalidInput(f"expected an EntryDraft, got {type(draft).__name__}")
+        now = self.now()
+        fields = draft.fingerprint_fields()
+        fields["expires_at"] = expires_at.isoformat() if expires_at else None
+        if expires_at is not None and expires_at <= now:
+            raise InvalidEntry("a hold's expires_at must be in the future")
+        return _Op(
+            kind=kind,
+            mode="post" if kind == "post" else "hold",
+            key=draft.idempotency_key,
+            request_hash=_fingerprint(kind, fields),
+            type=draft.type,
+            phase=EntryPhase.POSTED if kind == "post" else EntryPhase.PENDING,
+            description=draft.description,
+            metadata=dict(draft.metadata),
+            effective_at=(draft.effective_at or now).astimezone(UTC),
+            recorded_at=now,
+            postings=draft.postings,
+            balance_postings=draft.postings,
+            expires_at=expires_at,
+        )
+
+    def post_hold(
+        self,
+        hold_id: int,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Entry:
+        """Post a pending hold in full: a new ``posted`` entry with the hold's postings."""
+        return self._resolve_hold("post_hold", hold_id, idempotency_key, description, metadata)
+
+    def void_hold(
+        self,
+        hold_id: int,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Entry:
+        """Void a pending hold: its amounts are available again. Writes a ``voided``
+        entry with no postings that names the hold."""
+        return self._resolve_hold("void_hold", hold_id, idempotency_key, description, metadata)
+
+    def _resolve_hold(
+        self,
+        kind: str,
+        hold_id: int,
+        key: str | None,
+        description: str | None,
+        metadata: dict[str, Any] | None,
+        *,
+        now: datetime | None = None,
+    ) -> Entry:
+        if isinstance(hold_id, bool) or not isinstance(hold_id, int):
+            raise InvalidInput("hold_id must be an int entry id")
+        suffix = {"post_hold": "post", "void_hold": "void", "expire_hold": "expire"}[kind]
+        key = key if key is not None else f"hold:{hold_id}:{suffix}"
+        meta = check_json(metadata or {})
+        request_hash = _fingerprint(
+            kind, {"hold_id": hold_id, "description": description, "metadata": meta}
+        )
+        now = now or self.now()
+
+        def run(conn: Connection) -> Entry:
+            replay = self._replay_by_key(conn, key, request_hash)
+            if replay is not None:
+                return replay
+            hold = self._load_entry(conn, hold_id)
+            if hold is None:
+                raise UnknownEntry(f"no entry {hold_id}", entry_id=hold_id)
+            if hold.phase is not EntryPhase.PENDING:
+                raise HoldNotPending(f"entry {hold_id} is not a hold", entry_id=hold_id)
+            status = self._hold_status(conn, hold_id)
+            if status is not EntryPhase.PENDING:
+                raise HoldNotPending(
+                    f"hold {hold_id} is already {status.value}",
+                    entry_id=hold_id,
+                    status=status.value,
+                )
+            if kind == "post_hold" and hold.expires_at is not None and hold.expires_at <= now:
+                raise HoldNotPending(
+                    f"hold {hold_id} expired at {hold.expires_at.isoformat()}",
+                    entry_id=hold_id,
+                    status="expired",
+                )
+            op = _Op(
+                kind=kind,
+                mode="resolve_post" if kind == "post_hold" else "resolve_void",
+                key=key,
+                request_hash=request_hash,
+                type=hold.type,
+                phase={
+                    "post_hold": EntryPhase.POSTED,
+                    "void_hold": EntryPhase.VOIDED,
+                    "expire_hold": EntryPhase.EXPIRED,
+                }[kind],
+                description=description if description is not None else hold.description,
+                metadata=meta or dict(hold.metadata),
+                effective_at=now,
+                recorded_at=now,
+                postings=hold.postings if kind == "post_hold" else (),
+                balance_postings=hold.postings,
+                hold_id=hold_id,
+            )
+            return self._record(conn, op)
+
+        return self._write(run)
+
+    def expire_holds(self, *, now: datetime | None = None, limit: int = 1000) -> list[Entry]:
+        """Expire pending holds whose ``expires_at`` has passed; returns the expiry entries.
+
+        Each hold is expired in its own transaction; a hold resolved meanwhile
+        by someone else is skipped. Run it periodically (``spaktok-ledger
+        expire-holds``).
+        """
+        now = _aware(now, "now") if now is not None else self.now()
+        e, r = self._tables.entries, self._tables.entries.alias("r")
+        query = (
+            sa.select(e.c.id)
+            .outerjoin(r, r.c.hold_id == e.c.id)
+            .where(e.c.phase == "pending", e.c.expires_at <= now, r.c.id.is_(None))
+            .order_by(e.c.expires_at, e.c.id)
+            .limit(limit)
+        )
+        hold_ids = self._read(lambda conn: list(conn.execute(query).scalars()))
+        expired = []
+        for hold_id in hold_ids:
+            try:
+                expired.append(
+                    self._resolve_hold(
+                        "expire_hold", hold_id, None, None, {"reason": "expired"}, now=now
+                    )
+                )
+            except HoldNotPending:
+                continue
+        return expired
+
+    def reverse(
+        self,
+        entry_id: int,
+        *,
+        idempotency_key: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Entry:
+        """Write the mirror of a posted entry (every posting negated), linked to it.
+
+        An entry can be reversed once (``AlreadyReversed`` after that). A
+        reversal that would overdraw a no-overdraft account is refused with
+        ``InsufficientFunds``, like any other entry.
+        """
+        if isinstance(entry_id, bool) or not isinstance(entry_id, int):
+            raise InvalidInput("entry_id must be an int")
+        key = idempotency_key if idempotency_key is not None else f"reverse:{entry_id}"
+        meta = check_json(metadata or {})
+        request_hash = _fingerprint(
+            "reverse", {"entry_id": entry_id, "description": description, "metadata": meta}
+        )
+        now = self.now()
+
+        def run(conn: Connection) -> Entry:
+            replay = self._replay_by_key(conn, key, request_hash)
+            if replay is not None:
+                return replay
+            original = self._load_entry(conn, entry_id)
+            if original is None:
+                raise UnknownEntry(f"no entry {entry_id}", entry_id=entry_id)
+            if original.phase is not EntryPhase.POSTED or not original.postings:
+                raise InvalidEntry(
+                    f"entry {entry_id} is {original.phase.value}: only posted entries can be "
+                    "reversed (void a hold instead)",
+                    entry_id=entry_id,
+                )
+            mirror = tuple(
+                Posting(p.account, -p.amount_minor, p.currency) for p in original.postings
+            )
+            op = _Op(
+                kind="reverse",
+                mode="post",
+                key=key,
+                request_hash=request_hash,
+                type=original.type,
+                phase=EntryPhase.POSTED,
+                description=description
+                if description is not None
+                else f"Reversal of #{entry_id}: {original.description}".rstrip(": "),
+                metadata=meta,
+                effective_at=now,
+                recorded_at=now,
+                postings=mirror,
+                balance_postings=mirror,
+                reverses_id=entry_id,
+            )
+            return self._record(conn, op)
+
+        return self._write(run)
+
+    def _submit(self, op: _Op) -> Entry:
+        return self._write(lambda conn: self._record(conn, op))
+
+    def _replay_by_key(self, conn: Connection, key: str, request_hash: str) -> Entry | None:
+        row = conn.execute(self._stmts["entry_by_key"], {"key": key}).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was already used for a different request",
+                idempotency_key=key,
+                entry_id=row.id,
+            )
+        entry = self._load_entry(conn, row.id)
+        assert entry is not None
+        return entry
+
+    def _record(self, conn: Connection, op: _Op) -> Entry:
+        accounts = self._resolve(conn, (p.account for p in op.balance_postings))
+        for posting in op.balance_postings:
+            acct = accounts[posting.account]
+            if posting.currency != acct.currency:
+                raise CurrencyMismatch(
+                    f"posting of {posting.currency} to account {acct.code} held in {acct.currency}",
+                    account=acct.code,
+                    posting_currency=posting.currency,
+                    account_currency=acct.currency,
+                )
+        entry_id = conn.execute(
+            self._stmts["insert_entry"],
+            {
+                "type": op.type,
+                "phase": op.phase.value,
+                "idempotency_key": op.key,
+                "request_hash": op.request_hash,
+                "description": op.description,
+                "metadata": op.metadata,
+                "effective_at": op.effective_at,
+                "recorded_at": op.recorded_at,
+                "expires_at": op.expires_at,
+                "hold_id": op.hold_id,
+                "reverses_id": op.reverses_id,
+            },
+        ).scalar()
+        if entry_id is None:
+            replay = self._replay_by_key(conn, op.key, op.request_hash)
+            if replay is not None:
+                return replay
+            if op.hold_id is not None:
+                raise HoldNotPending(
+                    f"hold {op.hold_id} was resolved concurrently", entry_id=op.hold_id
+                )
+            raise AlreadyReversed(
+                f"entry {op.reverses_id} has already been reversed", entry_id=op.reverses_id
+            )
+        if op.postings:
+            self._insert_postings(conn, entry_id, op, accounts)
+        self._apply(conn, op, accounts)
+        return Entry(
+            id=entry_id,
+            type=op.type,
+            phase=op.phase,
+            postings=op.postings,
+            idempotency_key=op.key,
+            description=op.description,
+            metadata=op.metadata,
+            effective_at=op.effective_at,
+            recorded_at=op.recorded_at,
+            expires_at=op.expires_at,
+            hold_id=op.hold_id,
+            reverses_id=op.reverses_id,
+        )
+
+    def _insert_postings(
+        self, conn: Connection, entry_id: int, op: _Op, accounts: dict[str, _Acct]
+    ) -> None:
+        try:
+            conn.execute(
+                self._stmts["insert_postings"],
+                [
+                    {
+                        "entry_id": entry_id,
+                        "account_id": accounts[p.account].id,
+                        "amount": p.amount_minor,
+                        "currency": p.currency,
+                    }
+                    for p in op.postings
+                ],
+            )
+        except sa.exc.IntegrityError as exc:
+            # Only a cached account id that no longer exists (a host rolled
+            # back the transaction that opened it) can fail this foreign key.
+            self._shared.accounts.clear()
+            raise UnknownAccount(
+                "an account of this entry does not exist (was its opening rolled back?)",
+                accounts=sorted(accounts),
+            ) from exc
+
+    def _apply(self, conn: Connection, op: _Op, accounts: dict[str, _Acct]) -> None:
+        """Apply the op's deltas to balance rows in ascending (account, shard) order."""
+        deltas: dict[int, _Delta] = defaultdict(_Delta)
+        by_id = {a.id: a for a in accounts.values()}
+        for p in op.balance_postings:
+            d = deltas[accounts[p.account].id]
+            amount = p.amount_minor
+            if op.mode in ("post", "resolve_post"):
+                d.posted += amount
+            if op.mode == "hold":
+                if amount > 0:
+                    d.pending_debit += amount
+                else:
+                    d.pending_credit -= amount
+            elif op.mode in ("resolve_post", "resolve_void"):
+                if amount > 0:
+                    d.pending_debit -= amount
+                else:
+                    d.pending_credit += amount
+        batch: list[dict[str, int]] = []
+        for account_id in sorted(deltas):
+            acct, d = by_id[account_id], deltas[account_id]
+            if d.posted == 0 and d.pending_debit == 0 and d.pending_credit == 0:
+                continue
+            sign = acct.kind.normal_sign
+            pending_out_delta = d.pending_credit if sign > 0 else d.pending_debit
+            reduces = sign * d.posted - pending_out_delta < 0
+            checked = reduces and not acct.allow_overdraft
+            releases = d.pending_debit < 0 or d.pending_credit < 0
+            if acct.shards > 1 and (checked or releases):
+                self._flush(conn, batch)
+                self._apply_all_shards(conn, acct, d, op.mode, checked)
+                continue
+            shard = 0 if acct.shards == 1 else self._shared.rng.randrange(acct.shards)
+            params = {
+                "b_account": account_id,
+                "b_shard": shard,
+                "d_posted": d.posted,
+                "d_pd": d.pending_debit,
+                "d_pc": d.pending_credit,
+            }
+            if checked:
+                self._flush(conn, batch)
+                if conn.execute(self._stmts["update_balance_guarded"], params).first() is None:
+                    self._refuse(conn, acct, sign * d.posted - pending_out_delta)
+            else:
+                batch.append(params)
+        self._flush(conn, batch)
+
+    def _flush(self, conn: Connection, batch: list[dict[str, int]]) -> None:
+        if not batch:
+            return
+        result = conn.execute(self._stmts["update_balance"], batch)
+        if result.rowcount != len(batch):
+            self._shared.accounts.clear()
+            raise UnknownAccount("an account of this entry no longer exists")
+        batch.clear()
+
+    def _apply_all_shards(
+        self, conn: Connection, acct: _Acct, d: _Delta, mode: _Mode, checked: bool
+    ) -> None:
+        """Lock every shard of ``acct`` and spread the deltas so no shard breaks a rule.
+
+        Releases of pending amounts come from the shards that hold them (a
+        posted hold moves the same amounts into ``posted`` on the same shard,
+        so no shard's available drops); an outflow from a no-overdraft account
+        is taken from the shards with the most available.
+        """
+        rows = conn.execute(self._stmts["lock_shards"], {"b_account": acct.id}).all()
+        if not rows:
+            self._shared.accounts.clear()
+            raise UnknownAccount(f"account {acct.code} no longer exists", account=acct.code)
+        sign = acct.kind.normal_sign
+        # Per shard: [posted, pending_debit, pending_credit] deltas.
+        change = {r.shard: [0, 0, 0] for r in rows}
+        if mode in ("resolve_post", "resolve_void"):
+            for column, release in ((1, -d.pending_debit), (2, -d.pending_credit)):
+                remaining = release
+                for r in sorted(rows, key=lambda r: -r[column + 2]):
+                    take = min(r[column + 2], remaining)
+                    change[r.shard][column] -= take
+                    if mode == "resolve_post":
+                        change[r.shard][0] += take if column == 1 else -take
+                    remaining -= take
+                if remaining:
+                    raise SchemaError(
+                        f"balance rows of {acct.code} hold less pending than an open hold; "
+                        "run verify()"
+                    )
+        else:
+            # A post or hold taking money out of a no-overdraft account.
+            assert checked
+            if mode == "post":
+                need, out_column = -sign * d.posted, 0
+            else:
+                need, out_column = (d.pending_credit, 2) if sign > 0 else (d.pending_debit, 1)
+                # Pending money coming in (the other column) can land anywhere.
+                in_column = 3 - out_column
+                change[rows[0].shard][in_column] += (
+                    d.pending_debit if in_column == 1 else (d.pending_credit)
+                )
+            available = {
+                r.shard: sign * r.posted - (r.pending_credit if sign > 0 else r.pending_debit)
+                for r in rows
+            }
+            total = sum(max(v, 0) for v in available.values())
+            if total < need:
+                self._refuse(conn, acct, -need, available_minor=total)
+            remaining = need
+            for shard in sorted(available, key=lambda s: -available[s]):
+                take = min(max(available[shard], 0), remaining)
+                change[shard][out_column] += -sign * take if out_column == 0 else take
+                remaining -= take
+        self._flush(
+            conn,
+            [
+                {
+                    "b_account": acct.id,
+                    "b_shard": shard,
+                    "d_posted": v[0],
+                    "d_pd": v[1],
+                    "d_pc": v[2],
+                }
+                for shard, v in sorted(change.items())
+                if v != [0, 0, 0]
+            ],
+        )
+
+    def _refuse(
+        self, conn: Connection, acct: _Acct, change_minor: int, available_minor: int | None = None
+    ) -> None:
+        if available_minor is None:
+            available_minor = self._balances(conn, [acct.code])[acct.code].available_minor
+        raise InsufficientFunds(
+            f"account {acct.code} has {available_minor} {acct.currency} minor units available; "
+            f"the entry needs {-change_minor}",
+            account=acct.code,
+            available_minor=available_minor,
+            required_minor=-change_minor,
+            currency=acct.currency,
+        )
+
+    # -- reads ------------------------------------------------------------------
+
+    def balance(self, account: str) -> Balance:
+        """An account's balance (posted, pending, available), O(1) in its history."""
+        return self.balances([account])[account]
+
+    def balances(self, accounts: Iterable[str]) -> dict[str, Balance]:
+        """Balances of several accounts in one query."""
+        codes = [check_account_code(code) for code in accounts]
+        return self._read(lambda conn: self._balances(conn, codes))
+
+    def _balances(self, conn: Connection, codes: Sequence[str]) -> dict[str, Balance]:
+        a, b = self._tables.accounts, self._tables.balances
+        rows = conn.execute(
+            sa.select(
+                a.c.code,
+                a.c.kind,
+                a.c.currency,
+                sa.func.sum(b.c.posted).label("posted"),
+                sa.func.sum(b.c.pending_debit).label("pending_debit"),
+                sa.func.sum(b.c.pending_credit).label("pending_credit"),
+            )
+            .join(b, b.c.account_id == a.c.id)
+            .where(a.c.code.in_(set(codes)))
+            .group_by(a.c.id, a.c.code, a.c.kind, a.c.currency)
+        ).all()
+        found = {
+            r.code: Balance.from_raw(
+                r.code,
+                AccountKind(r.kind),
+                r.currency,
+                posted=int(r.posted),
+                pending_debit=int(r.pending_debit),
+                pending_credit=int(r.pending_credit),
+            )
+            for r in rows
+        }
+        unknown = sorted(set(codes) - found.keys())
+        if unknown:
+            raise UnknownAccount(f"no account {', '.join(unknown)}", accounts=unknown)
+        return found
+
+    def balance_as_of(self, account: str, at: datetime) -> Balance:
+        """The posted balance as of ``at`` (entries with ``effective_at <= at``).
+
+        Pending amounts are not historical: the result has none.
+        """
+        code = check_account_code(account)
+        at = _aware(at, "at")
+        e, p = self._tables.entries, self._tables.postings
+
+        def run(conn: Connection) -> Balance:
+            acct = self._load_account(conn, code)
+            if acct is None:
+                raise UnknownAccount(f"no account {code}", account=code)
+            total = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(p.c.amount), 0))
+                .join(e, e.c.id == p.c.entry_id)
+                .where(p.c.account_id == acct.id, e.c.phase == "posted", e.c.effective_at <= at)
+            ).scalar_one()
+            return Balance.from_raw(
+                code,
+                acct.kind,
+                acct.currency,
+                posted=int(total),
+                pending_debit=0,
+                pending_credit=0,
+            )
+
+        return self._read(run)
+
+    def entry(self, entry_id: int) -> Entry:
+        """The entry with this id (``UnknownEntry`` if none)."""
+        found = self._read(lambda conn: self._load_entry(conn, entry_id))
+        if found is None:
+            raise UnknownEntry(f"no entry {entry_id}", entry_id=entry_id)
+        return found
+
+    def entry_by_key(self, idempotency_key: str) -> Entry:
+        """The entry recorded under this idempotency key (``UnknownEntry`` if none)."""
+        e = self._tables.entries
+
+        def run(conn: Connection) -> Entry | None:
+            entry_id = conn.execute(
+                sa.select(e.c.id).where(e.c.idempotency_key == idempotency_key)
+            ).scalar()
+            return None if entry_id is None else self._load_entry(conn, entry_id)
+
+        found = self._read(run)
+        if found is None:
+            raise UnknownEntry(
+                f"no entry with idempotency key {idempotency_key!r}",
+                idempotency_key=idempotency_key,
+            )
+        return found
+
+    def hold_status(self, hold_id: int) -> EntryPhase:
+        """``pending`` while open, else how it was resolved (posted, voided, expired)."""
+        return self._read(lambda conn: self._hold_status(conn, hold_id))
+
+    def _hold_status(self, conn: Connection, hold_id: int) -> EntryPhase:
+        e = self._tables.entries
+        phase = conn.execute(sa.select(e.c.phase).where(e.c.hold_id == hold_id)).scalar()
+        return EntryPhase.PENDING if phase is None else EntryPhase(phase)
+
+    def _load_entry(self, conn: Connection, entry_id: int) -> Entry | None:
+        found = self._load_entries(conn, [entry_id])
+        return found[0] if found else None
+
+    def _load_entries(self, conn: Connection, entry_ids: Sequence[int]) -> list[Entry]:
+        if not entry_ids:
+            return []
+        e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
+        rows = conn.execute(sa.select(e).where(e.c.id.in_(entry_ids)).order_by(e.c.id)).all()
+        legs: dict[int, list[Posting]] = defaultdict(list)
+        for r in conn.execute(
+            sa.select(p.c.entry_id, a.c.code, p.c.amount, p.c.currency)
+            .join(a, a.c.id == p.c.account_id)
+            .where(p.c.entry_id.in_(entry_ids))
+            .order_by(p.c.id)
+        ):
+            legs[r.entry_id].append(Posting(r.code, r.amount, r.currency))
+        return [_entry_from_row(r, tuple(legs[r.id])) for r in rows]
+
+    def iter_entries(self, *, batch_size: int = 1000, after_id: int = 0) -> Iterator[Entry]:
+        """Every entry in id order, fetched ``batch_size`` at a time (for exports)."""
+        e = self._tables.entries
+        last = after_id
+        while True:
+
+            def page(conn: Connection, last: int = last) -> list[Entry]:
+                ids = list(
+                    conn.execute(
+                        sa.select(e.c.id).where(e.c.id > last).order_by(e.c.id).limit(batch_size)
+                    ).scalars()
+                )
+                return self._load_entries(conn, ids)
+
+            entries = self._read(page)
+            if not entries:
+                return
+            yield from entries
+            last = entries[-1].id
+
+    def count_entries(self) -> int:
+        e = self._tables.entries
+        return self._read(
+            lambda conn: int(conn.execute(sa.select(sa.func.count()).select_from(e)).scalar_one())
+        )
+
+    def history(
+        self,
+        account: str,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        types: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> HistoryPage:
+        """Postings on ``account``, newest first, ``limit`` per page.
+
+        Keyset pagination on the posting id: pages never shift or repeat when
+        new entries arrive. Filter by entry ``types`` and by ``effective_at``
+        (``since <= t < until``). Pass ``next_cursor`` back for the next page.
+        """
+        code = check_account_code(account)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}")
+        type_list = sorted(set(types)) if types is not None else None
+        since = _aware(since, "since") if since is not None else None
+        until = _aware(until, "until") if until is not None else None
+        query_id = _fingerprint(
+            "history",
+            {
+                "account": code,
+                "types": type_list,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+            },
+        )[:16]
+        before = _decode_cursor(cursor, query_id) if cursor is not None else None
+        e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
+        r = e.alias("resolution")
+
+        def run(conn: Connection) -> HistoryPage:
+            acct = self._load_account(conn, code)
+            if acct is None:
+                raise UnknownAccount(f"no account {code}", account=code)
+            query = (
+                sa.select(
+                    p.c.id.label("posting_id"),
+                    p.c.amount,
+                    p.c.currency,
+                    e,
+                    r.c.phase.label("resolved_as"),
+                )
+                .join(e, e.c.id == p.c.entry_id)
+                .outerjoin(r, r.c.hold_id == e.c.id)
+                .where(p.c.account_id == acct.id)
+                .order_by(p.c.id.desc())
+                .limit(limit + 1)
+            )
+            if before is not None:
+                query = query.where(p.c.id < before)
+            if type_list is not None:
+                query = query.where(e.c.type.in_(type_list))
+            if since is not None:
+                query = query.where(e.c.effective_at >= since)
+            if until is not None:
+                query = query.where(e.c.effective_at < until)
+            rows = conn.execute(query).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            others: dict[int, list[str]] = defaultdict(list)
+            entry_ids = sorted({row.id for row in rows})
+            if entry_ids:
+                for o in conn.execute(
+                    sa.select(p.c.entry_id, a.c.code)
+                    .join(a, a.c.id == p.c.account_id)
+                    .where(p.c.entry_id.in_(entry_ids), p.c.account_id != acct.id)
+                    .order_by(p.c.id)
+                ):
+                    if o.code not in others[o.entry_id]:
+                        others[o.entry_id].append(o.code)
+            sign = acct.kind.normal_sign
+            items = tuple(
+                HistoryItem(
+                    entry_id=row.id,
+                    posting_id=row.posting_id,
+                    type=row.type,
+                    phase=EntryPhase(row.phase),
+                    account=code,
+                    currency=row.currency,
+                    amount_minor=row.amount,
+                    balance_change_minor=sign * row.amount,
+                    counterparties=tuple(others[row.id]),
+                    description=row.description,
+                    metadata=row.metadata,
+                    effective_at=row.effective_at,
+                    recorded_at=row.recorded_at,
+                    hold_id=row.hold_id,
+                    reverses_id=row.reverses_id,
+                    hold_status=(
+                        EntryPhase(row.resolved_as or "pending") if row.phase == "pending" else None
+                    ),
+                )
+                for row in rows
+            )
+            next_cursor = _encode_cursor(items[-1].posting_id, query_id) if more else None
+            return HistoryPage(items, next_cursor)
+
+        return self._read(run)
+
+    def trial_balance(self) -> TrialBalance:
+        """Posted balances of every account; per currency, debits equal credits."""
+        a, b = self._tables.accounts, self._tables.balances
+        query = (
+            sa.select(a.c.code, a.c.kind, a.c.currency, sa.func.sum(b.c.posted).label("posted"))
+            .join(b, b.c.account_id == a.c.id)
+            .group_by(a.c.id, a.c.code, a.c.kind, a.c.currency)
+            .order_by(a.c.code)
+        )
+        rows = self._read(lambda conn: conn.execute(query).all())
+        return TrialBalance(
+            tuple(
+                TrialBalanceRow(
+                    account=r.code,
+                    kind=AccountKind(r.kind),
+                    currency=r.currency,
+                    debit_minor=max(int(r.posted), 0),
+                    credit_minor=max(-int(r.posted), 0),
+                )
+                for r in rows
+            )
+        )
+
+    def verify(self, *, on_progress: Callable[[str, int, int], None] | None = None) -> VerifyReport:
+        """Recompute every balance from postings and check every invariant.
+
+        Returns a report of what is wrong (values, not a crash); ``report.ok``
+        is true for a healthy ledger. ``on_progress(step, done, total)`` is
+        called as the checks proceed (the CLI draws a progress bar with it).
+        """
+        return self._read(lambda conn: verify_ledger(conn, self._tables, on_progress))
+
+
+def _spec_dict(spec: AccountSpec) -> dict[str, Any]:
+    return {
+        "kind": spec.kind.value,
+        "currency": spec.currency,
+        "allow_overdraft": spec.allow_overdraft,
+        "balance_shards": spec.balance_shards,
+        "metadata": dict(spec.metadata),
+    }
+
+
+def _account_from_row(row: Row[Any]) -> Account:
+    return Account(
+        id=row.id,
+        code=row.code,
+        kind=AccountKind(row.kind),
+        currency=row.currency,
+        allow_overdraft=row.allow_overdraft,
+        balance_shards=row.balance_shards,
+        metadata=row.metadata,
+        created_at=row.created_at,
+    )
+
+
+def _entry_from_row(row: Row[Any], postings: tuple[Posting, ...]) -> Entry:
+    return Entry(
+        id=row.id,
+        type=row.type,
+        phase=EntryPhase(row.phase),
+        postings=postings,
+        idempotency_key=row.idempotency_key,
+        description=row.description,
+        metadata=row.metadata,
+        effective_at=row.effective_at,
+        recorded_at=row.recorded_at,
+        expires_at=row.expires_at,
+        hold_id=row.hold_id,
+        reverses_id=row.reverses_id,
+    )
+
+
+def _encode_cursor(posting_id: int, query_id: str) -> str:
+    raw = json.dumps({"p": posting_id, "q": query_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, query_id: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        posting_id, cursor_query = data["p"], data["q"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidCursor("the cursor is not one this ledger issued") from exc
+    if not isinstance(posting_id, int) or isinstance(posting_id, bool) or cursor_query != query_id:
+        raise InvalidCursor("the cursor belongs to a different history query")
+    return posting_id

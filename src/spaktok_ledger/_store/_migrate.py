@@ -1,0 +1,61 @@
+"""Create or upgrade the ledger's schema with its shipped Alembic migrations."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from spaktok_ledger._store._schema import DEFAULT_PREFIX, check_prefix
+
+__all__ = ["current_revision", "head_revision", "migrate"]
+
+
+def _config(connection: Connection | None, prefix: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("spaktok_ledger._store") / "migrations"))
+    cfg.attributes["spaktok_prefix"] = prefix
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this version of the library ships."""
+    head = ScriptDirectory.from_config(_config(None, DEFAULT_PREFIX)).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX) -> str | None:
+    """The migration the database is at for ``prefix`` (``None``: no ledger tables)."""
+    prefix = check_prefix(prefix)
+    if isinstance(bind, Engine):
+        with bind.connect() as connection:
+            return current_revision(connection, prefix)
+    context = MigrationContext.configure(bind, opts={"version_table": f"{prefix}alembic_version"})
+    return context.get_current_revision()
+
+
+def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: str = "head") -> str:
+    """Create the ledger's tables or upgrade them to ``revision``; returns the new revision.
+
+    Safe to run at every start-up: an up-to-date schema is left alone. With a
+    ``Connection``, the migration runs in the caller's transaction (the caller
+    commits); with an ``Engine``, in a transaction of its own.
+
+    >>> import sqlalchemy as sa
+    >>> migrate(sa.create_engine("sqlite://"))
+    '0001'
+    """
+    prefix = check_prefix(prefix)
+    if isinstance(bind, Engine):
+        with bind.begin() as connection:
+            return migrate(connection, prefix, revision)
+    command.upgrade(_config(bind, prefix), revision)
+    rev = current_revision(bind, prefix)
+    assert rev is not None
+    return rev

@@ -1,0 +1,209 @@
+"""The ledger's tables, on the library's own ``MetaData`` with a name prefix.
+
+A host puts them in its own database next to its tables; the prefix (default
+``spaktok_``) keeps names apart. The append-only triggers and PostgreSQL's
+deferred balance check are DDL, in ``_ddl.py``; migrations create both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeDecorator
+
+from spaktok_ledger._errors import InvalidInput
+
+__all__ = ["DEFAULT_PREFIX", "LedgerTables", "UTCDateTime", "check_prefix", "tables_for"]
+
+DEFAULT_PREFIX = "spaktok_"
+_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+# Integer primary keys: BIGINT identity on PostgreSQL, the rowid alias on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes in, UTC-aware datetimes out, on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are
+    stored as naive UTC (fixed-width text that sorts correctly).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidInput(f"datetimes must be timezone-aware, got {value!r}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):  # pragma: no cover - defensive
+            raise TypeError(f"unexpected datetime value {value!r}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def check_prefix(prefix: str) -> str:
+    """Table-name prefixes are short lower-case identifiers (``spaktok_``, ``ledger_``...)."""
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        raise InvalidInput(
+            f"table prefix must match [a-z][a-z0-9_]{{0,30}}, got {prefix!r}", prefix=prefix
+        )
+    return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTables:
+    """The tables of one prefix, on their own ``MetaData``."""
+
+    prefix: str
+    metadata: MetaData
+    accounts: Table
+    balances: Table
+    entries: Table
+    postings: Table
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+
+@cache
+def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
+    """The ledger's tables under ``prefix`` (built once per prefix).
+
+    >>> tables_for("spaktok_").entries.name
+    'spaktok_transactions'
+    """
+    p = check_prefix(prefix)
+    md = MetaData()
+
+    accounts = Table(
+        f"{p}accounts",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("code", String(200), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("currency", String(3), nullable=False),
+        Column("allow_overdraft", Boolean, nullable=False),
+        Column("balance_shards", SmallInteger, nullable=False),
+        Column("metadata", Json, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        CheckConstraint(
+            "kind IN ('asset', 'liability', 'equity', 'revenue', 'expense')",
+            name=f"{p}accounts_kind",
+        ),
+        CheckConstraint("length(currency) = 3", name=f"{p}accounts_currency"),
+        CheckConstraint("balance_shards BETWEEN 1 AND 64", name=f"{p}accounts_shards"),
+        Index(f"{p}accounts_code", "code", unique=True),
+        # Target of the postings' (account_id, currency) foreign key, so the
+        # database itself refuses a posting in another currency than its account.
+        UniqueConstraint("id", "currency", name=f"{p}accounts_id_currency"),
+    )
+
+    # One row per (account, shard). Amounts are debit-positive sums; an
+    # account's balance is the sum over its shards. ``normal_sign`` and
+    # ``allow_overdraft`` are copied from the account (immutable) so that a
+    # CHECK can guard the no-overdraft rule on every row.
+    balances = Table(
+        f"{p}balances",
+        md,
+        Column("account_id", Id, ForeignKey(accounts.c.id), primary_key=True),
+        Column("shard", SmallInteger, primary_key=True),
+        Column("normal_sign", SmallInteger, nullable=False),
+        Column("allow_overdraft", Boolean, nullable=False),
+        Column("posted", BigInteger, nullable=False, server_default=text("0")),
+        Column("pending_debit", BigInteger, nullable=False, server_default=text("0")),
+        Column("pending_credit", BigInteger, nullable=False, server_default=text("0")),
+        Column("version", BigInteger, nullable=False, server_default=text("0")),
+        CheckConstraint("normal_sign IN (-1, 1)", name=f"{p}balances_sign"),
+        CheckConstraint("pending_debit >= 0 AND pending_credit >= 0", name=f"{p}balances_pending"),
+        CheckConstraint(
+            "allow_overdraft OR (CASE WHEN normal_sign = 1 THEN posted - pending_credit "
+            "ELSE -posted - pending_debit END) >= 0",
+            name=f"{p}balances_no_overdraft",
+        ),
+    )
+
+    # Journal entries: the plan's ``transactions`` table.
+    entries = Table(
+        f"{p}transactions",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("type", String(64), nullable=False),
+        Column("phase", String(8), nullable=False),
+        Column("idempotency_key", String(255), nullable=False),
+        Column("request_hash", String(64), nullable=False),
+        Column("description", String(1000), nullable=False),
+        Column("metadata", Json, nullable=False),
+        Column("effective_at", UTCDateTime, nullable=False),
+        Column("recorded_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=True),
+        Column("hold_id", Id, ForeignKey(f"{p}transactions.id"), nullable=True),
+        Column("reverses_id", Id, ForeignKey(f"{p}transactions.id"), nullable=True),
+        CheckConstraint(
+            "phase IN ('posted', 'pending', 'voided', 'expired')", name=f"{p}transactions_phase"
+        ),
+        CheckConstraint("expires_at IS NULL OR phase = 'pending'", name=f"{p}transactions_expiry"),
+        CheckConstraint(
+            "phase NOT IN ('voided', 'expired') OR hold_id IS NOT NULL",
+            name=f"{p}transactions_void_names_hold",
+        ),
+        Index(f"{p}transactions_key", "idempotency_key", unique=True),
+        # A hold is resolved (posted, voided or expired) once; an entry is reversed once.
+        Index(f"{p}transactions_hold", "hold_id", unique=True),
+        Index(f"{p}transactions_reverses", "reverses_id", unique=True),
+        Index(f"{p}transactions_type_time", "type", "effective_at"),
+        Index(f"{p}transactions_open_holds", "phase", "expires_at"),
+    )
+
+    postings = Table(
+        f"{p}postings",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("entry_id", Id, ForeignKey(entries.c.id), nullable=False),
+        Column("account_id", Id, nullable=False),
+        Column("amount", BigInteger, nullable=False),
+        Column("currency", String(3), nullable=False),
+        CheckConstraint("amount <> 0", name=f"{p}postings_nonzero"),
+        ForeignKeyConstraint(
+            ["account_id", "currency"],
+            [accounts.c.id, accounts.c.currency],
+            name=f"{p}postings_account_currency",
+        ),
+        Index(f"{p}postings_account", "account_id", "id"),
+        Index(f"{p}postings_entry", "entry_id"),
+    )
+
+    return LedgerTables(p, md, accounts, balances, entries, postings)

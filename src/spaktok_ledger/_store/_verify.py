@@ -1,0 +1,310 @@
+"""``verify()``: recompute balances from postings and check every invariant.
+
+The balance rows are a cache of the postings; history is the truth. This
+module rebuilds the truth with plain aggregate queries and reports every
+difference as a :class:`Problem` (values, never an exception).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from spaktok_ledger._store._schema import LedgerTables
+
+__all__ = ["Problem", "VerifyReport", "verify_ledger"]
+
+Progress = Callable[[str, int, int], None]
+
+STEPS = ("balances", "entries", "totals", "overdraft", "holds", "guards")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One broken invariant."""
+
+    check: str
+    """Which check found it: balances, entries, totals, overdraft, holds, reversals, guards."""
+    subject: str
+    """What is wrong: an account code, ``entry #12``, a currency."""
+    message: str
+    expected: Any = None
+    actual: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What ``Ledger.verify()`` found."""
+
+    problems: tuple[Problem, ...]
+    accounts_checked: int
+    entries_checked: int
+    postings_checked: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(slots=True)
+class _State:
+    """What the checks share: the rows read once."""
+
+    conn: Connection
+    t: LedgerTables
+    # Rows are typed loosely: SQLAlchemy 2.0 and 2.1 spell Row's parameters differently.
+    accounts: dict[int, Any]
+    shard_rows: list[Any]
+    entry_rows: list[Any]
+    cached: dict[int, tuple[int, int, int]]
+    posting_counts: dict[int, int]
+    problems: list[Problem]
+
+    def code(self, account_id: int) -> str:
+        acct = self.accounts.get(account_id)
+        return acct.code if acct is not None else f"account #{account_id}"
+
+    def add(self, *args: Any) -> None:
+        self.problems.append(Problem(*args))
+
+
+def verify_ledger(
+    conn: Connection, t: LedgerTables, on_progress: Progress | None = None
+) -> VerifyReport:
+    a, b, e, p = t.accounts, t.balances, t.entries, t.postings
+    shard_rows = list(
+        conn.execute(
+            sa.select(
+                b.c.account_id,
+                b.c.shard,
+                b.c.normal_sign,
+                b.c.allow_overdraft,
+                b.c.posted,
+                b.c.pending_debit,
+                b.c.pending_credit,
+            )
+        )
+    )
+    cached: dict[int, tuple[int, int, int]] = {}
+    for r in shard_rows:
+        posted, pd, pc = cached.get(r.account_id, (0, 0, 0))
+        cached[r.account_id] = (posted + r.posted, pd + r.pending_debit, pc + r.pending_credit)
+    state = _State(
+        conn=conn,
+        t=t,
+        accounts={r.id: r for r in conn.execute(sa.select(a.c.id, a.c.code, a.c.currency))},
+        shard_rows=shard_rows,
+        entry_rows=list(conn.execute(sa.select(e.c.id, e.c.phase, e.c.hold_id, e.c.reverses_id))),
+        cached=cached,
+        posting_counts={
+            entry_id: int(n)
+            for entry_id, n in conn.execute(
+                sa.select(p.c.entry_id, sa.func.count()).group_by(p.c.entry_id)
+            )
+        },
+        problems=[],
+    )
+    checks = (
+        _check_balance_rows,
+        _check_entries,
+        _check_totals,
+        _check_overdraft,
+        _check_holds_and_reversals,
+        _check_guards,
+    )
+    for index, check in enumerate(checks):
+        check(state)
+        if on_progress is not None:
+            on_progress(STEPS[index], index + 1, len(checks))
+    return VerifyReport(
+        problems=tuple(state.problems),
+        accounts_checked=len(state.accounts),
+        entries_checked=len(state.entry_rows),
+        postings_checked=sum(state.posting_counts.values()),
+    )
+
+
+def _check_balance_rows(s: _State) -> None:
+    """Each account's balance rows sum to its postings (posted and pending separately)."""
+    e, p = s.t.entries, s.t.postings
+    resolution = e.alias("resolution")
+    open_hold = sa.and_(e.c.phase == "pending", resolution.c.id.is_(None))
+    truth = {
+        r.account_id: (int(r.posted), int(r.pending_debit), int(r.pending_credit))
+        for r in s.conn.execute(
+            sa.select(
+                p.c.account_id,
+                sa.func.sum(sa.case((e.c.phase == "posted", p.c.amount), else_=0)).label("posted"),
+                sa.func.sum(
+                    sa.case((sa.and_(open_hold, p.c.amount > 0), p.c.amount), else_=0)
+                ).label("pending_debit"),
+                sa.func.sum(
+                    sa.case((sa.and_(open_hold, p.c.amount < 0), -p.c.amount), else_=0)
+                ).label("pending_credit"),
+            )
+            .join(e, e.c.id == p.c.entry_id)
+            .outerjoin(resolution, resolution.c.hold_id == e.c.id)
+            .group_by(p.c.account_id)
+        )
+    }
+    for account_id, acct in s.accounts.items():
+        want = truth.get(account_id, (0, 0, 0))
+        have = s.cached.get(account_id)
+        if have is None:
+            s.add("balances", acct.code, "account has no balance rows", want, None)
+        elif have != want:
+            s.add(
+                "balances",
+                acct.code,
+                "balance rows (posted, pending_debit, pending_credit) differ from postings",
+                want,
+                have,
+            )
+
+
+def _check_entries(s: _State) -> None:
+    """Entries balance per currency, have the right number of postings, in the right currency."""
+    a, p = s.t.accounts, s.t.postings
+    for r in s.conn.execute(
+        sa.select(p.c.entry_id, p.c.currency, sa.func.sum(p.c.amount).label("total"))
+        .group_by(p.c.entry_id, p.c.currency)
+        .having(sa.func.sum(p.c.amount) != 0)
+    ):
+        s.add(
+            "entries",
+            f"entry #{r.entry_id}",
+            f"postings sum to {r.total} {r.currency}, not 0",
+            0,
+            int(r.total),
+        )
+    for entry in s.entry_rows:
+        n = s.posting_counts.get(entry.id, 0)
+        if entry.phase in ("posted", "pending") and n < 2:
+            s.add("entries", f"entry #{entry.id}", f"{entry.phase} entry has {n} postings", 2, n)
+        if entry.phase in ("voided", "expired") and n:
+            s.add("entries", f"entry #{entry.id}", f"{entry.phase} entry has postings", 0, n)
+    for m in s.conn.execute(
+        sa.select(p.c.id, p.c.account_id, p.c.currency, a.c.currency.label("account_currency"))
+        .join(a, a.c.id == p.c.account_id)
+        .where(p.c.currency != a.c.currency)
+    ):
+        s.add(
+            "entries",
+            f"posting #{m.id}",
+            f"posting in {m.currency} on {s.code(m.account_id)}",
+            m.account_currency,
+            m.currency,
+        )
+
+
+def _check_totals(s: _State) -> None:
+    """Per currency, posted balances sum to zero and pending debits equal pending credits."""
+    per_currency: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for account_id, (posted, pd, pc) in s.cached.items():
+        acct = s.accounts.get(account_id)
+        if acct is not None:
+            sums = per_currency[acct.currency]
+            sums[0] += posted
+            sums[1] += pd
+            sums[2] += pc
+    for currency, (posted, pd, pc) in sorted(per_currency.items()):
+        if posted != 0:
+            s.add("totals", currency, "posted balances do not sum to zero", 0, posted)
+        if pd != pc:
+            s.add("totals", currency, "pending debits and credits differ", pd, pc)
+
+
+def _check_overdraft(s: _State) -> None:
+    """No shard of a no-overdraft account has available < 0; no pending amount is negative."""
+    for r in s.shard_rows:
+        if r.pending_debit < 0 or r.pending_credit < 0:
+            s.add(
+                "overdraft",
+                s.code(r.account_id),
+                f"shard {r.shard} has a negative pending amount",
+                ">= 0",
+                (r.pending_debit, r.pending_credit),
+            )
+        if r.allow_overdraft:
+            continue
+        out = r.pending_credit if r.normal_sign > 0 else r.pending_debit
+        available = r.normal_sign * r.posted - out
+        if available < 0:
+            s.add(
+                "overdraft",
+                s.code(r.account_id),
+                f"shard {r.shard} of a no-overdraft account has available {available}",
+                ">= 0",
+                available,
+            )
+
+
+def _check_holds_and_reversals(s: _State) -> None:
+    """Resolutions name a hold and repeat its postings; reversals mirror their original."""
+    p = s.t.postings
+    linked = [r for r in s.entry_rows if r.hold_id is not None or r.reverses_id is not None]
+    needed = sorted(
+        {r.id for r in linked}
+        | {r.hold_id for r in linked if r.hold_id is not None}
+        | {r.reverses_id for r in linked if r.reverses_id is not None}
+    )
+    legs: dict[int, Counter[tuple[int, int, str]]] = defaultdict(Counter)
+    for start in range(0, len(needed), 500):
+        for r in s.conn.execute(
+            sa.select(p.c.entry_id, p.c.account_id, p.c.amount, p.c.currency).where(
+                p.c.entry_id.in_(needed[start : start + 500])
+            )
+        ):
+            legs[r.entry_id][(r.account_id, r.amount, r.currency)] += 1
+    phases = {r.id: r.phase for r in s.entry_rows}
+    for r in linked:
+        if r.hold_id is not None:
+            if phases.get(r.hold_id) != "pending":
+                s.add("holds", f"entry #{r.id}", f"resolves entry #{r.hold_id}, not a hold")
+            elif r.phase == "posted" and legs[r.id] != legs[r.hold_id]:
+                s.add("holds", f"entry #{r.id}", f"posts hold #{r.hold_id} with other postings")
+        if r.reverses_id is not None:
+            mirror = Counter(
+                {(acc, -amount, cur): n for (acc, amount, cur), n in legs[r.reverses_id].items()}
+            )
+            if legs[r.id] != mirror or phases.get(r.reverses_id) != "posted":
+                s.add(
+                    "reversals",
+                    f"entry #{r.id}",
+                    f"does not mirror the posted entry #{r.reverses_id}",
+                )
+
+
+def _check_guards(s: _State) -> None:
+    """The append-only (and, on PostgreSQL, balance) triggers are installed."""
+    dialect = s.conn.dialect.name
+    expected = _expected_triggers(s.t, dialect)
+    present = _installed_triggers(s.conn, dialect)
+    for name in sorted(expected - present):
+        s.add("guards", name, "database guard trigger is missing")
+
+
+def _expected_triggers(t: LedgerTables, dialect: str) -> set[str]:
+    p = t.prefix
+    if dialect == "postgresql":
+        names = {f"{p}postings_balanced", f"{p}balances_no_delete"}
+        for table in ("transactions", "postings", "accounts"):
+            names |= {f"{p}{table}_append_only", f"{p}{table}_no_truncate"}
+        return names
+    names = {f"{p}balances_no_delete"}
+    for table in ("transactions", "postings", "accounts"):
+        names |= {f"{p}{table}_no_update", f"{p}{table}_no_delete"}
+    return names
+
+
+def _installed_triggers(conn: Connection, dialect: str) -> set[str]:
+    if dialect == "postgresql":
+        query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    else:
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    return set(conn.exec_driver_sql(query).scalars())
