@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from spaktok_ledger import Ledger, create_engine
-from spaktok_ledger.testing._clock import FakeClock
+from spaktok_ledger.testing import FakeClock
 
 # A fast default for local runs and a thorough profile for CI.
 settings.register_profile(
