@@ -123,6 +123,8 @@ def check_json(value: object, *, name: str = "metadata") -> dict[str, Json]:
     """Return a JSON-safe copy of a metadata mapping, or raise ``InvalidInput``."""
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{name} must be a mapping, not {type(value).__name__}")
+    if not value:
+        return {}
     try:
         text = json.dumps(dict(value), allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:

@@ -44,8 +44,9 @@ def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: s
     """Create the ledger's tables or upgrade them to ``revision``; returns the new revision.
 
     Safe to run at every start-up: an up-to-date schema is left alone. With a
-    ``Connection``, the migration runs in the caller's transaction (the caller
-    commits); with an ``Engine``, in a transaction of its own.
+    ``Connection``, the migration runs in the caller's transaction, begun if
+    needed, and the caller commits (DDL is transactional on both PostgreSQL
+    and SQLite); with an ``Engine``, in a transaction of its own.
 
     >>> import sqlalchemy as sa
     >>> migrate(sa.create_engine("sqlite://"))
@@ -55,6 +56,8 @@ def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: s
     if isinstance(bind, Engine):
         with bind.begin() as connection:
             return migrate(connection, prefix, revision)
+    if not bind.in_transaction():
+        bind.begin()
     command.upgrade(_config(bind, prefix), revision)
     rev = current_revision(bind, prefix)
     assert rev is not None
