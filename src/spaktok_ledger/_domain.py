@@ -37,6 +37,7 @@ __all__ = [
     "Balance",
     "Entry",
     "EntryDraft",
+    "EntryPage",
     "EntryPhase",
     "EntryType",
     "HistoryItem",
@@ -349,6 +350,19 @@ class Entry:
     """For an entry that posts or voids a hold: the hold's id."""
     reverses_id: int | None = None
     """For a reversal: the id of the entry it reverses."""
+    replayed: bool = field(default=False, compare=False)
+    """True when this call recognised an earlier request with the same key and
+    wrote nothing (hosts can answer with an ``Idempotent-Replayed`` header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryPage:
+    """Entries touching a set of accounts, newest first; ``next_cursor`` continues."""
+
+    entries: tuple[Entry, ...]
+    next_cursor: str | None
+    hold_status: Mapping[int, EntryPhase] = field(default_factory=dict)
+    """For each pending entry (hold) on the page: pending, posted, voided or expired."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -615,3 +615,48 @@ def test_bind_types(tmp_path) -> None:
     with Ledger(url) as ledger:
         assert ledger.migrate() == "0001"
         assert ledger.dialect == "sqlite"
+
+
+class TestRequestsAndPages:
+    def test_replayed_flag(self, ledger: Ledger) -> None:
+        """A replay says so (replayed=True) and still compares equal to the original."""
+        accounts(ledger)
+        first = ledger.post(
+            EntryDraft("purchase", (Posting.debit(CLEARING, 5), Posting.credit(WALLET, 5)), "p")
+        )
+        again = ledger.post(
+            EntryDraft("purchase", (Posting.debit(CLEARING, 5), Posting.credit(WALLET, 5)), "p")
+        )
+        assert (first.replayed, again.replayed) == (False, True)
+        assert again == first
+
+    def test_request_fingerprint_overrides_the_draft(self, ledger: Ledger) -> None:
+        """With request=..., idempotency compares requests: a changed derivation replays."""
+        accounts(ledger)
+        purchase(ledger, 1000, "p")
+        request = {"op": "send_gift", "gift": "rose", "quantity": 1}
+        first = ledger.post(gift_draft(100, "g"), request=request)
+        again = ledger.post(gift_draft(120, "g"), request=request)  # e.g. the split changed
+        assert again.replayed and again == first
+        with pytest.raises(IdempotencyConflict):
+            ledger.post(gift_draft(100, "g"), request={**request, "quantity": 2})
+
+    def test_entries_page_across_accounts(self, ledger: Ledger, clock) -> None:
+        """entries_page lists each entry touching the accounts once, newest first."""
+        accounts(ledger)
+        purchase(ledger, 1000, "p")
+        ids = [ledger.post(gift_draft(100 + i, f"g{i}")).id for i in range(5)]
+        hold = ledger.hold(
+            EntryDraft("payout", (Posting.debit(EARNINGS, 30), Posting.credit(CLEARING, 30)), "h")
+        )
+        page = ledger.entries_page([EARNINGS, REVENUE], limit=4)
+        assert [e.id for e in page.entries] == [hold.id, *reversed(ids[-3:])]
+        assert page.hold_status == {hold.id: EntryPhase.PENDING}
+        rest = ledger.entries_page([EARNINGS, REVENUE], limit=4, cursor=page.next_cursor)
+        assert [e.id for e in rest.entries] == list(reversed(ids[:2]))
+        assert rest.next_cursor is None
+        assert [e.id for e in ledger.entries_page([EARNINGS], types=["payout"]).entries] == [hold.id]
+        with pytest.raises(UnknownAccount):
+            ledger.entries_page(["user:404:wallet"])
+        with pytest.raises(InvalidCursor):
+            ledger.entries_page([EARNINGS], cursor=page.next_cursor)

@@ -29,9 +29,9 @@ import hashlib
 import json
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -46,6 +46,7 @@ from spaktok_ledger._domain import (
     Balance,
     Entry,
     EntryDraft,
+    EntryPage,
     EntryPhase,
     HistoryItem,
     HistoryPage,
@@ -557,29 +558,50 @@ class Ledger:
 
     # -- writes -----------------------------------------------------------------
 
-    def post(self, draft: EntryDraft) -> Entry:
+    def post(self, draft: EntryDraft, *, request: Mapping[str, Any] | None = None) -> Entry:
         """Record a balanced entry and apply it to the balances.
 
         Idempotent by ``draft.idempotency_key``: the same draft again returns
-        the first result and writes nothing; a different draft under the same
-        key raises ``IdempotencyConflict``. A no-overdraft account that would
-        go below zero raises ``InsufficientFunds`` and nothing is written.
-        """
-        return self._submit(self._op_from_draft("post", draft, None))
+        the first result (``entry.replayed`` is true) and writes nothing; a
+        different draft under the same key raises ``IdempotencyConflict``. A
+        no-overdraft account that would go below zero raises
+        ``InsufficientFunds`` and nothing is written.
 
-    def hold(self, draft: EntryDraft, *, expires_at: datetime | None = None) -> Entry:
+        ``request``: when the entry is *derived* from a higher-level request
+        (a gift, a purchase), pass that request here; idempotency then
+        compares requests, not drafts, so a replay after, say, a split change
+        still returns the original entry.
+        """
+        return self._submit(self._op_from_draft("post", draft, None, request))
+
+    def hold(
+        self,
+        draft: EntryDraft,
+        *,
+        expires_at: datetime | None = None,
+        request: Mapping[str, Any] | None = None,
+    ) -> Entry:
         """Record a pending entry (a hold): it counts against available balances
         until ``post_hold`` posts it or ``void_hold``/``expire_holds`` releases it."""
         if expires_at is not None:
             expires_at = _aware(expires_at, "expires_at")
-        return self._submit(self._op_from_draft("hold", draft, expires_at))
+        return self._submit(self._op_from_draft("hold", draft, expires_at, request))
 
-    def _op_from_draft(self, kind: str, draft: EntryDraft, expires_at: datetime | None) -> _Op:
+    def _op_from_draft(
+        self,
+        kind: str,
+        draft: EntryDraft,
+        expires_at: datetime | None,
+        request: Mapping[str, Any] | None = None,
+    ) -> _Op:
         if not isinstance(draft, EntryDraft):
             raise InvalidInput(f"expected an EntryDraft, got {type(draft).__name__}")
         now = self.now()
-        fields = draft.fingerprint_fields()
-        fields["expires_at"] = expires_at.isoformat() if expires_at else None
+        if request is not None:
+            fields: dict[str, Any] = {"request": check_json(request, name="request")}
+        else:
+            fields = draft.fingerprint_fields()
+            fields["expires_at"] = expires_at.isoformat() if expires_at else None
         if expires_at is not None and expires_at <= now:
             raise InvalidEntry("a hold's expires_at must be in the future")
         return _Op(
@@ -790,7 +812,7 @@ class Ledger:
             )
         entry = self._load_entry(conn, row.id)
         assert entry is not None
-        return entry
+        return replace(entry, replayed=True)
 
     def _record(self, conn: Connection, op: _Op) -> Entry:
         accounts = self._resolve(conn, (p.account for p in op.balance_postings))
@@ -1266,6 +1288,78 @@ class Ledger:
             )
             next_cursor = _encode_cursor(items[-1].posting_id, query_id) if more else None
             return HistoryPage(items, next_cursor)
+
+        return self._read(run)
+
+    def entries_page(
+        self,
+        accounts: Sequence[str],
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        types: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> EntryPage:
+        """Entries touching any of ``accounts``, newest first, whole (every posting).
+
+        The entry-level view of history: a statement for a holder of several
+        accounts (a streamer's pending, payable and in-payout earnings) lists
+        each movement once. Same keyset pagination and filters as ``history``.
+        """
+        codes = sorted({check_account_code(code) for code in accounts})
+        if not codes:
+            raise InvalidInput("entries_page needs at least one account")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}")
+        type_list = sorted(set(types)) if types is not None else None
+        since = _aware(since, "since") if since is not None else None
+        until = _aware(until, "until") if until is not None else None
+        query_id = _fingerprint(
+            "entries_page",
+            {
+                "accounts": codes,
+                "types": type_list,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+            },
+        )[:16]
+        before = _decode_cursor(cursor, query_id) if cursor is not None else None
+        e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
+
+        def run(conn: Connection) -> EntryPage:
+            ids = list(conn.execute(sa.select(a.c.id).where(a.c.code.in_(codes))).scalars())
+            if len(ids) != len(codes):
+                known = set(conn.execute(sa.select(a.c.code).where(a.c.id.in_(ids))).scalars())
+                unknown = sorted(set(codes) - known)
+                raise UnknownAccount(f"no account {', '.join(unknown)}", accounts=unknown)
+            query = (
+                sa.select(e.c.id)
+                .where(e.c.id.in_(sa.select(p.c.entry_id).where(p.c.account_id.in_(ids))))
+                .order_by(e.c.id.desc())
+                .limit(limit + 1)
+            )
+            if before is not None:
+                query = query.where(e.c.id < before)
+            if type_list is not None:
+                query = query.where(e.c.type.in_(type_list))
+            if since is not None:
+                query = query.where(e.c.effective_at >= since)
+            if until is not None:
+                query = query.where(e.c.effective_at < until)
+            page_ids = list(conn.execute(query).scalars())
+            more = len(page_ids) > limit
+            page_ids = page_ids[:limit]
+            entries = sorted(self._load_entries(conn, page_ids), key=lambda x: -x.id)
+            holds = [x.id for x in entries if x.phase is EntryPhase.PENDING]
+            status = dict.fromkeys(holds, EntryPhase.PENDING)
+            if holds:
+                for hold_id, phase in conn.execute(
+                    sa.select(e.c.hold_id, e.c.phase).where(e.c.hold_id.in_(holds))
+                ):
+                    status[hold_id] = EntryPhase(phase)
+            next_cursor = _encode_cursor(page_ids[-1], query_id) if more else None
+            return EntryPage(tuple(entries), next_cursor, status)
 
         return self._read(run)
 
