@@ -133,7 +133,8 @@ def _seed_postings(engine: sa.Engine, ledger: Ledger, code: str, other: str, cou
     now = datetime.now(UTC)
     batch = 5_000
     with engine.begin() as conn:
-        start_id = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.entries.c.id), 0))).scalar_one()
+        last_id = sa.select(sa.func.coalesce(sa.func.max(t.entries.c.id), 0))
+        start_id = conn.execute(last_id).scalar_one()
         for offset in range(0, count_, batch):
             size = min(batch, count_ - offset)
             ids = range(start_id + offset + 1, start_id + offset + size + 1)

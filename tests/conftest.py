@@ -137,7 +137,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI, a skipped PostgreSQL test fails the run."""
     if IN_CI and _skipped_postgres:
-        print(  # noqa: T201
+        print(
             f"\nCI is set but {len(_skipped_postgres)} PostgreSQL test(s) were skipped, "
             f"e.g. {_skipped_postgres[0]}: failing the run"
         )

@@ -37,5 +37,5 @@ def test_doc_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     for line, source in blocks:
         code = compile(source, f"{path.relative_to(ROOT)}:{line}", "exec")
-        exec(code, namespace)  # noqa: S102 - running our own documentation is the point
+        exec(code, namespace)
     os.chdir(ROOT)

@@ -178,7 +178,7 @@ class TestPostingsAndEntries:
             _draft(
                 Posting.debit("a:x", 1),
                 Posting.credit("a:y", 1),
-                effective_at=datetime(2026, 1, 1),  # noqa: DTZ001
+                effective_at=datetime(2026, 1, 1),
             )
 
     def test_fingerprint_ignores_defaulted_time(self) -> None:

@@ -1,5 +1,42 @@
-"""spaktok-ledger: an embeddable double-entry ledger for virtual-gift economies."""
+"""spaktok-ledger: an embeddable double-entry ledger for virtual-gift economies.
 
+Layers (each imports only those below it):
+
+- the pure core: money and currencies, revenue split, pricing and quotes,
+  the domain types (accounts, entries, postings) — no I/O;
+- the ledger store: :class:`Ledger` on SQLAlchemy (SQLite or PostgreSQL);
+- the gift-economy services and the Stripe / exchange-rate adapters.
+
+Quick start::
+
+    from spaktok_ledger import AccountKind, AccountSpec, EntryDraft, Ledger, Posting
+
+    ledger = Ledger("sqlite:///spaktok.db")
+    ledger.migrate()
+"""
+
+from spaktok_ledger._clock import (
+    Clock,
+    utc_now,
+)
+from spaktok_ledger._currency import (
+    CurrencyInfo,
+    currency_info,
+    display_exponent,
+    from_money,
+    from_stripe_amount,
+    is_stripe_chargeable,
+    known_currencies,
+    stripe_charge_increment,
+    stripe_exponent,
+    stripe_minimum_charge_minor,
+    stripe_payout_increment,
+    to_major,
+    to_minor,
+    to_money,
+    to_stripe_amount,
+    validate_currency,
+)
 from spaktok_ledger._domain import (
     Account,
     AccountKind,
@@ -7,6 +44,7 @@ from spaktok_ledger._domain import (
     Balance,
     Entry,
     EntryDraft,
+    EntryPage,
     EntryPhase,
     EntryType,
     HistoryItem,
@@ -56,6 +94,7 @@ from spaktok_ledger._errors import (
     UnknownCurrency,
     UnknownEntry,
     UnknownGift,
+    UnknownLocale,
     UnknownPack,
     UnknownPayout,
     UnknownPurchase,
@@ -66,9 +105,30 @@ from spaktok_ledger._errors import (
     WebhookPayloadError,
     WebhookVerificationError,
 )
+from spaktok_ledger._format import (
+    currency_name,
+    default_currency_for_locale,
+    format_price,
+)
+from spaktok_ledger._money import (
+    check_minor,
+)
+from spaktok_ledger._pricing import (
+    CoinPack,
+    PackCatalogue,
+    PriceEnding,
+    Quote,
+    check_quote_valid,
+    check_stripe_minimum,
+    local_price,
+    make_quote,
+)
+from spaktok_ledger._split import (
+    RevenueSplit,
+    split,
+)
 from spaktok_ledger._store import (
     DEFAULT_PREFIX,
-    Clock,
     Ledger,
     LedgerTables,
     Problem,
@@ -80,7 +140,6 @@ from spaktok_ledger._store import (
     head_revision,
     migrate,
     tables_for,
-    utc_now,
 )
 
 __version__ = "0.1.0"
@@ -96,10 +155,13 @@ __all__ = [
     "AmountMismatch",
     "Balance",
     "Clock",
+    "CoinPack",
     "Conflict",
+    "CurrencyInfo",
     "CurrencyMismatch",
     "Entry",
     "EntryDraft",
+    "EntryPage",
     "EntryPhase",
     "EntryType",
     "FraudRejected",
@@ -123,6 +185,7 @@ __all__ = [
     "LedgerTables",
     "LedgerWarning",
     "NotFound",
+    "PackCatalogue",
     "PaymentError",
     "PaymentProviderError",
     "PayoutBelowMinimum",
@@ -130,12 +193,15 @@ __all__ = [
     "PayoutLimitExceeded",
     "PayoutsNotEnabled",
     "Posting",
+    "PriceEnding",
     "Problem",
+    "Quote",
     "QuoteExpired",
     "RateError",
     "RateStale",
     "RateUnavailable",
     "Retry",
+    "RevenueSplit",
     "SchemaError",
     "SpendingBlocked",
     "TrialBalance",
@@ -145,6 +211,7 @@ __all__ = [
     "UnknownCurrency",
     "UnknownEntry",
     "UnknownGift",
+    "UnknownLocale",
     "UnknownPack",
     "UnknownPayout",
     "UnknownPurchase",
@@ -156,11 +223,35 @@ __all__ = [
     "WebhookPayloadError",
     "WebhookVerificationError",
     "__version__",
+    "check_minor",
+    "check_quote_valid",
+    "check_stripe_minimum",
     "configure_sqlite",
     "create_engine",
+    "currency_info",
+    "currency_name",
     "current_revision",
+    "default_currency_for_locale",
+    "display_exponent",
+    "format_price",
+    "from_money",
+    "from_stripe_amount",
     "head_revision",
+    "is_stripe_chargeable",
+    "known_currencies",
+    "local_price",
+    "make_quote",
     "migrate",
+    "split",
+    "stripe_charge_increment",
+    "stripe_exponent",
+    "stripe_minimum_charge_minor",
+    "stripe_payout_increment",
     "tables_for",
+    "to_major",
+    "to_minor",
+    "to_money",
+    "to_stripe_amount",
     "utc_now",
+    "validate_currency",
 ]

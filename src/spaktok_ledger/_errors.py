@@ -13,6 +13,7 @@ exception: adapters translate them with ``raise ... from exc``.
     │   ├── InvalidAmount                      not an int minor amount in int64 range
     │   │   └── InvalidAmountType (TypeError)  float, bool, str... where an int belongs
     │   ├── UnknownCurrency                    not an ISO 4217 code we know
+    │   ├── UnknownLocale                      not a CLDR locale babel knows
     │   ├── InvalidAccountCode
     │   ├── InvalidEntry                       malformed entry (type, postings, metadata)
     │   │   ├── UnbalancedEntry                postings do not sum to zero per currency
@@ -104,6 +105,7 @@ __all__ = [
     "UnknownCurrency",
     "UnknownEntry",
     "UnknownGift",
+    "UnknownLocale",
     "UnknownPack",
     "UnknownPayout",
     "UnknownPurchase",
@@ -159,6 +161,10 @@ class InvalidAmountType(InvalidAmount, TypeError):
 
 class UnknownCurrency(InvalidInput):
     """A currency code is not an ISO 4217 code the library knows."""
+
+
+class UnknownLocale(InvalidInput):
+    """A locale is not a CLDR identifier or BCP 47 tag babel knows."""
 
 
 class InvalidAccountCode(InvalidInput):

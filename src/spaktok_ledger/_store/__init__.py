@@ -1,14 +1,13 @@
 """The ledger store (SQLAlchemy 2.x): tables, migrations, posting, reads, verify."""
 
 from spaktok_ledger._store._engine import Retry, configure_sqlite, create_engine
-from spaktok_ledger._store._ledger import Clock, Ledger, utc_now
+from spaktok_ledger._store._ledger import Ledger
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
 from spaktok_ledger._store._verify import Problem, VerifyReport
 
 __all__ = [
     "DEFAULT_PREFIX",
-    "Clock",
     "Ledger",
     "LedgerTables",
     "Problem",
@@ -20,5 +19,4 @@ __all__ = [
     "head_revision",
     "migrate",
     "tables_for",
-    "utc_now",
 ]

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.orm import Session
 
+from spaktok_ledger._clock import Clock, utc_now
 from spaktok_ledger._domain import (
     Account,
     AccountKind,
@@ -78,7 +79,6 @@ from spaktok_ledger._store._verify import VerifyReport, verify_ledger
 __all__ = ["Clock", "Ledger", "utc_now"]
 
 T = TypeVar("T")
-Clock = Callable[[], datetime]
 Bind = Engine | Connection | Session | str | sa.URL
 
 _Mode = Literal["post", "hold", "resolve_post", "resolve_void"]
@@ -86,11 +86,6 @@ MAX_PAGE = 500
 # Connection.info key: codes of accounts opened in the current transaction,
 # which must not enter the account cache until that transaction commits.
 _OPENED = "spaktok_opened_accounts"
-
-
-def utc_now() -> datetime:
-    """The default clock: the current time in UTC."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,819 @@
+"""Pricing: USD list prices -> local charge amounts, quotes, and the coin-pack catalogue.
+
+Pure: no I/O except :meth:`PackCatalogue.load`, which reads one file.
+
+How a USD price becomes a local price (:func:`local_price`)
+-----------------------------------------------------------
+
+1. The USD price (cents), the rate (a ``Decimal``) and the markup factor
+   ``(10_000 + markup_bps) / 10_000`` are multiplied **exactly**, as
+   rationals (``fractions.Fraction``): no intermediate rounding at all.
+2. The exact local amount is rounded **once**, with the ``rounding`` mode
+   named at the call, to the currency's *Stripe charge increment*: whole
+   yen for JPY, 10 fils for KWD (Stripe wants the last digit 0), one cent
+   for EUR, one krona for ISK. With a :class:`PriceEnding` the same single
+   rounding snaps to the ending instead (``4.99``, ``1,800`` yen).
+3. The result is refused with ``AmountBelowMinimum`` when Stripe would not
+   charge it: below the USD 0.50 minimum at the quoted rate (the platform
+   settles in USD), or below Stripe's own minimum for that currency when it
+   publishes one (``STRIPE_MINIMUM_CHARGE``).
+
+>>> from decimal import Decimal
+>>> local_price(499, "JPY", Decimal("160.6165"))
+801
+>>> local_price(499, "KWD", Decimal("0.30672"))
+1530
+>>> local_price(499, "EUR", Decimal("0.934143"), price_ending=PriceEnding.ninety_nine())
+499
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Final
+
+from spaktok_ledger._currency import (
+    check_rounding,
+    currency_info,
+    stripe_minimum_charge_minor,
+    to_major,
+    to_stripe_amount,
+    validate_currency,
+)
+from spaktok_ledger._errors import (
+    AmountBelowMinimum,
+    InvalidAmount,
+    InvalidCatalogue,
+    InvalidInput,
+    QuoteExpired,
+    RateStale,
+    UnknownPack,
+    UnsupportedCurrency,
+)
+from spaktok_ledger._format import format_price, parse_locale
+from spaktok_ledger._money import check_minor
+from spaktok_ledger.fx._rates import (
+    Clock,
+    Rate,
+    RateProvider,
+    check_aware,
+    check_rate_value,
+    utc_now,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RATE_AGE",
+    "DEFAULT_QUOTE_TTL",
+    "MAX_MARKUP_BPS",
+    "USD_MINIMUM_CHARGE_MINOR",
+    "CoinPack",
+    "PackCatalogue",
+    "PriceEnding",
+    "Quote",
+    "check_quote_valid",
+    "check_stripe_minimum",
+    "local_price",
+    "make_quote",
+]
+
+DEFAULT_QUOTE_TTL: Final = timedelta(minutes=15)
+"""How long a displayed price stays chargeable."""
+
+DEFAULT_MAX_RATE_AGE: Final = timedelta(days=7)
+"""A backstop in :func:`make_quote`: even an uncached provider's rate may not be older."""
+
+MAX_MARKUP_BPS: Final = 10_000
+"""FX markups run from 0 to 100 %."""
+
+USD_MINIMUM_CHARGE_MINOR: Final = 50
+"""Stripe's minimum charge in the USD settlement currency: $0.50."""
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def _round(value: Fraction, rounding: str) -> int:
+    """Round an exact rational to an integer with a ``decimal.ROUND_*`` mode, exactly.
+
+    Every mode depends only on the integer part, whether a fraction remains,
+    and which side of one half it falls; a ``Decimal`` stand-in with the same
+    three facts (``floor + 0``, ``0.25``, ``0.5`` or ``0.75``) rounds the same.
+    """
+    floor, remainder = divmod(value.numerator, value.denominator)
+    twice = 2 * remainder
+    if remainder == 0:
+        tail = Decimal(0)
+    elif twice < value.denominator:
+        tail = Decimal("0.25")
+    elif twice == value.denominator:
+        tail = Decimal("0.5")
+    else:
+        tail = Decimal("0.75")
+    return int((Decimal(floor) + tail).to_integral_value(rounding=rounding))
+
+
+def _magnitude(value: Fraction) -> int:
+    """The exponent m with 10**m <= value < 10**(m+1), for a positive value."""
+    m = len(str(value.numerator)) - len(str(value.denominator))
+    while Fraction(10) ** m > value:
+        m -= 1
+    while Fraction(10) ** (m + 1) <= value:
+        m += 1
+    return m
+
+
+def _check_markup(markup_bps: object) -> int:
+    if isinstance(markup_bps, bool) or not isinstance(markup_bps, int):
+        raise InvalidInput(f"markup_bps must be an int, not {type(markup_bps).__name__}")
+    if not 0 <= markup_bps <= MAX_MARKUP_BPS:
+        raise InvalidInput(f"markup_bps must be between 0 and {MAX_MARKUP_BPS}, got {markup_bps}")
+    return markup_bps
+
+
+def _check_decimal(value: object, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise InvalidInput(f"{name} must be a Decimal, not {type(value).__name__}")
+    result = Decimal(value)
+    if not result.is_finite():
+        raise InvalidInput(f"{name} must be finite, got {result}")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEnding:
+    """Snap a price to ``k · step - offset`` (major units) with the call's single rounding.
+
+    * ``PriceEnding.ninety_nine()`` — ``step=1, offset=0.01``: 4.99, 5.99...
+      (in KWD: 4.990, still a multiple of 10 fils).
+    * ``PriceEnding.whole()`` — whole major units.
+    * ``PriceEnding.nice(2)`` — two significant digits (¥1,721 -> ¥1,700,
+      or ¥1,800 with ``rounding=ROUND_CEILING``); ``step`` is then the
+      smallest step allowed.
+    * ``PriceEnding.charm(currency)`` — a sensible default per currency:
+      ``.99`` for EUR/USD-like currencies, ``nice(2)`` for JPY-like ones.
+
+    ``k`` is ``(exact + offset) / step`` rounded with the caller's mode, so
+    ``ROUND_HALF_UP`` picks the nearest ending and ``ROUND_CEILING`` the next
+    one up. Step and offset must be whole multiples of the currency's Stripe
+    charge increment, else ``InvalidInput``.
+
+    >>> PriceEnding.ninety_nine()
+    PriceEnding(step=Decimal('1'), offset=Decimal('0.01'), significant_digits=None)
+    """
+
+    step: Decimal = Decimal(1)
+    """Prices are multiples of this many major units (before the offset)."""
+    offset: Decimal = Decimal(0)
+    """Subtracted from the multiple: ``0.01`` turns 5 into 4.99. ``0 <= offset < step``."""
+    significant_digits: int | None = None
+    """If set, the step grows with the price so it keeps this many significant digits."""
+
+    def __post_init__(self) -> None:
+        step = _check_decimal(self.step, "step")
+        offset = _check_decimal(self.offset, "offset")
+        if step <= 0:
+            raise InvalidInput(f"step must be positive, got {step}")
+        if not 0 <= offset < step:
+            raise InvalidInput(f"offset must satisfy 0 <= offset < step, got {offset}")
+        sig = self.significant_digits
+        if sig is not None and (isinstance(sig, bool) or not isinstance(sig, int) or sig < 1):
+            raise InvalidInput(f"significant_digits must be a positive int, got {sig!r}")
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "offset", offset)
+
+    @classmethod
+    def whole(cls) -> PriceEnding:
+        """Whole major units."""
+        return cls(step=Decimal(1))
+
+    @classmethod
+    def ninety_nine(cls) -> PriceEnding:
+        """Prices ending in .99 of a major unit."""
+        return cls(step=Decimal(1), offset=Decimal("0.01"))
+
+    @classmethod
+    def nice(cls, significant_digits: int = 2) -> PriceEnding:
+        """Round to ``significant_digits`` significant digits (at least one major unit)."""
+        return cls(step=Decimal(1), significant_digits=significant_digits)
+
+    @classmethod
+    def charm(cls, currency: str) -> PriceEnding:
+        """A conventional ending for ``currency``.
+
+        * ``.99`` for two-decimal currencies whose cash prices use decimals (EUR, USD, GBP);
+        * ``.x90`` for three-decimal currencies (KWD 1.590), whose major unit is worth
+          about three dollars, too coarse for whole-unit endings;
+        * two significant digits for zero-decimal currencies (JPY 1,600) and for those
+          CLDR prices in whole units in cash (HUF, TWD, IDR, SEK, CZK).
+
+        >>> PriceEnding.charm("JPY") == PriceEnding.nice(2)
+        True
+        """
+        info = currency_info(currency)
+        if info.display_exponent == 0 or info.cash_exponent == 0:
+            return cls.nice(2)
+        if info.display_exponent >= 3:
+            return cls(step=Decimal("0.1"), offset=Decimal("0.01"))
+        return cls.ninety_nine()
+
+    def _grid(self, exact_minor: Fraction, exponent: int, increment: int) -> tuple[int, int]:
+        """(step, offset) in minor units for a price of ``exact_minor``."""
+        step = self.step
+        if self.significant_digits is not None and exact_minor > 0:
+            magnitude = _magnitude(exact_minor / 10**exponent)
+            step = max(step, Decimal(1).scaleb(magnitude + 1 - self.significant_digits))
+        step_minor, offset_minor = step.scaleb(exponent), self.offset.scaleb(exponent)
+        for name, value in (("step", step_minor), ("offset", offset_minor)):
+            if value != value.to_integral_value() or int(value) % increment:
+                raise InvalidInput(
+                    f"price ending {name} {value.scaleb(-exponent)} is not a multiple of the "
+                    f"currency's charge increment ({increment} minor units)"
+                )
+        return int(step_minor), int(offset_minor)
+
+
+def _rate_value(rate: Rate | Decimal, currency: str) -> Decimal:
+    if isinstance(rate, Rate):
+        if rate.base != "USD" or rate.quote != currency:
+            raise InvalidInput(
+                f"expected a USD->{currency} rate, got {rate.base}->{rate.quote}",
+                currency=currency,
+            )
+        value = rate.value
+    else:
+        value = check_rate_value(rate)
+    if currency == "USD" and value != 1:
+        raise InvalidInput(f"the USD->USD rate is 1, got {value}")
+    return value
+
+
+def check_stripe_minimum(amount_minor: int, currency: str, usd_rate: Rate | Decimal) -> None:
+    """Raise ``AmountBelowMinimum`` if Stripe would refuse to charge ``amount_minor``.
+
+    Two checks (the documented simplification of Stripe's rule, which
+    converts each charge to the account's settlement currency):
+
+    * the amount is worth at least USD 0.50 at ``usd_rate`` (USD -> currency),
+      since the platform settles in USD;
+    * if Stripe publishes a minimum for ``currency`` itself (GBP 0.30,
+      JPY 50, HUF 175...), the amount reaches it.
+
+    >>> from decimal import Decimal
+    >>> check_stripe_minimum(50, "USD", Decimal(1))
+    >>> check_stripe_minimum(45, "JPY", Decimal("160"))
+    Traceback (most recent call last):
+    ...
+    spaktok_ledger._errors.AmountBelowMinimum: 45 JPY is below Stripe's minimum charge of 50 JPY
+    """
+    amount = check_minor(amount_minor)
+    code = validate_currency(currency)
+    rate_value = _rate_value(usd_rate, code)
+    exponent = currency_info(code).display_exponent
+    own_minimum = stripe_minimum_charge_minor(code)
+    if own_minimum is not None and amount < own_minimum:
+        raise AmountBelowMinimum(
+            f"{to_major(amount, code)} {code} is below Stripe's minimum charge of "
+            f"{to_major(own_minimum, code)} {code}",
+            currency=code,
+            amount_minor=amount,
+            minimum_minor=own_minimum,
+        )
+    # amount / rate >= USD 0.50, compared exactly as rationals.
+    if Fraction(amount, 10**exponent) < Fraction(USD_MINIMUM_CHARGE_MINOR, 100) * Fraction(
+        rate_value
+    ):
+        raise AmountBelowMinimum(
+            f"{to_major(amount, code)} {code} is worth less than Stripe's minimum charge "
+            f"of USD 0.50 at the rate {rate_value}",
+            currency=code,
+            amount_minor=amount,
+            minimum_usd_minor=USD_MINIMUM_CHARGE_MINOR,
+        )
+
+
+def local_price(
+    usd_minor: int,
+    currency: str,
+    rate: Rate | Decimal,
+    *,
+    markup_bps: int = 0,
+    rounding: str = ROUND_HALF_UP,
+    price_ending: PriceEnding | None = None,
+    check_minimum: bool = True,
+) -> int:
+    """Convert a USD price in cents to a chargeable amount in ``currency`` minor units.
+
+    ``rate`` is USD -> ``currency`` (a :class:`~spaktok_ledger.fx.Rate` or a
+    ``Decimal``); ``markup_bps`` adds an FX margin (150 = 1.5 %) to converted
+    prices; a USD price is not converted and gets none. The one
+    rounding uses ``rounding`` (a ``decimal.ROUND_*`` constant) and lands on
+    the currency's Stripe charge increment, or on ``price_ending``. See the
+    module docstring for the steps.
+
+    >>> from decimal import Decimal, ROUND_CEILING
+    >>> local_price(499, "EUR", Decimal("0.934143"))
+    466
+    >>> local_price(499, "EUR", Decimal("0.934143"), markup_bps=200)
+    475
+    >>> local_price(999, "JPY", Decimal("160.6165"), price_ending=PriceEnding.nice(2),
+    ...             rounding=ROUND_CEILING)
+    1700
+    """
+    usd = check_minor(usd_minor, name="usd_minor", allow_zero=False)
+    if usd < 0:
+        raise InvalidAmount(f"usd_minor must be positive, got {usd}", field="usd_minor")
+    code = validate_currency(currency)
+    info = currency_info(code)
+    if not info.stripe_chargeable:
+        raise UnsupportedCurrency(f"Stripe cannot charge in {code}", currency=code)
+    rate_value = _rate_value(rate, code)
+    # An FX margin: a USD price involves no conversion, so it carries no markup.
+    markup = _check_markup(markup_bps)
+    if code == "USD":
+        markup = 0
+    mode = check_rounding(rounding)
+    exponent, increment = info.display_exponent, info.charge_increment_minor
+
+    # The exact local amount in minor units, as a rational: nothing rounds here.
+    exact = (
+        Fraction(usd, 100)
+        * Fraction(rate_value)
+        * Fraction(10_000 + markup, 10_000)
+        * Fraction(10) ** exponent
+    )
+    if price_ending is None:
+        step, offset = increment, 0
+    else:
+        step, offset = price_ending._grid(exact, exponent, increment)
+    # The one rounding: how many steps of the grid.
+    amount = _round((exact + offset) / step, mode) * step - offset
+    if amount <= 0:
+        raise AmountBelowMinimum(
+            f"USD {to_major(usd, 'USD')} rounds to nothing in {code}", currency=code
+        )
+    amount = check_minor(amount)
+    if check_minimum:
+        check_stripe_minimum(amount, code, rate_value)
+    return amount
+
+
+# --- the coin-pack catalogue -------------------------------------------------
+
+
+def _catalogue_int(value: object, name: str, *, minimum: int) -> int:
+    try:
+        number = check_minor(value, name=name)
+    except InvalidAmount as exc:
+        raise InvalidCatalogue(str(exc), field=name) from exc
+    if number < minimum:
+        raise InvalidCatalogue(f"{name} must be at least {minimum}, got {number}", field=name)
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class CoinPack:
+    """A pack of coins sold for a USD list price.
+
+    Its face value ``F = (coins + bonus_coins) · coin_value_usd_minor`` may
+    differ from its price ``P``; the ledger books ``P - F`` to
+    ``platform:coin_pricing``.
+
+    >>> pack = CoinPack("starter", usd_price_minor=499, coins=500, bonus_coins=25)
+    >>> pack.total_coins, pack.face_value_usd_minor(), pack.pricing_difference_usd_minor()
+    (525, 525, -26)
+    """
+
+    id: str
+    """Stable identifier: ``[a-z0-9][a-z0-9_.-]*``, at most 64 characters."""
+    usd_price_minor: int
+    """The list price P in US cents (positive)."""
+    coins: int
+    """Coins bought (positive)."""
+    bonus_coins: int = 0
+    """Extra coins given free (non-negative)."""
+    name: str = ""
+    """Display name; defaults to the id."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not _ID.match(self.id):
+            raise InvalidCatalogue(
+                f"pack id must match [a-z0-9][a-z0-9_.-]{{0,63}}, got {self.id!r}"
+            )
+        object.__setattr__(
+            self,
+            "usd_price_minor",
+            _catalogue_int(self.usd_price_minor, "usd_price_minor", minimum=1),
+        )
+        object.__setattr__(self, "coins", _catalogue_int(self.coins, "coins", minimum=1))
+        object.__setattr__(
+            self, "bonus_coins", _catalogue_int(self.bonus_coins, "bonus_coins", minimum=0)
+        )
+        if not isinstance(self.name, str) or len(self.name) > 200:
+            raise InvalidCatalogue(
+                f"pack {self.id}: name must be a string of at most 200 characters"
+            )
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
+
+    @property
+    def total_coins(self) -> int:
+        """Coins credited to the wallet: bought plus bonus."""
+        return self.coins + self.bonus_coins
+
+    def face_value_usd_minor(self, coin_value_usd_minor: int = 1) -> int:
+        """F: what the credited coins are worth, in US cents."""
+        return self.total_coins * _catalogue_int(
+            coin_value_usd_minor, "coin_value_usd_minor", minimum=1
+        )
+
+    def pricing_difference_usd_minor(self, coin_value_usd_minor: int = 1) -> int:
+        """P - F: positive when priced above face value, negative with bonus coins."""
+        return self.usd_price_minor - self.face_value_usd_minor(coin_value_usd_minor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "usd_price_minor": self.usd_price_minor,
+            "coins": self.coins,
+            "bonus_coins": self.bonus_coins,
+        }
+
+
+_PACK_KEYS: Final = frozenset({"id", "name", "usd_price_minor", "coins", "bonus_coins"})
+_CATALOGUE_KEYS: Final = frozenset({"packs", "coin_value_usd_minor"})
+
+
+@dataclass(frozen=True, slots=True)
+class PackCatalogue:
+    """The coin packs on sale, validated as a whole (unique ids, at least one pack).
+
+    Load it from code, a mapping, JSON or TOML; all prices are integer US
+    cents (a float in the file is an error, not a price)::
+
+        coin_value_usd_minor = 1     # 1 coin = 1 US cent of face value
+
+        [[packs]]
+        id = "starter"
+        name = "Starter"
+        usd_price_minor = 499
+        coins = 500
+
+    >>> catalogue = PackCatalogue((CoinPack("starter", 499, 500),))
+    >>> catalogue.get("starter").coins
+    500
+    """
+
+    packs: tuple[CoinPack, ...]
+    """The packs, in display order."""
+    coin_value_usd_minor: int = 1
+    """Face value of one coin in US cents."""
+    _by_id: dict[str, CoinPack] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.packs, str | bytes | Mapping) or not hasattr(self.packs, "__iter__"):
+            raise InvalidCatalogue("packs must be a sequence of CoinPack")
+        packs = tuple(self.packs)
+        if not packs:
+            raise InvalidCatalogue("a catalogue needs at least one pack")
+        by_id: dict[str, CoinPack] = {}
+        for pack in packs:
+            if not isinstance(pack, CoinPack):
+                raise InvalidCatalogue(f"packs must be CoinPack objects, got {pack!r}")
+            if pack.id in by_id:
+                raise InvalidCatalogue(f"duplicate pack id {pack.id!r}", pack_id=pack.id)
+            by_id[pack.id] = pack
+        object.__setattr__(self, "packs", packs)
+        object.__setattr__(
+            self,
+            "coin_value_usd_minor",
+            _catalogue_int(self.coin_value_usd_minor, "coin_value_usd_minor", minimum=1),
+        )
+        object.__setattr__(self, "_by_id", by_id)
+
+    def __iter__(self) -> Iterator[CoinPack]:
+        return iter(self.packs)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def __contains__(self, pack_id: object) -> bool:
+        return pack_id in self._by_id
+
+    def get(self, pack_id: str) -> CoinPack:
+        """The pack with this id, or ``UnknownPack``."""
+        try:
+            return self._by_id[pack_id]
+        except (KeyError, TypeError):
+            raise UnknownPack(f"no coin pack {pack_id!r}", pack_id=pack_id) from None
+
+    def face_value_usd_minor(self, pack_id: str) -> int:
+        """F for a pack at this catalogue's coin value."""
+        return self.get(pack_id).face_value_usd_minor(self.coin_value_usd_minor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "coin_value_usd_minor": self.coin_value_usd_minor,
+            "packs": [pack.to_dict() for pack in self.packs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PackCatalogue:
+        """Build from ``{"coin_value_usd_minor": 1, "packs": [{...}, ...]}``; unknown keys fail."""
+        if not isinstance(data, Mapping):
+            raise InvalidCatalogue("a catalogue must be a mapping with a 'packs' list")
+        unknown = set(data) - _CATALOGUE_KEYS
+        if unknown:
+            raise InvalidCatalogue(f"unknown catalogue keys: {sorted(unknown)}")
+        raw_packs = data.get("packs")
+        if not isinstance(raw_packs, list):
+            raise InvalidCatalogue("'packs' must be a list of tables/objects")
+        packs = []
+        for index, raw in enumerate(raw_packs):
+            if not isinstance(raw, Mapping):
+                raise InvalidCatalogue(f"pack #{index} must be a table/object")
+            unknown = set(raw) - _PACK_KEYS
+            missing = {"id", "usd_price_minor", "coins"} - set(raw)
+            if unknown or missing:
+                raise InvalidCatalogue(
+                    f"pack #{index}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+                )
+            packs.append(CoinPack(**raw))
+        return cls(tuple(packs), data.get("coin_value_usd_minor", 1))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PackCatalogue:
+        """Parse a JSON catalogue; non-integer numbers are refused."""
+        try:
+            data = json.loads(text, parse_float=_refuse_float, parse_constant=_refuse_float)
+        except ValueError as exc:
+            raise InvalidCatalogue(f"malformed JSON catalogue: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_toml(cls, text: str) -> PackCatalogue:
+        """Parse a TOML catalogue (``[[packs]]`` tables)."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidCatalogue(f"malformed TOML catalogue: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PackCatalogue:
+        """Read a ``.json`` or ``.toml`` catalogue file."""
+        file = Path(path)
+        suffix = file.suffix.lower()
+        if suffix not in {".json", ".toml"}:
+            raise InvalidCatalogue(f"catalogue files are .json or .toml, got {file.name!r}")
+        text = file.read_text(encoding="utf-8")
+        return cls.from_json(text) if suffix == ".json" else cls.from_toml(text)
+
+
+def _refuse_float(text: str) -> Any:
+    raise ValueError(f"prices and counts are integers, got {text}")
+
+
+# --- quotes --------------------------------------------------------------------
+
+
+def _aware(value: object, name: str) -> datetime:
+    try:
+        return check_aware(value, name)
+    except InvalidInput:
+        raise InvalidInput(f"quote {name} must be a timezone-aware datetime") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """A displayed local price: what checkout will charge, and why, until when.
+
+    Serialise with :meth:`to_dict` (JSON-safe: ``Decimal`` as a string, times
+    as ISO 8601) and read back with :meth:`from_dict`.
+    """
+
+    id: str
+    pack_id: str
+    coins: int
+    """Coins bought, as the pack had them when quoted."""
+    bonus_coins: int
+    usd_price_minor: int
+    """The pack's list price P in US cents."""
+    face_value_usd_minor: int
+    """The coins' face value F in US cents."""
+    currency: str
+    local_amount_minor: int
+    """What checkout charges, in ``currency`` minor units (display exponent)."""
+    rate: Decimal
+    """USD -> ``currency`` rate used (before the markup)."""
+    markup_bps: int
+    rate_source: str
+    rate_published_at: datetime
+    rate_fetched_at: datetime
+    created_at: datetime
+    expires_at: datetime
+    locale: str | None = None
+    display: str | None = None
+    """The formatted price for ``locale``, if one was given."""
+
+    def __post_init__(self) -> None:
+        for name in ("id", "pack_id", "rate_source"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > 255:
+                raise InvalidInput(f"quote {name} must be a non-empty string")
+        for name in ("coins", "bonus_coins", "usd_price_minor", "face_value_usd_minor"):
+            value = check_minor(getattr(self, name), name=name)
+            if value < 0:
+                raise InvalidInput(f"quote {name} must not be negative")
+            object.__setattr__(self, name, value)
+        validate_currency(self.currency)
+        amount = check_minor(self.local_amount_minor, name="local_amount_minor", allow_zero=False)
+        if amount < 0:
+            raise InvalidInput("quote local_amount_minor must be positive")
+        object.__setattr__(self, "local_amount_minor", amount)
+        object.__setattr__(self, "rate", check_rate_value(self.rate))
+        _check_markup(self.markup_bps)
+        for name in ("rate_published_at", "rate_fetched_at", "created_at", "expires_at"):
+            _aware(getattr(self, name), name)
+        if self.expires_at <= self.created_at:
+            raise InvalidInput("quote expires_at must be after created_at")
+        for name in ("locale", "display"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"quote {name} must be a string or None")
+
+    @property
+    def stripe_amount(self) -> int:
+        """The integer to send to Stripe as ``amount`` (e.g. ISK x100)."""
+        return to_stripe_amount(self.local_amount_minor, self.currency)
+
+    @property
+    def total_coins(self) -> int:
+        return self.coins + self.bonus_coins
+
+    def is_expired(self, now: datetime) -> bool:
+        """Whether ``now`` is at or past ``expires_at``."""
+        return _aware(now, "now") >= self.expires_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (for the quotes table or an API response)."""
+        return {
+            "id": self.id,
+            "pack_id": self.pack_id,
+            "coins": self.coins,
+            "bonus_coins": self.bonus_coins,
+            "usd_price_minor": self.usd_price_minor,
+            "face_value_usd_minor": self.face_value_usd_minor,
+            "currency": self.currency,
+            "local_amount_minor": self.local_amount_minor,
+            "rate": str(self.rate),
+            "markup_bps": self.markup_bps,
+            "rate_source": self.rate_source,
+            "rate_published_at": self.rate_published_at.isoformat(),
+            "rate_fetched_at": self.rate_fetched_at.isoformat(),
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "locale": self.locale,
+            "display": self.display,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Quote:
+        """Rebuild a quote from :meth:`to_dict` output; anything malformed is ``InvalidInput``."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput("a quote must be a mapping")
+        expected = set(_QUOTE_FIELDS)
+        missing = expected - {"locale", "display"} - set(data)
+        unknown = set(data) - expected
+        if missing or unknown:
+            raise InvalidInput(f"quote keys: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        values = dict(data)
+        if not isinstance(values["rate"], str):
+            raise InvalidInput("quote rate must be a decimal string")
+        values["rate"] = check_rate_value(values["rate"])
+        for name in ("rate_published_at", "rate_fetched_at", "created_at", "expires_at"):
+            raw = values[name]
+            try:
+                values[name] = datetime.fromisoformat(raw)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"quote {name} must be an ISO 8601 string") from exc
+        for name in (
+            "coins",
+            "bonus_coins",
+            "usd_price_minor",
+            "face_value_usd_minor",
+            "local_amount_minor",
+            "markup_bps",
+        ):
+            if isinstance(values[name], bool) or not isinstance(values[name], int):
+                raise InvalidInput(f"quote {name} must be an integer")
+        return cls(**values)
+
+
+_QUOTE_FIELDS: Final = tuple(Quote.__dataclass_fields__)
+
+
+def check_quote_valid(quote: Quote, now: datetime) -> None:
+    """Raise ``QuoteExpired`` if ``quote`` can no longer be charged at ``now``."""
+    if quote.is_expired(now):
+        raise QuoteExpired(
+            f"quote {quote.id} expired at {quote.expires_at.isoformat()}",
+            quote_id=quote.id,
+            expires_at=quote.expires_at.isoformat(),
+        )
+
+
+def _new_quote_id() -> str:
+    return f"quote_{uuid.uuid4().hex}"
+
+
+def make_quote(
+    pack: CoinPack,
+    currency: str,
+    rate_provider: RateProvider,
+    clock: Clock = utc_now,
+    ttl: timedelta = DEFAULT_QUOTE_TTL,
+    *,
+    markup_bps: int = 0,
+    rounding: str = ROUND_HALF_UP,
+    price_ending: PriceEnding | None = None,
+    locale: str | None = None,
+    coin_value_usd_minor: int = 1,
+    max_rate_age: timedelta = DEFAULT_MAX_RATE_AGE,
+    id_factory: Callable[[], str] = _new_quote_id,
+) -> Quote:
+    """Price ``pack`` in ``currency`` now and freeze the result for ``ttl``.
+
+    Asks ``rate_provider`` for USD -> ``currency`` (USD itself needs no rate),
+    prices with :func:`local_price`, and records the rate, its source and
+    times. ``max_rate_age`` is a backstop: a rate published longer ago raises
+    ``RateStale`` even if the provider did not (wrap providers in
+    ``CachedRateProvider`` for per-provider limits). With ``locale`` the quote
+    carries the formatted price.
+
+    >>> from datetime import datetime, UTC
+    >>> from spaktok_ledger.fx import StaticRateProvider
+    >>> now = lambda: datetime(2024, 6, 28, 15, 0, tzinfo=UTC)
+    >>> quote = make_quote(CoinPack("starter", 499, 500), "EUR",
+    ...                    StaticRateProvider({"EUR": "0.934143"}, clock=now), now,
+    ...                    locale="de_DE", id_factory=lambda: "q1")
+    >>> quote.local_amount_minor, quote.display
+    (466, '4,66\\xa0€')
+    """
+    if not isinstance(pack, CoinPack):
+        raise InvalidInput(f"pack must be a CoinPack, not {type(pack).__name__}")
+    code = validate_currency(currency)
+    if not isinstance(ttl, timedelta) or ttl <= timedelta(0):
+        raise InvalidInput(f"ttl must be a positive timedelta, got {ttl!r}")
+    if locale is not None:
+        locale = str(parse_locale(locale))
+    now = check_aware(clock(), "clock()")
+    if code == "USD":
+        rate = Rate("USD", "USD", Decimal(1), "identity", now, now)
+    else:
+        rate = rate_provider.rate("USD", code)
+        if rate.base != "USD" or rate.quote != code:
+            raise InvalidInput(f"provider answered {rate.base}->{rate.quote} for USD->{code}")
+    if rate.age(now) > max_rate_age:
+        raise RateStale(
+            f"{rate.source} USD->{code} rate was published at "
+            f"{rate.published_at.isoformat()}, over the {max_rate_age} limit",
+            source=rate.source,
+            published_at=rate.published_at.isoformat(),
+        )
+    amount = local_price(
+        pack.usd_price_minor,
+        code,
+        rate,
+        markup_bps=markup_bps,
+        rounding=rounding,
+        price_ending=price_ending,
+    )
+    return Quote(
+        id=id_factory(),
+        pack_id=pack.id,
+        coins=pack.coins,
+        bonus_coins=pack.bonus_coins,
+        usd_price_minor=pack.usd_price_minor,
+        face_value_usd_minor=pack.face_value_usd_minor(coin_value_usd_minor),
+        currency=code,
+        local_amount_minor=amount,
+        rate=rate.value,
+        markup_bps=0 if code == "USD" else markup_bps,
+        rate_source=rate.source,
+        rate_published_at=rate.published_at,
+        rate_fetched_at=rate.fetched_at,
+        created_at=now,
+        expires_at=now + ttl,
+        locale=locale,
+        display=None if locale is None else format_price(amount, code, locale),
+    )

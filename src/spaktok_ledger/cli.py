@@ -1,0 +1,407 @@
+"""``spaktok-ledger``: the operator's command line.
+
+    spaktok-ledger [--db URL] [--prefix P] [--json] COMMAND [ARGS]
+
+The database URL comes from ``--db``, else ``SPAKTOK_DATABASE_URL``, else the
+SQLite file ``./spaktok.db``. Human output is aligned tables with formatted
+money; ``--json`` prints one JSON document for scripts. Errors are one line
+on stderr. Exit codes (stable, for scripts):
+
+====  =====================================================================
+0     success
+1     the command ran and found a problem (``verify``), or was refused
+      (insufficient funds, idempotency conflict, a rule of the ledger)
+2     usage error (bad arguments, an invalid account code or amount)
+3     something named does not exist (account, entry, pack, streamer)
+4     the database is unreachable or its schema is missing or out of date
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+
+from spaktok_ledger._errors import InvalidInput, LedgerError, NotFound, SchemaError
+from spaktok_ledger._format import format_price
+from spaktok_ledger._store import DEFAULT_PREFIX, Ledger
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_DATABASE = 4
+DEFAULT_DB = "sqlite:///spaktok.db"
+
+
+class UsageError(Exception):
+    """Bad arguments that argparse could not catch (exit code 2)."""
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    out: TextIO
+    err: TextIO
+
+    @property
+    def json(self) -> bool:
+        return bool(self.args.json)
+
+    def ledger(self) -> Ledger:
+        return Ledger(self.args.db, prefix=self.args.prefix)
+
+    def emit(self, data: Any, human: Callable[[], object]) -> None:
+        if self.json:
+            json.dump(data, self.out, indent=2, default=_json_default, ensure_ascii=False)
+            self.out.write("\n")
+        else:
+            human()
+
+    def progress(self, label: str) -> Progress:
+        return Progress(label, self.err, enabled=not self.args.quiet)
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def money(amount_minor: int, currency: str = "USD") -> str:
+    """Money for humans: ``$1,234.56`` (en_US conventions for the operator's console)."""
+    return format_price(amount_minor, currency, "en_US")
+
+
+def table(
+    out: TextIO,
+    headers: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    right: Iterable[int] = (),
+) -> None:
+    """Print an aligned text table; columns in ``right`` are right-aligned (numbers)."""
+    cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    right_set = set(right)
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(widths[i]) if i in right_set else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+
+    out.write(line(cells[0]) + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for row in cells[1:]:
+        out.write(line(row) + "\n")
+
+
+class Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, a line per 10 % otherwise."""
+
+    def __init__(self, label: str, stream: TextIO, *, enabled: bool = True) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = stream.isatty()
+        self._last_decile = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        fraction = done / total if total else 1.0
+        if self.tty:
+            filled = int(fraction * 30)
+            bar = "#" * filled + "-" * (30 - filled)
+            self.stream.write(f"\r{self.label} [{bar}] {done}/{total}")
+            if done >= total:
+                self.stream.write("\n")
+            self.stream.flush()
+            return
+        decile = int(fraction * 10)
+        if decile != self._last_decile:
+            self._last_decile = decile
+            self.stream.write(f"{self.label}: {done}/{total} ({fraction:.0%})\n")
+            self.stream.flush()
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_migrate(ctx: Context) -> int:
+    with ctx.ledger() as ledger:
+        revision = ledger.migrate()
+    ctx.emit(
+        {"revision": revision, "prefix": ctx.args.prefix},
+        lambda: ctx.out.write(
+            f"schema at revision {revision} (tables prefixed {ctx.args.prefix!r})\n"
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_balance(ctx: Context) -> int:
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        b = ledger.balance(ctx.args.account)
+    data = {
+        "account": b.account,
+        "kind": b.kind.value,
+        "currency": b.currency,
+        "posted_minor": b.posted_minor,
+        "pending_in_minor": b.pending_in_minor,
+        "pending_out_minor": b.pending_out_minor,
+        "available_minor": b.available_minor,
+    }
+
+    def human() -> None:
+        table(
+            ctx.out,
+            ["account", "kind", "posted", "pending in", "pending out", "available"],
+            [
+                [
+                    b.account,
+                    b.kind.value,
+                    money(b.posted_minor, b.currency),
+                    money(b.pending_in_minor, b.currency),
+                    money(b.pending_out_minor, b.currency),
+                    money(b.available_minor, b.currency),
+                ]
+            ],
+            right=range(2, 6),
+        )
+
+    ctx.emit(data, human)
+    return EXIT_OK
+
+
+def cmd_history(ctx: Context) -> int:
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        page = ledger.history(ctx.args.account, limit=ctx.args.limit, cursor=ctx.args.cursor)
+    data = {
+        "items": [
+            {
+                "entry_id": i.entry_id,
+                "type": i.type,
+                "phase": i.phase.value,
+                "hold_status": i.hold_status.value if i.hold_status else None,
+                "amount_minor": i.amount_minor,
+                "balance_change_minor": i.balance_change_minor,
+                "currency": i.currency,
+                "counterparties": list(i.counterparties),
+                "description": i.description,
+                "effective_at": i.effective_at,
+            }
+            for i in page.items
+        ],
+        "next_cursor": page.next_cursor,
+    }
+
+    def human() -> None:
+        table(
+            ctx.out,
+            ["entry", "when", "type", "change", "counterparties", "description"],
+            [
+                [
+                    f"#{i.entry_id}",
+                    i.effective_at.strftime("%Y-%m-%d %H:%M"),
+                    i.type if i.hold_status is None else f"{i.type} (hold: {i.hold_status})",
+                    money(i.balance_change_minor, i.currency),
+                    ", ".join(i.counterparties),
+                    i.description,
+                ]
+                for i in page.items
+            ],
+            right=[3],
+        )
+        if page.next_cursor:
+            ctx.out.write(f"\nmore: --cursor {page.next_cursor}\n")
+
+    ctx.emit(data, human)
+    return EXIT_OK
+
+
+def cmd_trial_balance(ctx: Context) -> int:
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        tb = ledger.trial_balance()
+    data = {
+        "rows": [
+            {
+                "account": r.account,
+                "kind": r.kind.value,
+                "currency": r.currency,
+                "debit_minor": r.debit_minor,
+                "credit_minor": r.credit_minor,
+            }
+            for r in tb.rows
+        ],
+        "totals": {c: {"debit_minor": d, "credit_minor": k} for c, (d, k) in tb.totals().items()},
+        "balanced": tb.balanced,
+    }
+
+    def human() -> None:
+        print_trial_balance(ctx.out, tb)
+
+    ctx.emit(data, human)
+    return EXIT_OK if tb.balanced else EXIT_FAILED
+
+
+def print_trial_balance(out: TextIO, tb: Any) -> None:
+    """The trial balance as a table, with per-currency totals (shared with the demo)."""
+    rows: list[list[str]] = [
+        [
+            r.account,
+            r.kind.value,
+            money(r.debit_minor, r.currency) if r.debit_minor else "",
+            money(r.credit_minor, r.currency) if r.credit_minor else "",
+        ]
+        for r in tb.rows
+        if r.debit_minor or r.credit_minor
+    ]
+    for currency, (debit, credit) in sorted(tb.totals().items()):
+        rows.append([f"total {currency}", "", money(debit, currency), money(credit, currency)])
+    table(out, ["account", "kind", "debit", "credit"], rows, right=[2, 3])
+    verdict = "balanced: debits equal credits" if tb.balanced else "NOT BALANCED"
+    out.write(f"{verdict}\n")
+
+
+def cmd_verify(ctx: Context) -> int:
+    progress = ctx.progress("verify")
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        report = ledger.verify(on_progress=lambda _step, done, total: progress(done, total))
+    data = {
+        "ok": report.ok,
+        "accounts_checked": report.accounts_checked,
+        "entries_checked": report.entries_checked,
+        "postings_checked": report.postings_checked,
+        "problems": [
+            {
+                "check": p.check,
+                "subject": p.subject,
+                "message": p.message,
+                "expected": p.expected,
+                "actual": p.actual,
+            }
+            for p in report.problems
+        ],
+    }
+
+    def human() -> None:
+        ctx.out.write(
+            f"checked {report.accounts_checked} accounts, {report.entries_checked} entries, "
+            f"{report.postings_checked} postings\n"
+        )
+        if report.ok:
+            ctx.out.write("ok: every invariant holds\n")
+            return
+        table(
+            ctx.out,
+            ["check", "subject", "problem", "expected", "actual"],
+            [[p.check, p.subject, p.message, p.expected, p.actual] for p in report.problems],
+        )
+
+    ctx.emit(data, human)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_expire_holds(ctx: Context) -> int:
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        expired = ledger.expire_holds(limit=ctx.args.limit)
+    data = {"expired": [{"entry_id": e.id, "hold_id": e.hold_id} for e in expired]}
+    ctx.emit(data, lambda: ctx.out.write(f"expired {len(expired)} hold(s)\n"))
+    return EXIT_OK
+
+
+def cmd_demo(ctx: Context) -> int:
+    from spaktok_ledger._demo import run_demo
+
+    return run_demo(ctx.args.file, ctx.out)
+
+
+# -- wiring ------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spaktok-ledger",
+        description="Operate a spaktok-ledger database: schema, balances, history, checks.",
+    )
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("SPAKTOK_DATABASE_URL", DEFAULT_DB),
+        help="database URL (default: $SPAKTOK_DATABASE_URL or sqlite:///spaktok.db)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=os.environ.get("SPAKTOK_TABLE_PREFIX", DEFAULT_PREFIX),
+        help=f"table name prefix (default: {DEFAULT_PREFIX})",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[Context], int], help_: str, *aliases: str) -> Any:
+        p = sub.add_parser(name, help=help_, aliases=list(aliases), description=help_)
+        p.set_defaults(handler=fn)
+        return p
+
+    add("migrate", cmd_migrate, "create or upgrade the schema", "init")
+    add("balance", cmd_balance, "an account's balance").add_argument("account")
+    p = add("history", cmd_history, "an account's postings, newest first")
+    p.add_argument("account")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--cursor")
+    add("trial-balance", cmd_trial_balance, "posted balances of every account")
+    add("verify", cmd_verify, "recompute balances and check every invariant")
+    p = add("expire-holds", cmd_expire_holds, "void holds whose expiry has passed")
+    p.add_argument("--limit", type=int, default=1000)
+    p = add("demo", cmd_demo, "run the gift-economy demo on a fresh SQLite file")
+    p.add_argument("--file", default="spaktok-demo.db", help="SQLite file (recreated)")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run the CLI; returns the exit code (``sys.exit(main())`` in the entry point)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    ctx = Context(args, out, err)
+    try:
+        return int(args.handler(ctx))
+    except (UsageError, InvalidInput) as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except NotFound as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_NOT_FOUND
+    except SchemaError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_DATABASE
+    except LedgerError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_FAILED
+    except sa.exc.OperationalError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        err.write(f"error: cannot use the database: {first}\n")
+        return EXIT_DATABASE
