@@ -123,6 +123,10 @@ from spaktok_ledger._pricing import (
     local_price,
     make_quote,
 )
+from spaktok_ledger._service import (
+    Pricing,
+    QuoteStore,
+)
 from spaktok_ledger._split import (
     RevenueSplit,
     split,
@@ -194,9 +198,11 @@ __all__ = [
     "PayoutsNotEnabled",
     "Posting",
     "PriceEnding",
+    "Pricing",
     "Problem",
     "Quote",
     "QuoteExpired",
+    "QuoteStore",
     "RateError",
     "RateStale",
     "RateUnavailable",

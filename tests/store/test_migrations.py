@@ -81,3 +81,18 @@ def test_prefix_validation(bad: object) -> None:
     """Prefixes are short lower-case identifiers: nothing that could inject SQL."""
     with pytest.raises(InvalidInput):
         tables_for(bad)  # type: ignore[arg-type]
+
+
+def test_upgrade_from_the_first_revision_keeps_the_books(engine: sa.Engine, prefix: str) -> None:
+    """A ledger created at revision 0001 upgrades to head with its entries intact."""
+    from spaktok_ledger import AccountKind, AccountSpec, EntryDraft, Posting
+
+    assert migrate(engine, prefix, revision="0001") == "0001"
+    ledger = Ledger(engine, prefix=prefix)
+    ledger.open_accounts(
+        [AccountSpec("a:x", AccountKind.ASSET), AccountSpec("a:y", AccountKind.LIABILITY)]
+    )
+    ledger.post(EntryDraft("t", (Posting.debit("a:x", 5), Posting.credit("a:y", 5)), "k"))
+    assert ledger.migrate() == head_revision()
+    assert ledger.balance("a:y").posted_minor == 5
+    assert ledger.verify().ok

@@ -325,6 +325,25 @@ class Ledger:
 
         return self._retry.run(attempt)
 
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(connection)`` for reads (an extension point for service layers).
+
+        On an engine: a short read-only transaction of its own, retried on
+        transient contention. Inside ``atomic()`` or on a host's connection:
+        that connection, so the read sees the transaction's own writes.
+        """
+        return self._read(fn)
+
+    def connection(self) -> Connection:
+        """The connection of the current unit of work (inside ``atomic()`` or ``using()``).
+
+        Service layers write their own rows (quotes, purchases, outbox events)
+        through it, in the same transaction as the ledger's entries.
+        """
+        if self._mode == "engine":
+            raise InvalidInput("connection() is only available inside atomic() or using()")
+        return self._host_connection()
+
     def atomic(self, fn: Callable[[Ledger], T]) -> T:
         """Run ``fn(ledger)`` in one transaction: all its ledger calls commit together.
 

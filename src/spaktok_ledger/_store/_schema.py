@@ -94,6 +94,7 @@ class LedgerTables:
     balances: Table
     entries: Table
     postings: Table
+    quotes: Table
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -206,4 +207,24 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Index(f"{p}postings_entry", "entry_id"),
     )
 
-    return LedgerTables(p, md, accounts, balances, entries, postings)
+    # Price quotes shown to viewers (migration 0002): immutable once written;
+    # checkout charges exactly the quoted amount.
+    quotes = Table(
+        f"{p}quotes",
+        md,
+        Column("id", String(64), primary_key=True),
+        Column("pack_id", String(64), nullable=False),
+        Column("user_id", String(64), nullable=True),
+        Column("currency", String(3), nullable=False),
+        Column("local_amount_minor", BigInteger, nullable=False),
+        Column("usd_price_minor", BigInteger, nullable=False),
+        Column("rate", String(40), nullable=False),
+        Column("quote", Json, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+        CheckConstraint("local_amount_minor > 0", name=f"{p}quotes_amount"),
+        CheckConstraint("expires_at > created_at", name=f"{p}quotes_expiry"),
+        Index(f"{p}quotes_user", "user_id", "created_at"),
+    )
+
+    return LedgerTables(p, md, accounts, balances, entries, postings, quotes)
