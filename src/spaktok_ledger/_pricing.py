@@ -29,19 +29,24 @@ How a USD price becomes a local price (:func:`local_price`)
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Final
 
+from spaktok_ledger._catalogue import (
+    CATALOGUE_ID,
+    catalogue_entries,
+    catalogue_int,
+    parse_catalogue_file,
+    parse_json_catalogue,
+    parse_toml_catalogue,
+)
 from spaktok_ledger._currency import (
     check_rounding,
     currency_info,
@@ -369,16 +374,6 @@ def local_price(
 # --- the coin-pack catalogue -------------------------------------------------
 
 
-def _catalogue_int(value: object, name: str, *, minimum: int) -> int:
-    try:
-        number = check_minor(value, name=name)
-    except InvalidAmount as exc:
-        raise InvalidCatalogue(str(exc), field=name) from exc
-    if number < minimum:
-        raise InvalidCatalogue(f"{name} must be at least {minimum}, got {number}", field=name)
-    return number
-
-
 @dataclass(frozen=True, slots=True)
 class CoinPack:
     """A pack of coins sold for a USD list price.
@@ -404,18 +399,18 @@ class CoinPack:
     """Display name; defaults to the id."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not _ID.match(self.id):
+        if not isinstance(self.id, str) or not CATALOGUE_ID.match(self.id):
             raise InvalidCatalogue(
                 f"pack id must match [a-z0-9][a-z0-9_.-]{{0,63}}, got {self.id!r}"
             )
         object.__setattr__(
             self,
             "usd_price_minor",
-            _catalogue_int(self.usd_price_minor, "usd_price_minor", minimum=1),
+            catalogue_int(self.usd_price_minor, "usd_price_minor", minimum=1),
         )
-        object.__setattr__(self, "coins", _catalogue_int(self.coins, "coins", minimum=1))
+        object.__setattr__(self, "coins", catalogue_int(self.coins, "coins", minimum=1))
         object.__setattr__(
-            self, "bonus_coins", _catalogue_int(self.bonus_coins, "bonus_coins", minimum=0)
+            self, "bonus_coins", catalogue_int(self.bonus_coins, "bonus_coins", minimum=0)
         )
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise InvalidCatalogue(
@@ -431,7 +426,7 @@ class CoinPack:
 
     def face_value_usd_minor(self, coin_value_usd_minor: int = 1) -> int:
         """F: what the credited coins are worth, in US cents."""
-        return self.total_coins * _catalogue_int(
+        return self.total_coins * catalogue_int(
             coin_value_usd_minor, "coin_value_usd_minor", minimum=1
         )
 
@@ -496,7 +491,7 @@ class PackCatalogue:
         object.__setattr__(
             self,
             "coin_value_usd_minor",
-            _catalogue_int(self.coin_value_usd_minor, "coin_value_usd_minor", minimum=1),
+            catalogue_int(self.coin_value_usd_minor, "coin_value_usd_minor", minimum=1),
         )
         object.__setattr__(self, "_by_id", by_id)
 
@@ -529,58 +524,25 @@ class PackCatalogue:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PackCatalogue:
         """Build from ``{"coin_value_usd_minor": 1, "packs": [{...}, ...]}``; unknown keys fail."""
-        if not isinstance(data, Mapping):
-            raise InvalidCatalogue("a catalogue must be a mapping with a 'packs' list")
-        unknown = set(data) - _CATALOGUE_KEYS
-        if unknown:
-            raise InvalidCatalogue(f"unknown catalogue keys: {sorted(unknown)}")
-        raw_packs = data.get("packs")
-        if not isinstance(raw_packs, list):
-            raise InvalidCatalogue("'packs' must be a list of tables/objects")
-        packs = []
-        for index, raw in enumerate(raw_packs):
-            if not isinstance(raw, Mapping):
-                raise InvalidCatalogue(f"pack #{index} must be a table/object")
-            unknown = set(raw) - _PACK_KEYS
-            missing = {"id", "usd_price_minor", "coins"} - set(raw)
-            if unknown or missing:
-                raise InvalidCatalogue(
-                    f"pack #{index}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
-                )
-            packs.append(CoinPack(**raw))
-        return cls(tuple(packs), data.get("coin_value_usd_minor", 1))
+        raw = catalogue_entries(
+            data, "packs", _PACK_KEYS, {"id", "usd_price_minor", "coins"}, _CATALOGUE_KEYS
+        )
+        return cls(tuple(CoinPack(**item) for item in raw), data.get("coin_value_usd_minor", 1))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PackCatalogue:
         """Parse a JSON catalogue; non-integer numbers are refused."""
-        try:
-            data = json.loads(text, parse_float=_refuse_float, parse_constant=_refuse_float)
-        except ValueError as exc:
-            raise InvalidCatalogue(f"malformed JSON catalogue: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json_catalogue(text))
 
     @classmethod
     def from_toml(cls, text: str) -> PackCatalogue:
         """Parse a TOML catalogue (``[[packs]]`` tables)."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise InvalidCatalogue(f"malformed TOML catalogue: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_toml_catalogue(text))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PackCatalogue:
         """Read a ``.json`` or ``.toml`` catalogue file."""
-        file = Path(path)
-        suffix = file.suffix.lower()
-        if suffix not in {".json", ".toml"}:
-            raise InvalidCatalogue(f"catalogue files are .json or .toml, got {file.name!r}")
-        text = file.read_text(encoding="utf-8")
-        return cls.from_json(text) if suffix == ".json" else cls.from_toml(text)
-
-
-def _refuse_float(text: str) -> Any:
-    raise ValueError(f"prices and counts are integers, got {text}")
+        return cls.from_dict(parse_catalogue_file(path))
 
 
 # --- quotes --------------------------------------------------------------------

@@ -1,6 +1,37 @@
 """The gift-economy use cases host apps call from their endpoints."""
 
+from spaktok_ledger._service._gifts import (
+    PLATFORM_ACCOUNTS,
+    ActivityItem,
+    ActivityPage,
+    EarningsBalance,
+    GiftDetails,
+    GiftEconomy,
+    GiftReceipt,
+    Maturation,
+    Streamer,
+    WalletBalance,
+    WalletCredit,
+)
 from spaktok_ledger._service._ids import check_party_id
+from spaktok_ledger._service._outbox import Outbox, OutboxEvent
 from spaktok_ledger._service._quotes import Pricing, QuoteStore
 
-__all__ = ["Pricing", "QuoteStore", "check_party_id"]
+__all__ = [
+    "PLATFORM_ACCOUNTS",
+    "ActivityItem",
+    "ActivityPage",
+    "EarningsBalance",
+    "GiftDetails",
+    "GiftEconomy",
+    "GiftReceipt",
+    "Maturation",
+    "Outbox",
+    "OutboxEvent",
+    "Pricing",
+    "QuoteStore",
+    "Streamer",
+    "WalletBalance",
+    "WalletCredit",
+    "check_party_id",
+]

@@ -95,6 +95,9 @@ class LedgerTables:
     entries: Table
     postings: Table
     quotes: Table
+    streamers: Table
+    earning_lots: Table
+    outbox: Table
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -227,4 +230,57 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Index(f"{p}quotes_user", "user_id", "created_at"),
     )
 
-    return LedgerTables(p, md, accounts, balances, entries, postings, quotes)
+    # The gift economy (migration 0003). Streamers: who may receive gifts, and
+    # at what split (NULL: the service default).
+    streamers = Table(
+        f"{p}streamers",
+        md,
+        Column("streamer_id", String(64), primary_key=True),
+        Column("status", String(8), nullable=False),
+        Column("streamer_bps", SmallInteger, nullable=True),
+        Column("blocked_reason", String(500), nullable=True),
+        Column("metadata", Json, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        CheckConstraint("status IN ('active', 'blocked')", name=f"{p}streamers_status"),
+        CheckConstraint(
+            "streamer_bps IS NULL OR streamer_bps BETWEEN 0 AND 10000", name=f"{p}streamers_bps"
+        ),
+    )
+
+    # A gift's streamer share during the hold period: it matures into payable
+    # earnings at ``matures_at`` (a work queue, not history: rows are claimed).
+    earning_lots = Table(
+        f"{p}earning_lots",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("streamer_id", String(64), nullable=False),
+        Column("gift_entry_id", Id, ForeignKey(entries.c.id), nullable=False),
+        Column("amount_minor", BigInteger, nullable=False),
+        Column("matures_at", UTCDateTime, nullable=False),
+        Column("matured_at", UTCDateTime, nullable=True),
+        Column("maturation_entry_id", Id, ForeignKey(entries.c.id), nullable=True),
+        CheckConstraint("amount_minor > 0", name=f"{p}earning_lots_amount"),
+        Index(f"{p}earning_lots_due", "matured_at", "matures_at"),
+        Index(f"{p}earning_lots_gift", "gift_entry_id", unique=True),
+    )
+
+    # Domain events written in the same transaction as their entry.
+    outbox = Table(
+        f"{p}outbox",
+        md,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("topic", String(64), nullable=False),
+        Column("dedupe_key", String(255), nullable=False),
+        Column("entry_id", Id, ForeignKey(entries.c.id), nullable=True),
+        Column("payload", Json, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("acked_at", UTCDateTime, nullable=True),
+        Index(f"{p}outbox_dedupe", "dedupe_key", unique=True),
+        Index(f"{p}outbox_pending", "acked_at", "id"),
+        Index(f"{p}outbox_entry", "entry_id"),
+    )
+
+    return LedgerTables(
+        p, md, accounts, balances, entries, postings, quotes, streamers, earning_lots, outbox
+    )
