@@ -206,3 +206,12 @@ class TestBalance:
             pending_credit=300,
         )
         assert b.available_minor == 700
+
+
+def test_nul_characters_are_refused() -> None:
+    """NUL in a description or metadata is refused up front (PostgreSQL cannot store it)."""
+    legs = (Posting.debit("a:x", 1), Posting.credit("a:y", 1))
+    with pytest.raises(InvalidEntry):
+        EntryDraft("t", legs, "k", description="a\x00b")
+    with pytest.raises(InvalidInput):
+        EntryDraft("t", legs, "k", metadata={"note": "a\x00b"})

@@ -18,7 +18,17 @@ import pytest
 import spaktok_ledger
 
 PACKAGE = Path(spaktok_ledger.__file__).parent
-PURE = ["_money", "_currency", "_domain", "_errors", "_split", "_pricing", "_format"]
+PURE = [
+    "_money",
+    "_currency",
+    "_domain",
+    "_errors",
+    "_split",
+    "_pricing",
+    "_format",
+    "_catalogue",
+    "_clock",
+]
 PURE_MODULES = {f"spaktok_ledger.{m}" for m in PURE} | {"spaktok_ledger.fx._rates"}
 # babel reads CLDR data files shipped in the package; py-moneyed is a value type
 # imported inside the interop functions only.

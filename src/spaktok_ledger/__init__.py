@@ -106,6 +106,7 @@ from spaktok_ledger._errors import (
     WebhookPayloadError,
     WebhookVerificationError,
 )
+from spaktok_ledger._export import beancount_account_names, export_beancount, export_jsonl
 from spaktok_ledger._format import (
     currency_name,
     default_currency_for_locale,
@@ -256,6 +257,7 @@ __all__ = [
     "WebhookPayloadError",
     "WebhookVerificationError",
     "__version__",
+    "beancount_account_names",
     "check_minor",
     "check_quote_valid",
     "check_stripe_minimum",
@@ -266,6 +268,8 @@ __all__ = [
     "current_revision",
     "default_currency_for_locale",
     "display_exponent",
+    "export_beancount",
+    "export_jsonl",
     "format_price",
     "from_money",
     "from_stripe_amount",

@@ -131,7 +131,19 @@ def check_json(value: object, *, name: str = "metadata") -> dict[str, Json]:
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{name} must be JSON-serialisable: {exc}") from exc
     copy: dict[str, Json] = json.loads(text)
+    if _has_nul(copy):
+        raise InvalidInput(f"{name} must not contain NUL characters (PostgreSQL cannot store them)")
     return copy
+
+
+def _has_nul(value: Json) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _check_aware(value: datetime | None, name: str) -> None:
@@ -311,8 +323,14 @@ class EntryDraft:
         check_balanced(postings)
         object.__setattr__(self, "postings", postings)
         _check_key(self.idempotency_key)
-        if not isinstance(self.description, str) or len(self.description) > 1000:
-            raise InvalidEntry("description must be a string of at most 1000 characters")
+        if (
+            not isinstance(self.description, str)
+            or len(self.description) > 1000
+            or "\x00" in self.description
+        ):
+            raise InvalidEntry(
+                "description must be a string of at most 1000 characters, without NUL"
+            )
         object.__setattr__(self, "metadata", check_json(self.metadata))
         _check_aware(self.effective_at, "effective_at")
 

@@ -327,6 +327,26 @@ def cmd_expire_holds(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_export(ctx: Context) -> int:
+    from spaktok_ledger._export import export_beancount, export_jsonl
+
+    writer = export_jsonl if ctx.args.format == "jsonl" else export_beancount
+    progress = ctx.progress(f"export {ctx.args.format}")
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        if ctx.args.output == "-":
+            count = writer(ledger, ctx.out, on_progress=progress)
+        else:
+            with open(ctx.args.output, "w", encoding="utf-8") as out:
+                count = writer(ledger, out, on_progress=progress)
+    if ctx.args.output != "-":
+        ctx.emit(
+            {"format": ctx.args.format, "output": ctx.args.output, "entries": count},
+            lambda: ctx.out.write(f"wrote {count} entries to {ctx.args.output}\n"),
+        )
+    return EXIT_OK
+
+
 def cmd_demo(ctx: Context) -> int:
     from spaktok_ledger._demo import run_demo
 
@@ -370,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("verify", cmd_verify, "recompute balances and check every invariant")
     p = add("expire-holds", cmd_expire_holds, "void holds whose expiry has passed")
     p.add_argument("--limit", type=int, default=1000)
+    p = add("export", cmd_export, "write every entry as JSON Lines or a Beancount ledger")
+    p.add_argument("--format", choices=["jsonl", "beancount"], default="jsonl")
+    p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
     p = add("demo", cmd_demo, "run the gift-economy demo on a fresh SQLite file")
     p.add_argument("--file", default="spaktok-demo.db", help="SQLite file (recreated)")
     return parser

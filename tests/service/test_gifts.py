@@ -138,7 +138,10 @@ class TestSendGift:
         world.ledger.post(
             EntryDraft(
                 "refund",
-                (Posting.debit("user:carol:receivable", 50), Posting.credit("platform:stripe_clearing", 50)),
+                (
+                    Posting.debit("user:carol:receivable", 50),
+                    Posting.credit("platform:stripe_clearing", 50),
+                ),
                 "debt",
             )
         )
@@ -147,7 +150,10 @@ class TestSendGift:
         credit = world.credit_purchase("carol", coins=80, price_usd_minor=80, idempotency_key="p")
         assert (credit.debt_repaid_usd_minor, credit.coins) == (50, 30)
         assert world.wallet("carol").debt_usd_minor == 0
-        assert world.send_gift("carol", "bob", "rose", 3, idempotency_key="g1").sender_wallet.coins == 0
+        assert (
+            world.send_gift("carol", "bob", "rose", 3, idempotency_key="g1").sender_wallet.coins
+            == 0
+        )
 
 
 class TestBalancesAndCredits:
@@ -176,7 +182,10 @@ class TestBalancesAndCredits:
         """Admin adjustments credit or debit coins with a required reason; never below zero."""
         credit = world.adjust("carol", 25, reason="goodwill: stream outage", idempotency_key="a1")
         assert credit.wallet.coins == 25
-        assert world.adjust("carol", -5, reason="duplicate credit", idempotency_key="a2").wallet.coins == 20
+        assert (
+            world.adjust("carol", -5, reason="duplicate credit", idempotency_key="a2").wallet.coins
+            == 20
+        )
         with pytest.raises(InsufficientFunds):
             world.adjust("carol", -21, reason="too much", idempotency_key="a3")
         with pytest.raises(InvalidInput):

@@ -12,13 +12,13 @@ from spaktok_ledger import (
     InvalidInput,
     Ledger,
     PackCatalogue,
+    Pricing,
     QuoteExpired,
     RateUnavailable,
     UnknownLocale,
     UnknownPack,
     UnknownQuote,
 )
-from spaktok_ledger import Pricing
 from spaktok_ledger.fx import StaticRateProvider
 
 CATALOGUE = PackCatalogue(
