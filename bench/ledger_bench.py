@@ -226,10 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_postgres:
         targets.append(("PostgreSQL", args.postgres_url))
 
-    print(f"{args.transfers} two-leg transfers per side, one transaction each, "
-          f"interleaved in {args.rounds} rounds\n")
-    print(f"{'database':<12}{'library/s':>12}{'raw/s':>12}{'ratio':>8}"
-          f"{'read@1k':>12}{'read@100k':>12}{'ratio':>8}")
+    print(
+        f"{args.transfers} two-leg transfers per side, one transaction each, "
+        f"interleaved in {args.rounds} rounds\n"
+    )
+    print(
+        f"{'database':<12}{'library/s':>12}{'raw/s':>12}{'ratio':>8}"
+        f"{'read@1k':>12}{'read@100k':>12}{'ratio':>8}"
+    )
     failed = False
     for name, url in targets:
         engine = create_engine(url)

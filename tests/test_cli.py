@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
@@ -123,3 +124,23 @@ def test_demo_runs_and_balances(tmp_path) -> None:
         assert code == 0, out
         assert "balanced: debits equal credits" in out
         assert "verify: ok" in out
+
+
+def test_mature_earnings(tmp_path) -> None:
+    """mature-earnings moves shares past their hold period and reports them."""
+    from spaktok_ledger import Gift, GiftCatalogue, GiftEconomy
+    from spaktok_ledger.testing import FakeClock
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    clock = FakeClock(datetime(2020, 1, 1, tzinfo=UTC))
+    with Ledger(url, clock=clock) as ledger:
+        economy = GiftEconomy(ledger, GiftCatalogue([Gift("rose", 10)]), hold_days=1, clock=clock)
+        economy.setup()
+        economy.register_streamer("bob")
+        economy.credit_purchase("al", coins=100, price_usd_minor=100, idempotency_key="p")
+        economy.send_gift("al", "bob", "rose", 2, idempotency_key="g")
+    code, out, _ = run("--db", url, "--json", "mature-earnings")
+    assert code == 0
+    assert json.loads(out)["matured"][0]["amount_minor"] == 8
+    code, out, _ = run("--db", url, "mature-earnings")
+    assert "nothing to mature" in out

@@ -347,6 +347,39 @@ def cmd_export(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_mature_earnings(ctx: Context) -> int:
+    from spaktok_ledger._service import GiftEconomy
+
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        matured = GiftEconomy(ledger).mature_earnings(limit=ctx.args.limit)
+    data = {
+        "matured": [
+            {
+                "streamer_id": m.streamer_id,
+                "amount_minor": m.amount_minor,
+                "lots": m.lots,
+                "entry_id": m.entry_id,
+            }
+            for m in matured
+        ]
+    }
+
+    def human() -> None:
+        if not matured:
+            ctx.out.write("nothing to mature\n")
+            return
+        table(
+            ctx.out,
+            ["streamer", "gift shares", "amount", "entry"],
+            [[m.streamer_id, m.lots, money(m.amount_minor), f"#{m.entry_id}"] for m in matured],
+            right=[1, 2],
+        )
+
+    ctx.emit(data, human)
+    return EXIT_OK
+
+
 def cmd_demo(ctx: Context) -> int:
     from spaktok_ledger._demo import run_demo
 
@@ -390,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("verify", cmd_verify, "recompute balances and check every invariant")
     p = add("expire-holds", cmd_expire_holds, "void holds whose expiry has passed")
     p.add_argument("--limit", type=int, default=1000)
+    p = add(
+        "mature-earnings",
+        cmd_mature_earnings,
+        "move gift shares past their hold period to earnings",
+    )
+    p.add_argument("--limit", type=int, default=500, help="streamers per run")
     p = add("export", cmd_export, "write every entry as JSON Lines or a Beancount ledger")
     p.add_argument("--format", choices=["jsonl", "beancount"], default="jsonl")
     p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")

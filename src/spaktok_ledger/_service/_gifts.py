@@ -51,6 +51,7 @@ from spaktok_ledger._errors import (
     LedgerError,
     SpendingBlocked,
     UnknownAccount,
+    UnknownGift,
     UnknownStreamer,
     UnknownUser,
 )
@@ -334,16 +335,21 @@ class GiftEconomy:
     def __init__(
         self,
         ledger: Ledger,
-        gifts: GiftCatalogue,
+        gifts: GiftCatalogue | None = None,
         *,
         split: RevenueSplit | None = None,
         hold_days: int = 0,
         coin_value_usd_minor: int = 1,
         clock: Clock | None = None,
+        earnings_shards: int = EARNINGS_SHARDS,
+        revenue_shards: int = REVENUE_SHARDS,
     ) -> None:
+        """``earnings_shards`` / ``revenue_shards``: balance rows for each streamer's
+        earnings and for ``platform:gift_revenue`` (hot accounts, see docs/gifts.md);
+        fixed when the accounts are first opened."""
         if not isinstance(ledger, Ledger):
             raise InvalidInput("ledger must be a Ledger")
-        if not isinstance(gifts, GiftCatalogue):
+        if gifts is not None and not isinstance(gifts, GiftCatalogue):
             raise InvalidInput("gifts must be a GiftCatalogue")
         if isinstance(hold_days, bool) or not isinstance(hold_days, int) or hold_days < 0:
             raise InvalidInput("hold_days must be a non-negative int")
@@ -357,6 +363,8 @@ class GiftEconomy:
         self.coin_value_usd_minor = value
         self.clock: Clock = clock or ledger.now
         self.outbox = Outbox(ledger)
+        self.earnings_shards = earnings_shards
+        self.revenue_shards = revenue_shards
         self._t = ledger.tables
 
     # -- set-up ------------------------------------------------------------------
@@ -365,7 +373,12 @@ class GiftEconomy:
         """Create or upgrade the schema and open the platform's accounts (idempotent)."""
         self.ledger.migrate()
         self.ledger.open_accounts(
-            AccountSpec(code, kind, allow_overdraft=True, balance_shards=shards)
+            AccountSpec(
+                code,
+                kind,
+                allow_overdraft=True,
+                balance_shards=self.revenue_shards if code == GIFT_REVENUE else shards,
+            )
             for code, kind, shards in PLATFORM_ACCOUNTS
         )
 
@@ -406,12 +419,12 @@ class GiftEconomy:
                     AccountSpec(
                         earnings_account(streamer, "earnings_pending"),
                         AccountKind.LIABILITY,
-                        balance_shards=EARNINGS_SHARDS,
+                        balance_shards=self.earnings_shards,
                     ),
                     AccountSpec(
                         earnings_account(streamer),
                         AccountKind.LIABILITY,
-                        balance_shards=EARNINGS_SHARDS,
+                        balance_shards=self.earnings_shards,
                     ),
                     AccountSpec(
                         earnings_account(streamer, "payouts_in_flight"), AccountKind.LIABILITY
@@ -534,6 +547,8 @@ class GiftEconomy:
                 raise GiftRejected(f"quantity must be an int, not {type(quantity).__name__}")
             if not 1 <= quantity <= MAX_QUANTITY:
                 raise GiftRejected(f"quantity must be from 1 to {MAX_QUANTITY}, got {quantity}")
+            if self.gifts is None:
+                raise UnknownGift(f"no gift {gift_id!r}: this service has no gift catalogue")
             gift = self.gifts.get(gift_id)
             send = _GiftRequest(sender, streamer_key, gift, quantity, ledger_key, request)
             return self.ledger.atomic(lambda tx: self._send(tx, send))
