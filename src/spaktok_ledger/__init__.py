@@ -141,6 +141,19 @@ from spaktok_ledger._service import (
     WalletBalance,
     WalletCredit,
 )
+from spaktok_ledger._service._gateway import (
+    BalanceTxn,
+    CheckoutRequest,
+    CheckoutSession,
+    ConnectedAccountState,
+    DisputeSnapshot,
+    PaymentGateway,
+    PayoutSnapshot,
+    PurchaseSnapshot,
+    TransferSnapshot,
+    WebhookEvent,
+)
+from spaktok_ledger._service._webhooks import WebhookResult
 from spaktok_ledger._split import (
     RevenueSplit,
     split,
@@ -159,6 +172,7 @@ from spaktok_ledger._store import (
     migrate,
     tables_for,
 )
+from spaktok_ledger._stripe import StripeGateway
 
 __version__ = "0.1.0"
 
@@ -174,11 +188,16 @@ __all__ = [
     "AmountBelowMinimum",
     "AmountMismatch",
     "Balance",
+    "BalanceTxn",
+    "CheckoutRequest",
+    "CheckoutSession",
     "Clock",
     "CoinPack",
     "Conflict",
+    "ConnectedAccountState",
     "CurrencyInfo",
     "CurrencyMismatch",
+    "DisputeSnapshot",
     "EarningsBalance",
     "Entry",
     "EntryDraft",
@@ -216,15 +235,18 @@ __all__ = [
     "OutboxEvent",
     "PackCatalogue",
     "PaymentError",
+    "PaymentGateway",
     "PaymentProviderError",
     "PayoutBelowMinimum",
     "PayoutError",
     "PayoutLimitExceeded",
+    "PayoutSnapshot",
     "PayoutsNotEnabled",
     "Posting",
     "PriceEnding",
     "Pricing",
     "Problem",
+    "PurchaseSnapshot",
     "Quote",
     "QuoteExpired",
     "QuoteStore",
@@ -236,6 +258,8 @@ __all__ = [
     "SchemaError",
     "SpendingBlocked",
     "Streamer",
+    "StripeGateway",
+    "TransferSnapshot",
     "TrialBalance",
     "TrialBalanceRow",
     "UnbalancedEntry",
@@ -254,7 +278,9 @@ __all__ = [
     "VerifyReport",
     "WalletBalance",
     "WalletCredit",
+    "WebhookEvent",
     "WebhookPayloadError",
+    "WebhookResult",
     "WebhookVerificationError",
     "__version__",
     "beancount_account_names",

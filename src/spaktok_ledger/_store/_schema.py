@@ -98,6 +98,8 @@ class LedgerTables:
     streamers: Table
     earning_lots: Table
     outbox: Table
+    webhook_events: Table
+    purchases: Table
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -281,6 +283,94 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Index(f"{p}outbox_entry", "entry_id"),
     )
 
+    # Stripe webhooks (migration 0004): one row per event id, written in the
+    # same transaction as the event's effect (the dedupe), or parked for a retry.
+    webhook_events = Table(
+        f"{p}webhook_events",
+        md,
+        Column("event_id", String(255), primary_key=True),
+        Column("endpoint", String(16), nullable=False),
+        Column("type", String(100), nullable=False),
+        Column("account", String(255), nullable=True),
+        Column("stripe_created", BigInteger, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("outcome", String(64), nullable=False),
+        Column("subject_id", String(255), nullable=True),
+        Column("payload", Json, nullable=True),
+        Column("attempts", Integer, nullable=False, server_default=text("1")),
+        Column("last_error", String(1000), nullable=True),
+        Column("received_at", UTCDateTime, nullable=False),
+        Column("processed_at", UTCDateTime, nullable=True),
+        CheckConstraint(
+            "status IN ('processed', 'ignored', 'parked')", name=f"{p}webhook_events_status"
+        ),
+        Index(f"{p}webhook_events_parked", "status", "received_at"),
+        Index(f"{p}webhook_events_subject", "subject_id"),
+    )
+
+    # Coin purchases through Stripe Checkout (migration 0004): the state the
+    # webhooks converge on. Amounts: *_usd_minor in US cents; stripe_amount
+    # and refunded_stripe_amount in Stripe's units for ``currency``.
+    purchases = Table(
+        f"{p}purchases",
+        md,
+        Column("id", String(64), primary_key=True),
+        Column("user_id", String(64), nullable=False),
+        Column("pack_id", String(64), nullable=False),
+        Column("quote_id", String(64), nullable=False),
+        Column("request_hash", String(64), nullable=False),
+        Column("coins", BigInteger, nullable=False),
+        Column("face_value_usd_minor", BigInteger, nullable=False),
+        Column("price_usd_minor", BigInteger, nullable=False),
+        Column("currency", String(3), nullable=False),
+        Column("local_amount_minor", BigInteger, nullable=False),
+        Column("stripe_amount", BigInteger, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("checkout_session_id", String(255), nullable=True),
+        Column("checkout_url", String(2000), nullable=True),
+        Column("payment_intent_id", String(255), nullable=True),
+        Column("charge_id", String(255), nullable=True),
+        Column("credit_entry_id", Id, ForeignKey(entries.c.id), nullable=True),
+        Column("held", Boolean, nullable=False, server_default=text("false")),
+        Column("refunded_stripe_amount", BigInteger, nullable=False, server_default=text("0")),
+        Column("clawed_coins", BigInteger, nullable=False, server_default=text("0")),
+        Column("loss_usd_minor", BigInteger, nullable=False, server_default=text("0")),
+        Column("clearing_usd_minor", BigInteger, nullable=False, server_default=text("0")),
+        Column("settled_net_usd_minor", BigInteger, nullable=False, server_default=text("0")),
+        Column("settled_fee_usd_minor", BigInteger, nullable=False, server_default=text("0")),
+        Column("settled_clearing_usd_minor", BigInteger, nullable=False, server_default=text("0")),
+        Column("disputes", Json, nullable=False),
+        Column("risk_level", String(32), nullable=True),
+        Column("risk_score", Integer, nullable=True),
+        Column("note", String(1000), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        CheckConstraint(
+            "status IN ('creating', 'open', 'waiting', 'credited', 'held', 'refused', "
+            "'mismatch', 'expired', 'failed', 'error')",
+            name=f"{p}purchases_status",
+        ),
+        CheckConstraint("coins > 0 AND stripe_amount > 0", name=f"{p}purchases_amounts"),
+        CheckConstraint(
+            "clawed_coins >= 0 AND clawed_coins <= coins", name=f"{p}purchases_clawback"
+        ),
+        Index(f"{p}purchases_session", "checkout_session_id", unique=True),
+        Index(f"{p}purchases_intent", "payment_intent_id"),
+        Index(f"{p}purchases_charge", "charge_id"),
+        Index(f"{p}purchases_user_time", "user_id", "created_at"),
+    )
+
     return LedgerTables(
-        p, md, accounts, balances, entries, postings, quotes, streamers, earning_lots, outbox
+        p,
+        md,
+        accounts,
+        balances,
+        entries,
+        postings,
+        quotes,
+        streamers,
+        earning_lots,
+        outbox,
+        webhook_events,
+        purchases,
     )

@@ -1,0 +1,238 @@
+"""The payment-gateway port: what the services need from Stripe, in our own types.
+
+A small ``typing.Protocol`` (the services never see ``stripe.*``); the
+adapter is :class:`spaktok_ledger.StripeGateway` (the official SDK). Amounts
+here are in **Stripe's units** for the currency (``stripe_amount``: ISK x100,
+three-decimal currencies as Stripe counts them), as Stripe reports them;
+the services convert with :func:`spaktok_ledger.from_stripe_amount`.
+Currencies are upper-case ISO codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+__all__ = [
+    "BalanceTxn",
+    "CheckoutRequest",
+    "CheckoutSession",
+    "ConnectedAccountState",
+    "DisputeSnapshot",
+    "PaymentGateway",
+    "PayoutSnapshot",
+    "PurchaseSnapshot",
+    "TransferSnapshot",
+    "WebhookEvent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A verified Stripe event."""
+
+    id: str
+    type: str
+    created: int
+    """Seconds since the epoch, when Stripe created the event."""
+    data_object: Mapping[str, Any]
+    account: str | None = None
+    """The connected account (``acct_...``) for Connect events."""
+    livemode: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutRequest:
+    """A one-time ``payment`` Checkout Session for exactly one line item."""
+
+    purchase_id: str
+    user_id: str
+    pack_id: str
+    quote_id: str
+    product_name: str
+    currency: str
+    stripe_amount: int
+    """The unit amount in Stripe's units for ``currency``."""
+    success_url: str
+    cancel_url: str
+    payment_method_types: tuple[str, ...] | None
+    """None lets Stripe pick the methods enabled in the Dashboard."""
+    idempotency_key: str
+    expires_at: int | None = None
+    """Seconds since the epoch; Stripe accepts 30 minutes to 24 hours ahead."""
+    customer_email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    id: str
+    url: str | None
+    currency: str
+    stripe_amount: int
+    expires_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceTxn:
+    """A Stripe balance transaction, in the platform's settlement currency."""
+
+    id: str
+    type: str
+    """``charge``, ``refund``, ``adjustment`` (disputes), ``payment_refund``..."""
+    currency: str
+    amount: int
+    fee: int
+    net: int
+    exchange_rate: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeSnapshot:
+    id: str
+    status: str
+    """``warning_needs_response``, ``needs_response``, ``under_review``, ``won``, ``lost``..."""
+    stripe_amount: int
+    currency: str
+    balance_transactions: tuple[BalanceTxn, ...]
+
+    @property
+    def funds_withdrawn(self) -> bool:
+        return any(t.amount < 0 for t in self.balance_transactions)
+
+    @property
+    def funds_reinstated(self) -> bool:
+        return any(t.amount > 0 for t in self.balance_transactions)
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseSnapshot:
+    """Everything the ledger needs to know about one Checkout purchase, fetched fresh."""
+
+    session_id: str
+    session_status: str
+    """``open``, ``complete`` or ``expired``."""
+    payment_status: str
+    """``paid``, ``unpaid`` or ``no_payment_required``."""
+    currency: str
+    stripe_amount: int
+    metadata: Mapping[str, str]
+    client_reference_id: str | None
+    payment_intent_id: str | None = None
+    payment_intent_status: str | None = None
+    charge_id: str | None = None
+    charge_status: str | None = None
+    amount_refunded: int = 0
+    """Cumulative, in Stripe's units for ``currency``."""
+    risk_level: str | None = None
+    risk_score: int | None = None
+    balance_transactions: tuple[BalanceTxn, ...] = ()
+    """The charge's and its refunds' balance transactions (disputes carry their own)."""
+    disputes: tuple[DisputeSnapshot, ...] = ()
+
+    @property
+    def paid(self) -> bool:
+        return self.payment_status == "paid"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedAccountState:
+    """KYC state of a Connect account, from ``account.updated`` or a fetch."""
+
+    id: str
+    payouts_enabled: bool
+    charges_enabled: bool
+    details_submitted: bool
+    currently_due: tuple[str, ...] = ()
+    past_due: tuple[str, ...] = ()
+    disabled_reason: str | None = None
+    default_currency: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSnapshot:
+    id: str
+    amount: int
+    currency: str
+    destination: str
+    transfer_group: str | None
+    amount_reversed: int
+    reversed: bool
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutSnapshot:
+    id: str
+    account: str | None
+    amount: int
+    currency: str
+    status: str
+    """``pending``, ``in_transit``, ``paid``, ``failed``, ``canceled``."""
+    failure_code: str | None = None
+    failure_message: str | None = None
+    arrival_date: int | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    balance_transaction: BalanceTxn | None = None
+
+
+class PaymentGateway(Protocol):
+    """What the gift economy needs from a payment provider (Stripe)."""
+
+    def parse_webhook(
+        self, payload: bytes, signature_header: str, secret: str, tolerance_seconds: int
+    ) -> WebhookEvent:
+        """Verify the signature on the raw body and return the event
+        (``WebhookVerificationError`` / ``WebhookPayloadError``)."""
+        ...
+
+    def create_checkout_session(self, request: CheckoutRequest) -> CheckoutSession: ...
+
+    def expire_checkout_session(self, session_id: str) -> None: ...
+
+    def purchase_state(
+        self, session_id: str, dispute_ids: Sequence[str] = ()
+    ) -> PurchaseSnapshot: ...
+
+    def refund(
+        self, payment_intent_id: str, stripe_amount: int | None, idempotency_key: str
+    ) -> str: ...
+
+    def create_express_account(
+        self, *, country: str, email: str | None, metadata: Mapping[str, str], idempotency_key: str
+    ) -> ConnectedAccountState: ...
+
+    def create_onboarding_link(self, account_id: str, refresh_url: str, return_url: str) -> str: ...
+
+    def retrieve_account(self, account_id: str) -> ConnectedAccountState: ...
+
+    def create_transfer(
+        self,
+        *,
+        amount_usd_minor: int,
+        destination: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> TransferSnapshot: ...
+
+    def find_transfers(self, transfer_group: str) -> Sequence[TransferSnapshot]: ...
+
+    def retrieve_transfer(self, transfer_id: str) -> TransferSnapshot: ...
+
+    def create_payout(
+        self,
+        *,
+        account: str,
+        stripe_amount: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> PayoutSnapshot: ...
+
+    def retrieve_payout(self, account: str, payout_id: str) -> PayoutSnapshot: ...
+
+    def list_payouts(self, account: str, *, limit: int = 100) -> Sequence[PayoutSnapshot]: ...

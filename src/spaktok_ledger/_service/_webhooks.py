@@ -1,0 +1,186 @@
+"""The webhook inbox: verified Stripe events, deduplicated in the effect's transaction.
+
+Stripe delivers at least once and in any order. Each handler records the
+event id in ``{prefix}webhook_events`` inside the same database transaction as
+the event's effect: if the row is already there the whole transaction rolls
+back and the delivery is answered as a duplicate, so an effect can never
+happen twice, and never be lost half-done. Events the service cannot apply
+yet (a purchase it does not know) are *parked* with their payload and
+retried later (``retry_parked``); they are never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from spaktok_ledger._service._gateway import WebhookEvent
+from spaktok_ledger._store import Ledger
+
+__all__ = ["DuplicateDelivery", "WebhookInbox", "WebhookResult"]
+
+Endpoint = Literal["platform", "connect"]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """What a delivery did; the host answers 200 with it (it is JSON-friendly)."""
+
+    event_id: str
+    type: str
+    outcome: str
+    """``credited``, ``held``, ``refused``, ``waiting``, ``refunded``, ``clawed_back``,
+    ``restored``, ``expired``, ``failed``, ``amount_mismatch``, ``settled``, ``paid``,
+    ``ignored``, ``duplicate``, ``parked``..."""
+    subject_id: str | None = None
+    """The purchase or payout the event was about."""
+    duplicate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "outcome": self.outcome,
+            "subject_id": self.subject_id,
+            "duplicate": self.duplicate,
+        }
+
+
+class DuplicateDelivery(Exception):
+    """Raised inside a handler's transaction to roll it back: the event was applied."""
+
+
+class WebhookInbox:
+    """Event bookkeeping shared by the purchase and payout webhooks."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._t = ledger.tables.webhook_events
+
+    def status(self, event_id: str) -> str | None:
+        """``processed``, ``ignored``, ``parked`` or None (never seen)."""
+        t = self._t
+        return self._ledger.read(
+            lambda conn: conn.execute(
+                sa.select(t.c.status).where(t.c.event_id == event_id)
+            ).scalar()
+        )
+
+    def record(
+        self,
+        conn: Connection,
+        event: WebhookEvent,
+        endpoint: Endpoint,
+        *,
+        outcome: str,
+        subject_id: str | None,
+        now: datetime,
+        ignored: bool = False,
+    ) -> None:
+        """Mark the event applied, in the caller's transaction; ``DuplicateDelivery`` if
+        another delivery already applied it (a parked event may be completed)."""
+        t = self._t
+        values = {
+            "event_id": event.id,
+            "endpoint": endpoint,
+            "type": event.type[:100],
+            "account": event.account,
+            "stripe_created": event.created,
+            "status": "ignored" if ignored else "processed",
+            "outcome": outcome,
+            "subject_id": subject_id,
+            "payload": None,
+            "received_at": now,
+            "processed_at": now,
+        }
+        insert = _dialect_insert(conn)(t).values(**values)
+        statement = insert.on_conflict_do_update(
+            index_elements=[t.c.event_id],
+            set_={
+                "status": insert.excluded.status,
+                "outcome": insert.excluded.outcome,
+                "subject_id": insert.excluded.subject_id,
+                "payload": None,
+                "processed_at": now,
+                "attempts": t.c.attempts + 1,
+                "last_error": None,
+            },
+            where=t.c.status == "parked",
+        ).returning(t.c.event_id)
+        if conn.execute(statement).first() is None:
+            raise DuplicateDelivery(event.id)
+
+    def park(
+        self,
+        event: WebhookEvent,
+        endpoint: Endpoint,
+        *,
+        reason: str,
+        subject_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Keep an event we cannot apply yet (its payload too) for ``retry_parked``."""
+        t = self._t
+
+        def run(tx: Ledger) -> None:
+            conn = tx.connection()
+            insert = _dialect_insert(conn)(t).values(
+                event_id=event.id,
+                endpoint=endpoint,
+                type=event.type[:100],
+                account=event.account,
+                stripe_created=event.created,
+                status="parked",
+                outcome="parked",
+                subject_id=subject_id,
+                payload=dict(event.raw),
+                last_error=reason[:1000],
+                received_at=now,
+            )
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[t.c.event_id],
+                    set_={"attempts": t.c.attempts + 1, "last_error": reason[:1000]},
+                    where=t.c.status == "parked",
+                )
+            )
+
+        self._ledger.atomic(run)
+
+    def parked(self, endpoint: Endpoint, *, limit: int = 100) -> list[WebhookEvent]:
+        """Parked events of an endpoint, oldest first, ready to be handled again."""
+        t = self._t
+        query = (
+            sa.select(t.c.payload)
+            .where(t.c.status == "parked", t.c.endpoint == endpoint)
+            .order_by(t.c.received_at, t.c.event_id)
+            .limit(limit)
+        )
+        payloads = self._ledger.read(lambda conn: list(conn.execute(query).scalars()))
+        return [event_from_payload(p) for p in payloads if isinstance(p, Mapping)]
+
+
+def event_from_payload(data: Mapping[str, Any]) -> WebhookEvent:
+    """Rebuild a (previously verified) event from its stored JSON."""
+    account = data.get("account")
+    created = data.get("created")
+    return WebhookEvent(
+        id=str(data["id"]),
+        type=str(data["type"]),
+        created=created if isinstance(created, int) else 0,
+        data_object=data["data"]["object"],
+        account=account if isinstance(account, str) else None,
+        livemode=bool(data.get("livemode", False)),
+        raw=dict(data),
+    )
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
