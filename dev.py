@@ -66,11 +66,12 @@ def main(argv: list[str]) -> int:
         code |= run(py, "-m", "ruff", "format", "--check", "src")
         code |= run(py, "-m", "mypy", "--strict", "src/spaktok_ledger")
         return code
-    # bench
+    # bench: extra arguments go to the ledger benchmark (see its --help)
     code = run(py, "bench/ledger_bench.py", *rest)
     hot = ROOT / "bench" / "hot_account_bench.py"
-    if code == 0 and hot.exists():
-        code = run(py, str(hot), *rest)
+    if hot.exists():
+        skip = ["--skip-postgres"] if "--skip-postgres" in rest else []
+        code |= run(py, str(hot), *skip)
     return code
 
 

@@ -76,7 +76,11 @@ class AccountKind(StrEnum):
 
 
 class EntryType(StrEnum):
-    """Entry types the library itself writes. Hosts may use any ``[a-z][a-z0-9_.]*`` type."""
+    """Entry types the library itself writes. Hosts may use any ``[a-z][a-z0-9_.]*`` type.
+
+    A reversal keeps the type of the entry it reverses (so filtering history
+    by type shows both) and names it in ``reverses_id``.
+    """
 
     PURCHASE = "purchase"
     GIFT = "gift"
@@ -87,7 +91,6 @@ class EntryType(StrEnum):
     MATURATION = "maturation"
     ADJUSTMENT = "adjustment"
     TRANSFER = "transfer"
-    REVERSAL = "reversal"
 
 
 class EntryPhase(StrEnum):

@@ -20,6 +20,7 @@ on stderr. Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -421,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor")
     add("trial-balance", cmd_trial_balance, "posted balances of every account")
     add("verify", cmd_verify, "recompute balances and check every invariant")
-    p = add("expire-holds", cmd_expire_holds, "void holds whose expiry has passed")
+    p = add("expire-holds", cmd_expire_holds, "expire holds whose expiry time has passed")
     p.add_argument("--limit", type=int, default=1000)
     p = add(
         "mature-earnings",
@@ -463,7 +464,13 @@ def main(
     except LedgerError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_FAILED
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         err.write(f"error: cannot use the database: {first}\n")
         return EXIT_DATABASE
+    except BrokenPipeError:
+        # `spaktok-ledger export | head`: the reader left; that is not an error.
+        # Point stdout at /dev/null so the flush at exit does not complain.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -661,3 +661,20 @@ class TestRequestsAndPages:
             ledger.entries_page(["user:404:wallet"])
         with pytest.raises(InvalidCursor):
             ledger.entries_page([EARNINGS], cursor=page.next_cursor)
+
+
+def test_caught_refusal_inside_atomic_rolls_back(ledger: Ledger) -> None:
+    """A refusal caught inside atomic() cannot commit a half-written entry."""
+    accounts(ledger)
+    purchase(ledger, 10, "p1")
+
+    def swallow(tx: Ledger) -> None:
+        try:
+            tx.post(gift_draft(100, "g1"))
+        except InsufficientFunds:
+            pass
+
+    with pytest.raises(InvalidInput, match="rolled back"):
+        ledger.atomic(swallow)
+    assert ledger.count_entries() == 1
+    assert ledger.verify().ok

@@ -21,6 +21,7 @@ Chart of accounts (DESIGN.md), USD minor units:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -366,6 +367,15 @@ class GiftEconomy:
         self.earnings_shards = earnings_shards
         self.revenue_shards = revenue_shards
         self._t = ledger.tables
+
+    def using(self, tx: Ledger) -> GiftEconomy:
+        """This service on another ledger view, typically ``tx`` inside ``ledger.atomic``:
+        its calls then join that transaction (the payments and payouts services use
+        this to credit coins in the same transaction as a webhook's bookkeeping)."""
+        view = copy.copy(self)
+        view.ledger = tx
+        view.outbox = Outbox(tx)
+        return view
 
     # -- set-up ------------------------------------------------------------------
 

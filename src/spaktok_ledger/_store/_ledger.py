@@ -131,6 +131,13 @@ class _Op:
 
 
 @dataclass(slots=True)
+class _Unit:
+    """Per-transaction state of an atomic() unit of work."""
+
+    failed: bool = False
+
+
+@dataclass(slots=True)
 class _Shared:
     """State shared by a ledger and the views bound to connections from it."""
 
@@ -179,6 +186,7 @@ class Ledger:
         self._conn: Connection | None = None
         self._session: Session | None = None
         self._owns_engine = False
+        self._unit = _Unit()
         # "engine": each call is its own transaction; "unit": inside atomic(),
         # no savepoints; "host": a caller's connection, one savepoint per call.
         self._mode: Literal["engine", "unit", "host"]
@@ -229,7 +237,16 @@ class Ledger:
         view._mode = mode
         view._dialect = self._dialect
         view._stmts = self._stmts
+        view._unit = _Unit()
         return view
+
+    def _check_unit(self) -> None:
+        if self._unit.failed:
+            raise InvalidInput(
+                "a ledger call failed inside atomic() and its error was caught: the unit of "
+                "work may hold part of the refused write, so it was rolled back. Catch "
+                "refusals outside atomic(), or let them propagate."
+            )
 
     def using(self, bind: Connection | Session) -> Ledger:
         """This ledger joined to a host's connection or session.
@@ -297,7 +314,13 @@ class Ledger:
     def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` as one atomic unit, retrying transient contention."""
         if self._mode == "unit":
-            return fn(self._host_connection())
+            # No savepoint per call inside atomic(): a refused write may have
+            # left rows behind, so the unit is marked and cannot commit.
+            try:
+                return fn(self._host_connection())
+            except BaseException:
+                self._unit.failed = True
+                raise
 
         def attempt() -> T:
             if self._mode == "host":
@@ -312,7 +335,9 @@ class Ledger:
 
         return self._retry.run(attempt)
 
-    def _read(self, fn: Callable[[Connection], T]) -> T:
+    def _read(self, fn: Callable[[Connection], T], *, snapshot: bool = False) -> T:
+        """Run a read; ``snapshot``: on PostgreSQL, all its queries see one moment
+        (REPEATABLE READ), for multi-query reads such as ``verify``."""
         if self._mode != "engine":
             return fn(self._host_connection())
         engine = self._engine
@@ -321,6 +346,8 @@ class Ledger:
         def attempt() -> T:
             with engine.connect() as conn:
                 conn.execution_options(**READ_ONLY)
+                if snapshot and self._dialect == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
                 return fn(conn)
 
         return self._retry.run(attempt)
@@ -357,7 +384,10 @@ class Ledger:
 
             def in_savepoint() -> T:
                 with self._savepoint() as conn:
-                    return fn(self._view(conn, "unit"))
+                    view = self._view(conn, "unit")
+                    result = fn(view)
+                    view._check_unit()
+                    return result
 
             return self._retry.run(in_savepoint)
         engine = self._engine
@@ -366,7 +396,10 @@ class Ledger:
         def attempt() -> T:
             with engine.begin() as conn:
                 try:
-                    return fn(self._view(conn, "unit"))
+                    view = self._view(conn, "unit")
+                    result = fn(view)
+                    view._check_unit()
+                    return result
                 finally:
                     conn.info.pop(_OPENED, None)
 
@@ -1407,7 +1440,9 @@ class Ledger:
         is true for a healthy ledger. ``on_progress(step, done, total)`` is
         called as the checks proceed (the CLI draws a progress bar with it).
         """
-        return self._read(lambda conn: verify_ledger(conn, self._tables, on_progress))
+        return self._read(
+            lambda conn: verify_ledger(conn, self._tables, on_progress), snapshot=True
+        )
 
 
 def _spec_dict(spec: AccountSpec) -> dict[str, Any]:

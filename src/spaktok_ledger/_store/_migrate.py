@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 
 from alembic import command
@@ -21,6 +23,28 @@ def _config(connection: Connection | None, prefix: str) -> Config:
     cfg.attributes["spaktok_prefix"] = prefix
     cfg.attributes["connection"] = connection
     return cfg
+
+
+@contextmanager
+def _preserved_alembic_proxies() -> Iterator[None]:
+    """Keep a running host migration's ``alembic.op`` / ``alembic.context`` intact.
+
+    Alembic installs module-level proxies while it runs and removes them at
+    the end; when a host calls ``migrate()`` from inside its own migration
+    (or ``env.py``), the nested run would remove the host's proxies too.
+    """
+    import alembic.context
+    import alembic.op
+
+    saved = [(module, dict(vars(module))) for module in (alembic.context, alembic.op)]
+    try:
+        yield
+    finally:
+        for module, namespace in saved:
+            current = vars(module)
+            for name in set(current) - set(namespace):
+                del current[name]
+            current.update(namespace)
 
 
 def head_revision() -> str:
@@ -58,7 +82,8 @@ def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: s
             return migrate(connection, prefix, revision)
     if not bind.in_transaction():
         bind.begin()
-    command.upgrade(_config(bind, prefix), revision)
+    with _preserved_alembic_proxies():
+        command.upgrade(_config(bind, prefix), revision)
     rev = current_revision(bind, prefix)
     assert rev is not None
     return rev

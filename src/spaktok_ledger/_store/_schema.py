@@ -2,7 +2,7 @@
 
 A host puts them in its own database next to its tables; the prefix (default
 ``spaktok_``) keeps names apart. The append-only triggers and PostgreSQL's
-deferred balance check are DDL, in ``_ddl.py``; migrations create both.
+deferred balance check are DDL, written in the migrations (``0001_core_ledger.py``).
 """
 
 from __future__ import annotations
