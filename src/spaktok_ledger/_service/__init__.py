@@ -15,22 +15,40 @@ from spaktok_ledger._service._gifts import (
 )
 from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox, OutboxEvent
+from spaktok_ledger._service._payments import (
+    CheckoutResult,
+    FraudDecision,
+    FraudPolicy,
+    Payments,
+    Purchase,
+    RadarPolicy,
+    RefundPolicy,
+    VelocityLimits,
+)
 from spaktok_ledger._service._quotes import Pricing, QuoteStore
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
     "ActivityItem",
     "ActivityPage",
+    "CheckoutResult",
     "EarningsBalance",
+    "FraudDecision",
+    "FraudPolicy",
     "GiftDetails",
     "GiftEconomy",
     "GiftReceipt",
     "Maturation",
     "Outbox",
     "OutboxEvent",
+    "Payments",
     "Pricing",
+    "Purchase",
     "QuoteStore",
+    "RadarPolicy",
+    "RefundPolicy",
     "Streamer",
+    "VelocityLimits",
     "WalletBalance",
     "WalletCredit",
     "check_party_id",

@@ -812,7 +812,17 @@ class GiftEconomy:
                 metadata={**meta, "user": user, "coins": count, "price_usd_minor": price},
                 effective_at=now,
             )
-            entry = tx.hold(draft, request=request) if hold else tx.post(draft, request=request)
+            fingerprint = request or {
+                "op": "credit_purchase",
+                "user": user,
+                "coins": count,
+                "price_usd_minor": price,
+                "hold": hold,
+                "metadata": meta,
+            }
+            entry = (
+                tx.hold(draft, request=fingerprint) if hold else tx.post(draft, request=fingerprint)
+            )
             return self._credit_result(tx, user, entry, now)
 
         return self.ledger.atomic(run)
@@ -882,8 +892,9 @@ class GiftEconomy:
                 metadata={"user": user, "coins": count, "reason": reason, "actor": actor},
                 effective_at=now,
             )
+            request = {"op": "adjust", "user": user, "coins": count, "reason": reason}
             try:
-                entry = tx.post(draft)
+                entry = tx.post(draft, request=request)
             except UnknownAccount as exc:
                 raise UnknownUser(f"no wallet for user {user!r}", user_id=user) from exc
             return self._credit_result(tx, user, entry, now)
