@@ -7,15 +7,20 @@ library's public API only, and prints what an operator would look at.
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
 from spaktok_ledger._catalogue import Gift, GiftCatalogue
 from spaktok_ledger._errors import InsufficientFunds
+from spaktok_ledger._format import format_price
 from spaktok_ledger._pricing import CoinPack, PackCatalogue
-from spaktok_ledger._service import GiftEconomy
+from spaktok_ledger._service import GiftEconomy, Payments, Pricing
 from spaktok_ledger._store import Ledger
+from spaktok_ledger._stripe import StripeGateway
 from spaktok_ledger.cli import money, print_trial_balance, table
+from spaktok_ledger.fx import StaticRateProvider
+from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
 
 __all__ = ["run_demo"]
 
@@ -34,6 +39,10 @@ GIFTS = GiftCatalogue(
 )
 VIEWERS = ("alice", "amir", "yuki")
 STREAMERS = ("bob", "lena")
+WEBHOOK_SECRET = "whsec_demo"  # noqa: S105 - the fake Stripe's test secret
+# Sample ECB-derived rates (USD -> currency) so the demo runs offline; a real
+# deployment uses CachedRateProvider(ECBRateProvider()).
+DEMO_RATES = {"EUR": Decimal("0.934143"), "JPY": Decimal("160.6165"), "BRL": Decimal("5.5035")}
 
 
 def _fresh(path: Path) -> None:
@@ -51,91 +60,136 @@ def run_demo(file: str, out: TextIO) -> int:
     with Ledger(f"sqlite:///{path}") as ledger:
         economy = GiftEconomy(ledger, GIFTS)
         economy.setup()
-        for viewer in VIEWERS:
-            economy.open_user(viewer)
         economy.register_streamer("bob")
         economy.register_streamer("lena", streamer_bps=5000)
         out.write(
-            "1. schema migrated; platform accounts opened; viewers alice, amir, yuki;\n"
-            "   streamers bob (default 40/60 split) and lena (partner: 50/50)\n"
+            "1. schema migrated; platform accounts opened; streamers bob (default 40/60\n"
+            "   split) and lena (partner: 50/50)\n"
         )
 
-        out.write("\n2. viewers buy coin packs (credited directly here)\n")
-        purchases = [("alice", "fan"), ("amir", "starter"), ("yuki", "starter"), ("yuki", "fan")]
-        for n, (viewer, pack_id) in enumerate(purchases):
-            pack = PACKS.get(pack_id)
-            credit = economy.credit_purchase(
-                viewer,
-                coins=pack.total_coins,
-                price_usd_minor=pack.usd_price_minor,
-                idempotency_key=f"demo:purchase:{n}",
-                description=f"{pack.name} pack",
-                metadata={"pack_id": pack.id},
-            )
-            out.write(
-                f"   {viewer:<5} {pack.name:<7} {money(pack.usd_price_minor):>7} -> "
-                f"{credit.coins} coins (wallet {credit.wallet.coins})\n"
-            )
-
-        out.write("\n3. a burst of gifts during two streams\n")
-        rng = random.Random(7)  # noqa: S311 - a reproducible story, not secrets
-        sent = refused = 0
-        for n in range(40):
-            viewer, streamer = rng.choice(VIEWERS), rng.choice(STREAMERS)
-            gift = rng.choices(GIFTS.gifts, weights=(6, 3, 1))[0]
-            try:
-                economy.send_gift(
-                    viewer, streamer, gift.id, rng.randint(1, 2), idempotency_key=f"demo:{n}"
-                )
-                sent += 1
-            except InsufficientFunds:
-                refused += 1
-        out.write(f"   {sent} gifts sent, {refused} refused for insufficient coins\n")
-        richest = max(VIEWERS, key=lambda v: economy.wallet(v).coins)
-        first = economy.send_gift(richest, "bob", "heart", 1, idempotency_key="demo:retry")
-        again = economy.send_gift(richest, "bob", "heart", 1, idempotency_key="demo:retry")
-        out.write(
-            f"   a retried request returns the original receipt #{again.entry_id}: "
-            f"replayed={again.replayed}, same={again == first}\n"
-        )
-        split = first.gift
-        out.write(
-            f"   e.g. 1 Heart = {money(split.value_usd_minor)}: "
-            f"{money(split.streamer_share_minor)} to bob, "
-            f"{money(split.platform_share_minor)} to the platform\n"
-        )
-
-        out.write("\nwallets\n")
-        table(
-            out,
-            ["viewer", "coins", "face value"],
-            [
-                [v, w.coins, money(w.usd_minor)]
-                for v, w in ((v, economy.wallet(v)) for v in VIEWERS)
-            ],
-            right=[1, 2],
-        )
-        out.write("\nstreamer earnings\n")
-        table(
-            out,
-            ["streamer", "split", "gifts", "available", "in payout"],
-            [
-                [
-                    s,
-                    "50/50" if s == "lena" else "40/60",
-                    len(economy.history(streamer_id=s, types=["gift"], limit=500).items),
-                    money(e.available_minor),
-                    money(e.in_payout_minor),
-                ]
-                for s, e in ((s, economy.earnings(s)) for s in STREAMERS)
-            ],
-            right=[2, 3, 4],
-        )
-        revenue = ledger.balance("platform:gift_revenue").posted_minor
-        out.write(f"\nplatform gift revenue: {money(revenue)}\n")
-
-        out.write("\ntrial balance\n")
-        print_trial_balance(out, ledger.trial_balance())
+        with FakeStripe() as fake:
+            pricing = Pricing(ledger, PACKS, StaticRateProvider(DEMO_RATES))
+            gateway = StripeGateway(stripe_client(fake, timeout=10))
+            payments = Payments(economy, pricing, gateway, webhook_secret=WEBHOOK_SECRET)
+            _buy_coins(out, fake, pricing, payments)
+            out.write("\n3. a burst of gifts during two streams\n")
+            _gift_burst(out, economy)
+            _refund_partly_spent(out, fake, economy, payments)
+        _report(out, ledger, economy)
         report = ledger.verify()
         out.write(f"\nverify: {'ok' if report.ok else report.problems}\n")
         return 0 if report.ok else 1
+
+
+def _buy_coins(out: TextIO, fake: FakeStripe, pricing: Pricing, payments: Payments) -> None:
+    out.write(
+        "\n2. viewers buy coins through Stripe Checkout (the real stripe SDK against a local\n"
+        "   fake Stripe; webhooks signed with a test secret)\n"
+    )
+    purchases = [
+        ("alice", "fan", "de_DE"),
+        ("amir", "starter", "pt_BR"),
+        ("yuki", "starter", "ja_JP"),
+        ("yuki", "fan", "ja_JP"),
+    ]
+    for n, (viewer, pack_id, locale) in enumerate(purchases):
+        quote = pricing.quote(pack_id, locale=locale, user_id=viewer)
+        checkout = payments.create_checkout(
+            viewer,
+            quote.id,
+            success_url="https://spaktok.example/paid",
+            cancel_url="https://spaktok.example/store",
+            idempotency_key=f"demo-checkout-{n}",
+        )
+        rate = None if quote.currency == "USD" else (1 / quote.rate).quantize(Decimal("0.000001"))
+        event = fake.complete_checkout(checkout.checkout_session_id, exchange_rate=rate)
+        body, signature = signed_event(event, WEBHOOK_SECRET)
+        result = payments.handle_webhook(body, signature)
+        again = payments.handle_webhook(body, signature)
+        out.write(
+            f"   {viewer:<5} {pack_id:<7} quoted {quote.display:>9} ({locale}), "
+            f"checkout {checkout.checkout_session_id[:14]}..., webhook: {result.outcome}"
+            f"{'' if n else f' (redelivered: {again.outcome})'}\n"
+        )
+
+
+def _gift_burst(out: TextIO, economy: GiftEconomy) -> None:
+    rng = random.Random(7)  # noqa: S311 - a reproducible story, not secrets
+    sent = refused = 0
+    for n in range(40):
+        viewer, streamer = rng.choice(VIEWERS), rng.choice(STREAMERS)
+        gift = rng.choices(GIFTS.gifts, weights=(6, 3, 1))[0]
+        try:
+            economy.send_gift(
+                viewer, streamer, gift.id, rng.randint(1, 2), idempotency_key=f"demo:{n}"
+            )
+            sent += 1
+        except InsufficientFunds:
+            refused += 1
+    out.write(f"   {sent} gifts sent, {refused} refused for insufficient coins\n")
+    richest = max(VIEWERS, key=lambda v: economy.wallet(v).coins)
+    first = economy.send_gift(richest, "bob", "heart", 1, idempotency_key="demo:retry")
+    again = economy.send_gift(richest, "bob", "heart", 1, idempotency_key="demo:retry")
+    out.write(
+        f"   a retried request returns the original receipt #{again.entry_id}: "
+        f"replayed={again.replayed}, same={again == first}\n"
+    )
+    split = first.gift
+    out.write(
+        f"   e.g. 1 Heart = {money(split.value_usd_minor)}: "
+        f"{money(split.streamer_share_minor)} to bob, "
+        f"{money(split.platform_share_minor)} to the platform\n"
+    )
+
+
+def _refund_partly_spent(
+    out: TextIO, fake: FakeStripe, economy: GiftEconomy, payments: Payments
+) -> None:
+    """Amir spent part of his pack, then the payment is refunded in full."""
+    purchase = payments.purchases("amir")[0]
+    before = economy.wallet("amir")
+    assert purchase.charge_id is not None
+    event = fake.refund(purchase.charge_id)
+    body, signature = signed_event(event, WEBHOOK_SECRET)
+    result = payments.handle_webhook(body, signature)
+    after = economy.wallet("amir")
+    out.write(
+        f"\n4. amir's {format_price(purchase.local_amount_minor, purchase.currency, 'pt_BR')} "
+        f"purchase is refunded after he spent {purchase.coins - before.coins} of its "
+        f"{purchase.coins} coins\n"
+        f"   webhook: {result.outcome}; wallet {before.coins} -> {after.coins} coins, "
+        f"debt {money(after.debt_usd_minor)} (default policy: spending blocked until repaid)\n"
+    )
+
+
+def _report(out: TextIO, ledger: Ledger, economy: GiftEconomy) -> None:
+    out.write("\nwallets\n")
+    table(
+        out,
+        ["viewer", "coins", "face value", "debt"],
+        [
+            [v, w.coins, money(w.usd_minor), money(w.debt_usd_minor)]
+            for v, w in ((v, economy.wallet(v)) for v in VIEWERS)
+        ],
+        right=[1, 2, 3],
+    )
+    out.write("\nstreamer earnings\n")
+    table(
+        out,
+        ["streamer", "split", "gifts", "available", "in payout"],
+        [
+            [
+                s,
+                "50/50" if s == "lena" else "40/60",
+                len(economy.history(streamer_id=s, types=["gift"], limit=500).items),
+                money(e.available_minor),
+                money(e.in_payout_minor),
+            ]
+            for s, e in ((s, economy.earnings(s)) for s in STREAMERS)
+        ],
+        right=[2, 3, 4],
+    )
+    revenue = ledger.balance("platform:gift_revenue").posted_minor
+    out.write(f"\nplatform gift revenue: {money(revenue)}\n")
+    out.write("\ntrial balance\n")
+    print_trial_balance(out, ledger.trial_balance())
