@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,26 @@ def test_mature_earnings(tmp_path) -> None:
     assert json.loads(out)["matured"][0]["amount_minor"] == 8
     code, out, _ = run("--db", url, "mature-earnings")
     assert "nothing to mature" in out
+
+
+ECB_SAMPLE = str(Path(__file__).parent / "fixtures" / "fx" / "ecb-eurofxref-daily.xml")
+
+
+def test_quote_preview_and_save(tmp_path) -> None:
+    """quote prices a pack for a locale from a saved rates file, and --save stores it."""
+    code, out, _ = run("quote", "fan", "--locale", "ja_JP", "--rates-file", ECB_SAMPLE)
+    assert code == 0
+    assert "￥3,211" in out
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    run("--db", url, "migrate")
+    code, out, _ = run("--db", url, "--json", "quote", "starter", "--currency", "EUR",
+                       "--rates-file", ECB_SAMPLE, "--save")
+    assert code == 0
+    quote_id = json.loads(out)["id"]
+    with Ledger(url) as ledger:
+        from spaktok_ledger import QuoteStore
+
+        assert QuoteStore(ledger).get(quote_id).currency == "EUR"
+    code, _, err = run("quote", "nope", "--rates-file", ECB_SAMPLE)
+    assert code == 3
+    assert "nope" in err

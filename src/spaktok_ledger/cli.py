@@ -381,6 +381,91 @@ def cmd_mature_earnings(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _pack_catalogue(ctx: Context) -> Any:
+    from spaktok_ledger._pricing import PackCatalogue
+
+    path = ctx.args.packs or os.environ.get("SPAKTOK_PACKS")
+    if path:
+        return PackCatalogue.load(path)
+    from spaktok_ledger._demo import PACKS
+
+    return PACKS
+
+
+def _rate_provider(ctx: Context) -> Any:
+    """Rates for ``quote``: a live provider, or a saved response file (offline)."""
+    from spaktok_ledger import fx
+
+    if ctx.args.rates_file:
+        data = open(ctx.args.rates_file, "rb").read()  # noqa: SIM115 - small file, read once
+        now = datetime.now().astimezone()
+        if data.lstrip().startswith(b"<"):
+            table = fx.parse_ecb_xml(data, fetched_at=now, source="file")
+        elif b'"success"' in data:
+            table = fx.parse_fixer_json(data, fetched_at=now, source="file")
+        else:
+            table = fx.parse_oxr_json(data, fetched_at=now, source="file")
+        # A saved file counts as current: this is for previews and offline use.
+        return fx.StaticRateProvider(dict(table.rates), base=table.base, source="file")
+    provider: Any
+    if ctx.args.rates == "ecb":
+        provider = fx.ECBRateProvider()
+    elif ctx.args.rates == "oxr":
+        app_id = os.environ.get("OXR_APP_ID")
+        if not app_id:
+            raise UsageError("--rates oxr needs the OXR_APP_ID environment variable")
+        provider = fx.OpenExchangeRatesProvider(app_id=app_id)
+    else:
+        key = os.environ.get("FIXER_ACCESS_KEY")
+        if not key:
+            raise UsageError("--rates fixer needs the FIXER_ACCESS_KEY environment variable")
+        provider = fx.FixerRateProvider(access_key=key)
+    return fx.CachedRateProvider(provider)
+
+
+def cmd_quote(ctx: Context) -> int:
+    from spaktok_ledger._pricing import make_quote
+    from spaktok_ledger._service import Pricing
+
+    catalogue = _pack_catalogue(ctx)
+    rates = _rate_provider(ctx)
+    if ctx.args.save:
+        with ctx.ledger() as ledger:
+            ledger.check_schema()
+            pricing = Pricing(ledger, catalogue, rates)
+            quote = pricing.quote(ctx.args.pack, currency=ctx.args.currency, locale=ctx.args.locale)
+    else:
+        from spaktok_ledger._service._quotes import quote_currency
+
+        currency = quote_currency(currency=ctx.args.currency, locale=ctx.args.locale)
+        quote = make_quote(catalogue.get(ctx.args.pack), currency, rates, locale=ctx.args.locale)
+    data = quote.to_dict()
+
+    def human() -> None:
+        display = quote.display or money(quote.local_amount_minor, quote.currency)
+        table(
+            ctx.out,
+            ["pack", "coins", "USD price", "local price", "rate", "source", "expires"],
+            [
+                [
+                    quote.pack_id,
+                    quote.total_coins,
+                    money(quote.usd_price_minor),
+                    display,
+                    f"{quote.rate} {quote.currency}/USD",
+                    quote.rate_source,
+                    quote.expires_at.strftime("%H:%M:%S UTC"),
+                ]
+            ],
+            right=[1, 2, 3],
+        )
+        if ctx.args.save:
+            ctx.out.write(f"saved as {quote.id}\n")
+
+    ctx.emit(data, human)
+    return EXIT_OK
+
+
 def cmd_demo(ctx: Context) -> int:
     from spaktok_ledger._demo import run_demo
 
@@ -433,6 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write every entry as JSON Lines or a Beancount ledger")
     p.add_argument("--format", choices=["jsonl", "beancount"], default="jsonl")
     p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    p = add("quote", cmd_quote, "a coin pack's price in a currency or locale")
+    p.add_argument("pack")
+    p.add_argument("--currency", help="ISO 4217 code (default: the locale's, else USD)")
+    p.add_argument("--locale", help="CLDR locale for the currency and formatting, e.g. de_DE")
+    p.add_argument("--packs", help="pack catalogue .toml/.json (default: $SPAKTOK_PACKS or demo)")
+    p.add_argument("--rates", choices=["ecb", "oxr", "fixer"], default="ecb")
+    p.add_argument("--rates-file", help="a saved ECB/OXR/Fixer response to price from (offline)")
+    p.add_argument("--save", action="store_true", help="store the quote for checkout")
     p = add("demo", cmd_demo, "run the gift-economy demo on a fresh SQLite file")
     p.add_argument("--file", default="spaktok-demo.db", help="SQLite file (recreated)")
     return parser

@@ -26,7 +26,26 @@ from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._store import Ledger
 from spaktok_ledger.fx import RateProvider
 
-__all__ = ["Pricing", "QuoteStore"]
+__all__ = ["Pricing", "QuoteStore", "quote_currency"]
+
+
+def quote_currency(*, currency: str | None, locale: str | None) -> str:
+    """The currency to quote a viewer in: the one asked for, else their locale's if
+    Stripe can charge it, else USD.
+
+    >>> quote_currency(currency=None, locale="ja_JP")
+    'JPY'
+    """
+    if currency is not None:
+        return validate_currency(currency)
+    if locale is None:
+        return "USD"
+    try:
+        local = default_currency_for_locale(locale)
+    except InvalidInput:
+        parse_locale(locale)  # a locale that does not exist is the caller's error
+        return "USD"
+    return local if is_stripe_chargeable(local) else "USD"
 
 
 class QuoteStore:
@@ -133,16 +152,7 @@ class Pricing:
 
     def currency_for(self, *, currency: str | None, locale: str | None) -> str:
         """The currency to quote: the one asked for, else the locale's, else USD."""
-        if currency is not None:
-            return validate_currency(currency)
-        if locale is None:
-            return "USD"
-        try:
-            local = default_currency_for_locale(locale)
-        except InvalidInput:
-            parse_locale(locale)  # a locale that does not exist is the caller's error
-            return "USD"
-        return local if is_stripe_chargeable(local) else "USD"
+        return quote_currency(currency=currency, locale=locale)
 
     def quote(
         self,
