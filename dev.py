@@ -80,7 +80,8 @@ for title in order:
         out.append(f"| `{name}` | {first_line(obj)} |")
     out.append("")
 for module in (spaktok_ledger.fx, spaktok_ledger.testing):
-    out += [f"## `{module.__name__}`", "", (inspect.getdoc(module) or "").split(chr(10) * 2)[0].replace(chr(10), " "), "",
+    summary = (inspect.getdoc(module) or "").split(chr(10) * 2)[0].replace(chr(10), " ")
+    out += [f"## `{module.__name__}`", "", summary, "",
             "| name | what it is |", "| --- | --- |"]
     for name in module.__all__:
         out.append(f"| `{name}` | {first_line(getattr(module, name))} |")
