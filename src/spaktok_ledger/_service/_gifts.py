@@ -737,12 +737,16 @@ class GiftEconomy:
         )
 
     def wallet(self, user_id: str | int) -> WalletBalance:
-        """A viewer's spendable coins and their USD face value."""
+        """A viewer's spendable coins and their USD face value.
+
+        A user who never bought coins has an empty wallet (no error): wallets
+        are opened by the first purchase or by ``open_user``.
+        """
         user = check_party_id(user_id, "user_id")
         try:
             balances = self.ledger.balances([wallet_account(user), receivable_account(user)])
-        except UnknownAccount as exc:
-            raise UnknownUser(f"no wallet for user {user!r}", user_id=user) from exc
+        except UnknownAccount:
+            return WalletBalance(user_id=user, coins=0, usd_minor=0)
         return self._wallet_from(user, balances)
 
     def earnings(self, streamer_id: str | int) -> EarningsBalance:
@@ -983,7 +987,9 @@ class GiftEconomy:
     ) -> ActivityPage:
         """A user's or a streamer's statement, newest first (``GET /api/transactions``).
 
-        Exactly one of ``user_id`` / ``streamer_id``. Pages with ``cursor``;
+        Exactly one of ``user_id`` / ``streamer_id`` (a user who never bought coins
+        has an empty statement; an unregistered streamer is ``UnknownStreamer``).
+        Pages with ``cursor``;
         filters by entry ``types`` (``gift``, ``purchase``, ``payout``...) and
         by time (``since <= t < until``). Each item carries its counterparty,
         the amounts and, for gifts, the split.
@@ -1003,6 +1009,8 @@ class GiftEconomy:
                 list(codes), limit=limit, cursor=cursor, types=types, since=since, until=until
             )
         except UnknownAccount as exc:
+            if user_id is not None and cursor is None:
+                return ActivityPage((), None)  # a user without a wallet has no history yet
             raise missing from exc
         items = []
         for entry in page.entries:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -82,6 +83,11 @@ def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: s
             return migrate(connection, prefix, revision)
     if not bind.in_transaction():
         bind.begin()
+    if bind.dialect.name == "postgresql":
+        # Several workers starting at once: one migrates, the others wait and
+        # then find the schema current (the lock ends with the transaction).
+        key = int.from_bytes(hashlib.sha256(f"spaktok:{prefix}".encode()).digest()[:8], "big")
+        bind.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key - 2**63})")
     with _preserved_alembic_proxies():
         command.upgrade(_config(bind, prefix), revision)
     rev = current_revision(bind, prefix)
