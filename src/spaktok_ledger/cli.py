@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy as sa
@@ -397,7 +398,7 @@ def _rate_provider(ctx: Context) -> Any:
     from spaktok_ledger import fx
 
     if ctx.args.rates_file:
-        data = open(ctx.args.rates_file, "rb").read()  # noqa: SIM115 - small file, read once
+        data = Path(ctx.args.rates_file).read_bytes()
         now = datetime.now().astimezone()
         if data.lstrip().startswith(b"<"):
             table = fx.parse_ecb_xml(data, fetched_at=now, source="file")

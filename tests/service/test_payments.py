@@ -248,12 +248,24 @@ class TestWebhooks:
             payments.handle_webhook(not_event, sign_payload(not_event, SECRET))
         assert payments.purchase(result.purchase_id).status == "open"  # nothing was applied
 
-    def test_unknown_event_types_are_ignored_once(self, shop) -> None:
-        """An event type the service does not handle is acknowledged and ignored."""
-        event = {"id": "evt_ping", "object": "event", "type": "customer.created",
-                 "created": int(time.time()), "data": {"object": {"id": "cus_1"}}}
+    def test_unknown_event_types_are_ignored(self, shop) -> None:
+        """An event type the service does not handle is acknowledged, ignored, and not
+        recorded (so the endpoint it was meant for can still apply it)."""
+        event = {"id": "evt_ping", "object": "event", "type": "account.updated",
+                 "created": int(time.time()), "data": {"object": {"id": "acct_1"}}}
         assert deliver(shop[2], event).outcome == "ignored"
-        assert deliver(shop[2], event).duplicate
+        assert shop[2].inbox.status("evt_ping") is None
+
+    def test_transfer_events_are_handed_to_payouts(self, shop) -> None:
+        """transfer.* events reaching the platform endpoint go to the transfer handler."""
+        from spaktok_ledger import WebhookResult
+
+        seen = []
+        shop[2].transfer_events = lambda e: seen.append(e.id) or WebhookResult(e.id, e.type, "x")
+        event = {"id": "evt_tr", "object": "event", "type": "transfer.reversed",
+                 "created": int(time.time()), "data": {"object": {"id": "tr_1"}}}
+        assert deliver(shop[2], event).outcome == "x"
+        assert seen == ["evt_tr"]
 
     def test_delayed_payment_methods(self, shop, fake) -> None:
         """An unpaid completion waits; async success credits; async failure fails."""

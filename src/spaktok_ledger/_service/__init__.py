@@ -25,6 +25,12 @@ from spaktok_ledger._service._payments import (
     RefundPolicy,
     VelocityLimits,
 )
+from spaktok_ledger._service._payouts import (
+    ConnectedAccount,
+    PayoutDiscrepancy,
+    PayoutRecord,
+    Payouts,
+)
 from spaktok_ledger._service._quotes import Pricing, QuoteStore
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "ActivityItem",
     "ActivityPage",
     "CheckoutResult",
+    "ConnectedAccount",
     "EarningsBalance",
     "FraudDecision",
     "FraudPolicy",
@@ -42,6 +49,9 @@ __all__ = [
     "Outbox",
     "OutboxEvent",
     "Payments",
+    "PayoutDiscrepancy",
+    "PayoutRecord",
+    "Payouts",
     "Pricing",
     "Purchase",
     "QuoteStore",

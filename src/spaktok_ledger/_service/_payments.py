@@ -118,6 +118,9 @@ class FraudDecision(StrEnum):
     """Credit nothing (and, if configured, refund the payment)."""
 
 
+EventHandler = Callable[[WebhookEvent], WebhookResult]
+
+
 class FraudPolicy(Protocol):
     """Decides what a paid purchase gets, from Radar's assessment of the charge."""
 
@@ -285,7 +288,12 @@ class Payments:
         checkout_ttl: timedelta = CHECKOUT_TTL_DEFAULT,
         tolerance_seconds: int = 300,
         clock: Clock | None = None,
+        transfer_events: EventHandler | None = None,
     ) -> None:
+        """``transfer_events``: where ``transfer.*`` events go. Stripe sends them to
+        the *platform* endpoint (transfers are the platform's objects), but they
+        belong to payouts: pass ``payouts.handle_event`` (or set the attribute
+        after building the payouts service)."""
         if not isinstance(webhook_secret, str) or not webhook_secret:
             raise InvalidInput("webhook_secret is required (the endpoint's whsec_... secret)")
         if not timedelta(minutes=30) <= checkout_ttl <= timedelta(hours=24):
@@ -304,6 +312,7 @@ class Payments:
         self.tolerance_seconds = tolerance_seconds
         self.clock: Clock = clock or self.ledger.now
         self.inbox = WebhookInbox(self.ledger)
+        self.transfer_events = transfer_events
         self._t = self.ledger.tables.purchases
 
     def __repr__(self) -> str:  # never show the secret
@@ -558,10 +567,14 @@ class Payments:
 
     def handle_event(self, event: WebhookEvent) -> WebhookResult:
         """Apply an already verified event (parked events are retried through this)."""
+        if event.type.startswith("transfer.") and self.transfer_events is not None:
+            return self.transfer_events(event)
         if self.inbox.status(event.id) in ("processed", "ignored"):
             return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
         if event.type not in _PURCHASE_EVENTS:
-            return self._ignore(event, "ignored")
+            # Not recorded: an event meant for the other endpoint (a misconfigured
+            # subscription) must stay free to be applied there.
+            return WebhookResult(event.id, event.type, "ignored")
         obj = event.data_object
         dispute_id = str(obj["id"]) if event.type.startswith("charge.dispute.") else None
         session_id = str(obj["id"]) if event.type.startswith("checkout.session.") else None

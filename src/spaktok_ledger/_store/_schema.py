@@ -100,6 +100,8 @@ class LedgerTables:
     outbox: Table
     webhook_events: Table
     purchases: Table
+    connected_accounts: Table
+    payouts: Table
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -360,6 +362,78 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Index(f"{p}purchases_user_time", "user_id", "created_at"),
     )
 
+    # Stripe Connect payouts (migration 0005). A streamer's connected account
+    # and its KYC state, as the last ``account.updated`` (or fetch) left it.
+    connected_accounts = Table(
+        f"{p}connected_accounts",
+        md,
+        Column("streamer_id", String(64), primary_key=True),
+        Column("account_id", String(255), nullable=False),
+        Column("payouts_enabled", Boolean, nullable=False),
+        Column("charges_enabled", Boolean, nullable=False),
+        Column("details_submitted", Boolean, nullable=False),
+        Column("currently_due", Json, nullable=False),
+        Column("past_due", Json, nullable=False),
+        Column("disabled_reason", String(255), nullable=True),
+        Column("default_currency", String(3), nullable=True),
+        Column("country", String(8), nullable=True),
+        Column("stripe_updated", BigInteger, nullable=False, server_default=text("0")),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Index(f"{p}connected_accounts_account", "account_id", unique=True),
+    )
+
+    # One row per payout request: the Stripe facts (transfer, bank payout) and
+    # the ledger state they have been booked to. Amounts: *_usd_minor in US
+    # cents; payout_stripe_amount in Stripe's units for payout_currency.
+    payouts = Table(
+        f"{p}payouts",
+        md,
+        Column("id", String(64), primary_key=True),
+        Column("streamer_id", String(64), nullable=False),
+        Column("idempotency_key", String(255), nullable=False),
+        Column("request_hash", String(64), nullable=False),
+        Column("account_id", String(255), nullable=False),
+        Column("mode", String(16), nullable=False),
+        Column("amount_usd_minor", BigInteger, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("ledger_state", String(8), nullable=False),
+        Column("hold_entry_id", Id, ForeignKey(entries.c.id), nullable=False),
+        Column("settlement_entry_id", Id, ForeignKey(entries.c.id), nullable=True),
+        Column("returned_usd_minor", BigInteger, nullable=False, server_default=text("0")),
+        Column("transfer_id", String(255), nullable=True),
+        Column("transfer_reversed_minor", BigInteger, nullable=False, server_default=text("0")),
+        Column("stripe_payout_id", String(255), nullable=True),
+        Column("stripe_payout_status", String(16), nullable=True),
+        Column("payout_currency", String(3), nullable=True),
+        Column("payout_stripe_amount", BigInteger, nullable=True),
+        Column("exchange_rate", String(40), nullable=True),
+        Column("failure_code", String(100), nullable=True),
+        Column("failure_message", String(1000), nullable=True),
+        Column("last_error", String(1000), nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        CheckConstraint("mode IN ('automatic', 'manual')", name=f"{p}payouts_mode"),
+        CheckConstraint(
+            "status IN ('pending', 'transferred', 'in_transit', 'paid', 'failed', "
+            "'canceled', 'reversed')",
+            name=f"{p}payouts_status",
+        ),
+        CheckConstraint(
+            "ledger_state IN ('held', 'settled', 'voided')", name=f"{p}payouts_ledger_state"
+        ),
+        CheckConstraint(
+            "amount_usd_minor > 0 AND returned_usd_minor >= 0 "
+            "AND returned_usd_minor <= amount_usd_minor AND transfer_reversed_minor >= 0",
+            name=f"{p}payouts_amounts",
+        ),
+        Index(f"{p}payouts_key", "streamer_id", "idempotency_key", unique=True),
+        Index(f"{p}payouts_streamer_time", "streamer_id", "created_at"),
+        Index(f"{p}payouts_open", "status", "updated_at"),
+        Index(f"{p}payouts_transfer", "transfer_id"),
+        Index(f"{p}payouts_stripe_payout", "stripe_payout_id"),
+    )
+
     return LedgerTables(
         p,
         md,
@@ -373,4 +447,6 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         outbox,
         webhook_events,
         purchases,
+        connected_accounts,
+        payouts,
     )

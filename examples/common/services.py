@@ -1,0 +1,500 @@
+"""What both example apps share: configuration, wiring, the auth stand-in, error mapping.
+
+The apps (``examples/fastapi_app``, ``examples/flask_app``) stay short because
+everything that is not about their framework lives here:
+
+- :class:`Settings`: configuration from environment variables (see the table
+  in ``examples/README.md``);
+- :func:`build_services`: the library's services built once at start-up from
+  the settings (ledger, gift economy, pricing, payments, payouts);
+- :func:`authenticate` / :func:`require_owner`: a **stand-in** for the host's
+  real authentication (a header naming the caller);
+- :func:`problem_for`: one table mapping the library's exceptions to HTTP
+  status codes and RFC 9457 problem bodies, used by both apps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Literal
+
+from spaktok_ledger import (
+    DEFAULT_PREFIX,
+    AmountMismatch,
+    CoinPack,
+    Conflict,
+    FraudRejected,
+    Gift,
+    GiftCatalogue,
+    GiftEconomy,
+    GiftReceipt,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidInput,
+    Ledger,
+    LedgerBusy,
+    LedgerError,
+    NotFound,
+    PackCatalogue,
+    PaymentError,
+    PaymentProviderError,
+    Payments,
+    PayoutBelowMinimum,
+    PayoutError,
+    PayoutLimitExceeded,
+    Payouts,
+    PayoutsNotEnabled,
+    Pricing,
+    QuoteExpired,
+    RateError,
+    SchemaError,
+    SpendingBlocked,
+    StripeGateway,
+    UnknownStreamer,
+    UnknownUser,
+    WalletBalance,
+    WebhookPayloadError,
+    WebhookResult,
+    WebhookVerificationError,
+    check_party_id,
+)
+from spaktok_ledger.fx import CachedRateProvider, RateProvider, StaticRateProvider
+
+__all__ = [
+    "DEFAULT_GIFTS",
+    "DEFAULT_PACKS",
+    "DEFAULT_STATIC_RATES",
+    "IDEMPOTENCY_HEADER",
+    "PROBLEM_JSON",
+    "REPLAYED_HEADER",
+    "USER_HEADER",
+    "ConfigError",
+    "ProblemError",
+    "Services",
+    "Settings",
+    "authenticate",
+    "balance_body",
+    "build_services",
+    "gift_body",
+    "history_body",
+    "malformed_json",
+    "problem_for",
+    "replay_headers",
+    "require_idempotency_key",
+    "require_owner",
+    "unexpected_error",
+    "validation_failed",
+]
+
+USER_HEADER: Final = "X-User-Id"
+"""STAND-IN for real authentication: the header naming the caller (see :func:`authenticate`)."""
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+PROBLEM_JSON: Final = "application/problem+json"
+
+DEFAULT_PACKS: Final = PackCatalogue(
+    (
+        CoinPack("starter", usd_price_minor=499, coins=500, name="Starter"),
+        CoinPack("fan", usd_price_minor=1999, coins=2000, bonus_coins=200, name="Fan"),
+        CoinPack("whale", usd_price_minor=9999, coins=10000, bonus_coins=1500, name="Whale"),
+    )
+)
+DEFAULT_GIFTS: Final = GiftCatalogue(
+    (
+        Gift("rose", 10, "Rose"),
+        Gift("heart", 99, "Heart"),
+        Gift("crown", 499, "Crown"),
+        Gift("rocket", 5000, "Rocket"),
+    )
+)
+# USD -> currency sample rates for SPAKTOK_RATES=static (offline runs and tests only:
+# a static table never moves, so production uses ecb or openexchangerates).
+DEFAULT_STATIC_RATES: Final[Mapping[str, Decimal]] = {
+    "EUR": Decimal("0.934143"),
+    "GBP": Decimal("0.790617"),
+    "JPY": Decimal("160.6165"),
+    "BRL": Decimal("5.5035"),
+}
+
+DEFAULT_DATABASE_URL: Final = "sqlite:///spaktok-example.db"
+DEFAULT_PAYOUT_MINIMUM_USD_MINOR: Final = 5000  # USD 50.00, as the library's default
+DEFAULT_SUCCESS_URL: Final = "http://localhost:8000/store/paid"
+DEFAULT_CANCEL_URL: Final = "http://localhost:8000/store"
+
+
+class ConfigError(Exception):
+    """An environment variable is missing or malformed (the message names it)."""
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The example apps' configuration; :meth:`from_env` reads it from the environment."""
+
+    stripe_secret_key: str = field(repr=False)
+    """``STRIPE_SECRET_KEY``: ``sk_...`` or a restricted ``rk_...`` key."""
+    stripe_webhook_secret: str = field(repr=False)
+    """``STRIPE_WEBHOOK_SECRET``: the platform endpoint's ``whsec_...``."""
+    stripe_connect_webhook_secret: str = field(repr=False)
+    """``STRIPE_CONNECT_WEBHOOK_SECRET``: the Connect endpoint's ``whsec_...``."""
+    database_url: str = DEFAULT_DATABASE_URL
+    table_prefix: str = DEFAULT_PREFIX
+    stripe_api_base: str | None = None
+    """``STRIPE_API_BASE``: send Stripe calls to this URL (a local FakeStripe), not Stripe."""
+    rates: Literal["ecb", "static", "openexchangerates"] = "ecb"
+    static_rates: Mapping[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_STATIC_RATES))
+    openexchangerates_app_id: str | None = field(default=None, repr=False)
+    packs_path: str | None = None
+    gifts_path: str | None = None
+    payout_mode: Literal["automatic", "manual"] = "automatic"
+    payout_minimum_usd_minor: int = DEFAULT_PAYOUT_MINIMUM_USD_MINOR
+    checkout_success_url: str = DEFAULT_SUCCESS_URL
+    checkout_cancel_url: str = DEFAULT_CANCEL_URL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default: ``os.environ``); ``ConfigError`` if wrong."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def required(name: str) -> str:
+            value = get(name)
+            if value is None:
+                raise ConfigError(f"{name} is not set (see examples/README.md)")
+            return value
+
+        rates = get("SPAKTOK_RATES") or "ecb"
+        if rates not in ("ecb", "static", "openexchangerates"):
+            raise ConfigError(f"SPAKTOK_RATES must be ecb, static or openexchangerates: {rates!r}")
+        oxr = get("OPENEXCHANGERATES_APP_ID")
+        if rates == "openexchangerates" and oxr is None:
+            raise ConfigError("SPAKTOK_RATES=openexchangerates needs OPENEXCHANGERATES_APP_ID")
+        mode = get("SPAKTOK_PAYOUT_MODE") or "automatic"
+        if mode not in ("automatic", "manual"):
+            raise ConfigError(f"SPAKTOK_PAYOUT_MODE must be automatic or manual: {mode!r}")
+        minimum = get("SPAKTOK_PAYOUT_MINIMUM_USD_MINOR") or str(DEFAULT_PAYOUT_MINIMUM_USD_MINOR)
+        if not minimum.isdigit():
+            raise ConfigError("SPAKTOK_PAYOUT_MINIMUM_USD_MINOR must be a whole number of cents")
+        static = get("SPAKTOK_STATIC_RATES")
+        return cls(
+            stripe_secret_key=required("STRIPE_SECRET_KEY"),
+            stripe_webhook_secret=required("STRIPE_WEBHOOK_SECRET"),
+            stripe_connect_webhook_secret=required("STRIPE_CONNECT_WEBHOOK_SECRET"),
+            database_url=get("SPAKTOK_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            table_prefix=get("SPAKTOK_TABLE_PREFIX") or DEFAULT_PREFIX,
+            stripe_api_base=get("STRIPE_API_BASE"),
+            rates=rates,  # type: ignore[arg-type]
+            static_rates=_parse_rates(static) if static else dict(DEFAULT_STATIC_RATES),
+            openexchangerates_app_id=oxr,
+            packs_path=get("SPAKTOK_PACKS"),
+            gifts_path=get("SPAKTOK_GIFTS"),
+            payout_mode=mode,  # type: ignore[arg-type]
+            payout_minimum_usd_minor=int(minimum),
+            checkout_success_url=get("SPAKTOK_CHECKOUT_SUCCESS_URL") or DEFAULT_SUCCESS_URL,
+            checkout_cancel_url=get("SPAKTOK_CHECKOUT_CANCEL_URL") or DEFAULT_CANCEL_URL,
+        )
+
+
+def _parse_rates(text: str) -> dict[str, Decimal]:
+    """``"EUR=0.93,JPY=160.6"`` -> rates as ``Decimal`` (never float)."""
+    rates: dict[str, Decimal] = {}
+    for item in text.split(","):
+        code, _, value = item.partition("=")
+        try:
+            rates[code.strip().upper()] = Decimal(value.strip())
+        except InvalidOperation:
+            raise ConfigError(f"SPAKTOK_STATIC_RATES: bad rate {item!r} (CODE=decimal)") from None
+    return rates
+
+
+# -- wiring ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Services:
+    """The library's services, built once per process by :func:`build_services`."""
+
+    settings: Settings
+    ledger: Ledger
+    economy: GiftEconomy
+    pricing: Pricing
+    gateway: StripeGateway
+    payments: Payments
+    payouts: Payouts
+
+    def handle_platform_webhook(self, body: bytes, signature: str) -> WebhookResult:
+        """A delivery to the platform endpoint (``transfer.*`` events among them are
+        handed to the payouts service by ``Payments``, see ``build_services``)."""
+        return self.payments.handle_webhook(body, signature)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def _rate_provider(settings: Settings) -> RateProvider:
+    if settings.rates == "static":
+        return StaticRateProvider(dict(settings.static_rates))
+    if settings.rates == "openexchangerates":
+        from spaktok_ledger.fx import OpenExchangeRatesProvider
+
+        assert settings.openexchangerates_app_id is not None
+        return CachedRateProvider(OpenExchangeRatesProvider(settings.openexchangerates_app_id))
+    from spaktok_ledger.fx import ECBRateProvider
+
+    return CachedRateProvider(ECBRateProvider())
+
+
+def _gateway(settings: Settings) -> StripeGateway:
+    if settings.stripe_api_base:
+        # A local FakeStripe (tests, offline runs): the real SDK, another base URL.
+        from spaktok_ledger.testing import stripe_client
+
+        return StripeGateway(
+            stripe_client(settings.stripe_api_base, settings.stripe_secret_key, timeout=20)
+        )
+    return StripeGateway(api_key=settings.stripe_secret_key)
+
+
+def build_services(settings: Settings | None = None) -> Services:
+    """Build the services from ``settings`` (default: the environment) and set up the schema.
+
+    ``economy.setup()`` migrates the ledger's tables and opens the platform
+    accounts; it is idempotent, so every process may call it at start-up.
+    """
+    settings = settings or Settings.from_env()
+    packs = PackCatalogue.load(settings.packs_path) if settings.packs_path else DEFAULT_PACKS
+    gifts = GiftCatalogue.load(settings.gifts_path) if settings.gifts_path else DEFAULT_GIFTS
+    ledger = Ledger(settings.database_url, prefix=settings.table_prefix)
+    try:
+        economy = GiftEconomy(ledger, gifts, coin_value_usd_minor=packs.coin_value_usd_minor)
+        economy.setup()
+        pricing = Pricing(
+            ledger,
+            packs,
+            _rate_provider(settings),
+            coin_value_usd_minor=packs.coin_value_usd_minor,
+        )
+        gateway = _gateway(settings)
+        payments = Payments(
+            economy, pricing, gateway, webhook_secret=settings.stripe_webhook_secret
+        )
+        payouts = Payouts(
+            economy,
+            gateway,
+            connect_webhook_secret=settings.stripe_connect_webhook_secret,
+            manual_payouts=settings.payout_mode == "manual",
+            minimum_usd_minor=settings.payout_minimum_usd_minor,
+        )
+        # Transfers are the platform's objects, so transfer.* events reach the
+        # platform endpoint; they belong to payouts.
+        payments.transfer_events = payouts.handle_event
+    except BaseException:
+        ledger.close()
+        raise
+    return Services(settings, ledger, economy, pricing, gateway, payments, payouts)
+
+
+# -- problems (RFC 9457) -----------------------------------------------------------------
+
+
+class ProblemError(Exception):
+    """An HTTP error answered with a problem body; both apps turn it into a response."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.headers = dict(headers or {})
+        self.body = _problem(status, code, title, detail, extra)
+
+
+def _problem(
+    status: int, code: str, title: str, detail: str, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"urn:spaktok-ledger:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    # Extension members: the values that explain the error (never secrets), JSON-safe.
+    safe = json.loads(json.dumps(dict(extra), default=str))
+    body.update({k: v for k, v in safe.items() if k not in body})
+    return body
+
+
+# The one table from library errors to HTTP answers; the first matching class wins,
+# so subclasses come before their parents.
+ERROR_TABLE: Final[tuple[tuple[type[LedgerError], int, str], ...]] = (
+    (WebhookVerificationError, 400, "Webhook signature rejected"),
+    (WebhookPayloadError, 400, "Webhook payload unreadable"),
+    (IdempotencyConflict, 409, "Idempotency key reused for a different request"),
+    (Conflict, 409, "Conflicts with the recorded state"),
+    (InsufficientFunds, 409, "Insufficient funds"),
+    (SpendingBlocked, 409, "Spending blocked until a refunded purchase is repaid"),
+    (QuoteExpired, 409, "Quote expired: ask for a new one"),
+    (FraudRejected, 429, "Purchase limit reached"),
+    (AmountMismatch, 409, "Amount does not match the quote"),
+    (PaymentProviderError, 502, "Payment provider error"),
+    (PayoutsNotEnabled, 409, "Payouts not enabled"),
+    (PayoutBelowMinimum, 422, "Payout below the minimum"),
+    (PayoutLimitExceeded, 409, "Payout limit exceeded"),
+    (RateError, 503, "Exchange rate unavailable"),
+    (LedgerBusy, 503, "Ledger busy: retry with the same Idempotency-Key"),
+    (SchemaError, 500, "Ledger schema not ready"),
+    (NotFound, 404, "Not found"),
+    (InvalidInput, 422, "Invalid input"),
+    (PaymentError, 502, "Payment error"),
+    (PayoutError, 409, "Payout refused"),
+    (LedgerError, 500, "Ledger error"),
+)
+
+
+def problem_for(exc: LedgerError) -> ProblemError:
+    """The HTTP answer for a library error (status, problem body, headers)."""
+    status, title = next((s, t) for cls, s, t in ERROR_TABLE if isinstance(exc, cls))
+    headers: dict[str, str] = {}
+    extra = dict(exc.details)
+    if isinstance(exc, PaymentProviderError):
+        extra["retryable"] = exc.retryable
+    if isinstance(exc, LedgerBusy) or (isinstance(exc, PaymentProviderError) and exc.retryable):
+        headers["Retry-After"] = "1"
+    return ProblemError(status, exc.code, title, exc.message, headers=headers, **extra)
+
+
+def malformed_json(detail: str) -> ProblemError:
+    return ProblemError(400, "malformed_json", "Malformed JSON body", detail)
+
+
+def validation_failed(errors: list[dict[str, str]]) -> ProblemError:
+    """422 with one ``{"field", "message"}`` per problem found in the request."""
+    fields = ", ".join(e["field"] for e in errors)
+    return ProblemError(
+        422, "validation_failed", "Request validation failed", f"invalid: {fields}", errors=errors
+    )
+
+
+def unexpected_error() -> ProblemError:
+    return ProblemError(500, "internal_error", "Internal server error", "an unexpected error")
+
+
+# -- the auth stand-in and the Idempotency-Key header ------------------------------------
+
+
+def authenticate(user_header: str | None) -> str:
+    """STAND-IN FOR REAL AUTHENTICATION: trusts the ``X-User-Id`` header as the caller.
+
+    Anyone can claim any id this way. A real host derives the user id from a
+    verified session or token (and never from a header the client sets);
+    replace this function, keep the rest.
+    """
+    if user_header is None or not user_header.strip():
+        raise ProblemError(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            f"send the {USER_HEADER} header (a stand-in for real authentication)",
+            headers={"WWW-Authenticate": f'{USER_HEADER} realm="spaktok-example"'},
+        )
+    try:
+        return check_party_id(user_header, "user id")
+    except InvalidInput:
+        raise ProblemError(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            f"{USER_HEADER} must be 1-64 letters, digits or _.@-",
+            headers={"WWW-Authenticate": f'{USER_HEADER} realm="spaktok-example"'},
+        ) from None
+
+
+def require_owner(caller: str, requested: str | None, what: str) -> str:
+    """``requested`` (default: the caller) if it is the caller; otherwise 403."""
+    if requested is None or requested == caller:
+        return caller
+    raise ProblemError(
+        403, "forbidden", "Forbidden", f"you may only see your own {what}", requested=requested
+    )
+
+
+def require_idempotency_key(value: str | None) -> str:
+    """The ``Idempotency-Key`` header, required on every request that moves money (400)."""
+    if value is None or not value.strip():
+        raise ProblemError(
+            400,
+            "idempotency_key_required",
+            "Idempotency-Key header required",
+            f"send an {IDEMPOTENCY_HEADER} header (a unique value per intended operation; "
+            "retries reuse it)",
+        )
+    return value
+
+
+def replay_headers(replayed: bool) -> dict[str, str]:
+    """``Idempotent-Replayed: true`` when the library answered a retried request."""
+    return {REPLAYED_HEADER: "true"} if replayed else {}
+
+
+# -- response bodies both apps share -----------------------------------------------------
+
+
+def balance_body(economy: GiftEconomy, user: str) -> dict[str, Any]:
+    """``GET /api/wallet/balance``: the caller's coins, and their earnings if they stream.
+
+    A user who never bought coins has no wallet yet (``UnknownUser``): that
+    is an empty wallet, not an error, for an API.
+    """
+    try:
+        wallet = economy.wallet(user)
+    except UnknownUser:
+        wallet = WalletBalance(user_id=user, coins=0, usd_minor=0)
+    try:
+        earnings: dict[str, Any] | None = economy.earnings(user).to_dict()
+    except UnknownStreamer:
+        earnings = None
+    return {"user_id": user, "wallet": wallet.to_dict(), "earnings": earnings}
+
+
+def history_body(
+    economy: GiftEconomy,
+    *,
+    user_id: str | None,
+    streamer_id: str | None,
+    limit: int,
+    cursor: str | None,
+    types: list[str] | None,
+) -> dict[str, Any]:
+    """``GET /api/transactions``: one page of a wallet's or a streamer's statement."""
+    try:
+        page = economy.history(
+            user_id=user_id, streamer_id=streamer_id, limit=limit, cursor=cursor, types=types
+        )
+    except UnknownUser:
+        return {"items": [], "next_cursor": None}  # no wallet yet: nothing happened
+    return page.to_dict()
+
+
+def gift_body(receipt: GiftReceipt) -> dict[str, Any]:
+    """``POST /api/gifts/send``: the receipt, minus the streamer's earnings balance
+    (the library's receipt carries it; the sender has no business seeing it)."""
+    body = receipt.to_dict()
+    del body["streamer_earnings"]
+    return body

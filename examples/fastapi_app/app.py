@@ -1,0 +1,286 @@
+"""The gift economy's HTTP API on FastAPI: the plan's seven endpoints and a price quote.
+
+    POST /api/quotes                              price a coin pack for the caller
+    POST /api/payments/create-checkout-session    pay a quote on Stripe Checkout
+    POST /api/payments/webhook                    Stripe (platform endpoint)
+    POST /api/gifts/send                          send a gift to a streamer
+    GET  /api/wallet/balance                      the caller's coins (and earnings)
+    GET  /api/transactions                        the caller's statement, paged
+    POST /api/payouts/request                     a streamer cashes out
+    POST /api/payouts/webhook                     Stripe (Connect endpoint)
+
+Each endpoint validates its request (pydantic), names the caller through the
+``X-User-Id`` header (a STAND-IN for real authentication, see
+``examples/common/services.py``) and makes one library call; library errors
+become RFC 9457 problem responses through the shared table. Configuration
+comes from environment variables; run it with
+``uvicorn examples.fastapi_app.app:app`` (see README.md next to this file).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+from examples.common.services import (
+    IDEMPOTENCY_HEADER,
+    PROBLEM_JSON,
+    USER_HEADER,
+    ProblemError,
+    Services,
+    authenticate,
+    balance_body,
+    build_services,
+    gift_body,
+    history_body,
+    malformed_json,
+    problem_for,
+    replay_headers,
+    require_idempotency_key,
+    require_owner,
+    unexpected_error,
+    validation_failed,
+)
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from spaktok_ledger import LedgerError
+
+log = logging.getLogger("examples.fastapi_app")
+ID_PATTERN = r"^[A-Za-z0-9_.@\-]{1,64}$"
+
+
+# -- request bodies ----------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    # strict: 3.0 is not a quantity and "3" is not an amount; unknown fields are errors.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class QuoteBody(Body):
+    pack_id: str = Field(min_length=1, max_length=64)
+    currency: str | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
+    locale: str | None = Field(default=None, min_length=2, max_length=35)
+
+
+class CheckoutBody(Body):
+    quote_id: str = Field(min_length=1, max_length=64)
+
+
+class GiftBody(Body):
+    streamer_id: str = Field(pattern=ID_PATTERN)
+    gift_id: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(default=1, ge=1, le=10_000)
+
+
+class PayoutBody(Body):
+    amount_usd_minor: Annotated[int, Field(gt=0)] | Literal["all"]
+
+
+# -- dependencies ------------------------------------------------------------------------
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_caller(user: Annotated[str | None, Header(alias=USER_HEADER)] = None) -> str:
+    return authenticate(user)  # STAND-IN for the host's real authentication
+
+
+def get_idempotency_key(
+    key: Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER)] = None,
+) -> str:
+    return require_idempotency_key(key)
+
+
+Svc = Annotated[Services, Depends(get_services)]
+Caller = Annotated[str, Depends(get_caller)]
+IdempotencyKey = Annotated[str, Depends(get_idempotency_key)]
+
+
+def created(body: dict[str, Any], *, replayed: bool, status: int = 201) -> JSONResponse:
+    """The same status and body for a first request and its replays."""
+    return JSONResponse(body, status_code=status, headers=replay_headers(replayed))
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+router = APIRouter(prefix="/api")
+
+
+@router.post("/quotes", status_code=201)
+def create_quote(body: QuoteBody, services: Svc, caller: Caller) -> dict[str, Any]:
+    """A stored price quote for a coin pack, in the currency asked for or the locale's."""
+    quote = services.pricing.quote(
+        body.pack_id, currency=body.currency, locale=body.locale, user_id=caller
+    )
+    return quote.to_dict()
+
+
+@router.post("/payments/create-checkout-session", status_code=201)
+def create_checkout_session(
+    body: CheckoutBody, services: Svc, caller: Caller, key: IdempotencyKey
+) -> JSONResponse:
+    settings = services.settings
+    result = services.payments.create_checkout(
+        caller,
+        body.quote_id,
+        success_url=settings.checkout_success_url,
+        cancel_url=settings.checkout_cancel_url,
+        idempotency_key=key,
+    )
+    return created(result.to_dict(), replayed=result.replayed)
+
+
+@router.post("/payments/webhook")
+async def payments_webhook(request: Request, services: Svc) -> dict[str, Any]:
+    body = await request.body()  # the raw bytes Stripe signed, never re-serialised JSON
+    signature = request.headers.get("Stripe-Signature", "")
+    result = await run_in_threadpool(services.handle_platform_webhook, body, signature)
+    return result.to_dict()
+
+
+@router.post("/gifts/send", status_code=201)
+def send_gift(body: GiftBody, services: Svc, caller: Caller, key: IdempotencyKey) -> JSONResponse:
+    receipt = services.economy.send_gift(
+        caller, body.streamer_id, body.gift_id, body.quantity, idempotency_key=key
+    )
+    return created(gift_body(receipt), replayed=receipt.replayed)
+
+
+@router.get("/wallet/balance")
+def wallet_balance(services: Svc, caller: Caller, user_id: str | None = None) -> dict[str, Any]:
+    return balance_body(services.economy, require_owner(caller, user_id, "wallet"))
+
+
+@router.get("/transactions")
+def transactions(
+    *,
+    services: Svc,
+    caller: Caller,
+    user_id: str | None = None,
+    streamer_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    types: Annotated[list[str] | None, Query(alias="type")] = None,
+) -> dict[str, Any]:
+    """The caller's wallet statement, or with ``streamer_id`` (their own) their earnings'."""
+    if streamer_id is not None:
+        streamer = require_owner(caller, streamer_id, "earnings")
+        return history_body(
+            services.economy,
+            user_id=None,
+            streamer_id=streamer,
+            limit=limit,
+            cursor=cursor,
+            types=types,
+        )
+    user = require_owner(caller, user_id, "wallet")
+    return history_body(
+        services.economy, user_id=user, streamer_id=None, limit=limit, cursor=cursor, types=types
+    )
+
+
+@router.post("/payouts/request", status_code=202)
+def request_payout(
+    body: PayoutBody, services: Svc, caller: Caller, key: IdempotencyKey
+) -> JSONResponse:
+    """Pay the calling streamer's available earnings out (202: Stripe confirms later)."""
+    record = services.payouts.request_payout(caller, body.amount_usd_minor, idempotency_key=key)
+    return created(record.to_dict(), replayed=record.replayed, status=202)
+
+
+@router.post("/payouts/webhook")
+async def payouts_webhook(request: Request, services: Svc) -> dict[str, Any]:
+    body = await request.body()
+    signature = request.headers.get("Stripe-Signature", "")
+    result = await run_in_threadpool(services.payouts.handle_webhook, body, signature)
+    return result.to_dict()
+
+
+# -- errors as problem responses ---------------------------------------------------------
+
+
+def problem_response(problem: ProblemError) -> JSONResponse:
+    return JSONResponse(
+        problem.body,
+        status_code=problem.status,
+        headers=problem.headers,
+        media_type=PROBLEM_JSON,
+    )
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    # ("body", "streamer_id") -> "streamer_id"; ("query", "limit") -> "limit"
+    parts = [str(p) for p in loc[1:]] or [str(loc[0])]
+    return ".".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def on_problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(LedgerError)
+    async def on_ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        problem = problem_for(exc)
+        if problem.status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
+        return problem_response(problem)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if broken is not None:
+            return problem_response(malformed_json(str(broken.get("ctx", {}).get("error", ""))))
+        return problem_response(
+            validation_failed([{"field": _field(e["loc"]), "message": e["msg"]} for e in errors])
+        )
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
+        return problem_response(ProblemError(exc.status_code, code, phrase, detail))
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return problem_response(unexpected_error())
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    """The app; ``services`` default: built from the environment at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        built = await run_in_threadpool(build_services)
+        app.state.services = built
+        try:
+            yield
+        finally:
+            built.close()
+
+    app = FastAPI(title="spaktok-ledger example (FastAPI)", lifespan=lifespan)
+    app.include_router(router)
+    install_error_handlers(app)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,324 @@
+"""The gift economy's HTTP API on Flask: the plan's seven endpoints and a price quote.
+
+    POST /api/quotes                              price a coin pack for the caller
+    POST /api/payments/create-checkout-session    pay a quote on Stripe Checkout
+    POST /api/payments/webhook                    Stripe (platform endpoint)
+    POST /api/gifts/send                          send a gift to a streamer
+    GET  /api/wallet/balance                      the caller's coins (and earnings)
+    GET  /api/transactions                        the caller's statement, paged
+    POST /api/payouts/request                     a streamer cashes out
+    POST /api/payouts/webhook                     Stripe (Connect endpoint)
+
+The same API as the FastAPI example, with explicit request checks instead of
+pydantic. The caller is named by the ``X-User-Id`` header (a STAND-IN for
+real authentication, see ``examples/common/services.py``); library errors
+become RFC 9457 problem responses through the shared table. Run it with
+``flask --app examples.flask_app.app run`` (see README.md next to this file).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from examples.common.services import (
+    IDEMPOTENCY_HEADER,
+    PROBLEM_JSON,
+    USER_HEADER,
+    ProblemError,
+    Services,
+    authenticate,
+    balance_body,
+    build_services,
+    gift_body,
+    history_body,
+    malformed_json,
+    problem_for,
+    replay_headers,
+    require_idempotency_key,
+    require_owner,
+    unexpected_error,
+    validation_failed,
+)
+from flask import Flask, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from spaktok_ledger import LedgerError
+
+log = logging.getLogger("examples.flask_app")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
+CURRENCY_PATTERN = re.compile(r"^[A-Za-z]{3}$")
+Answer = tuple[Response, int, dict[str, str]]
+
+
+# -- explicit request checks -------------------------------------------------------------
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object: 400 if it is not JSON, 422 if not an object."""
+    raw = request.get_data()
+    if not raw.strip():
+        raise validation_failed([{"field": "body", "message": "Field required"}])
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise malformed_json(str(exc)) from None
+    if not isinstance(data, dict):
+        raise validation_failed([{"field": "body", "message": "must be a JSON object"}])
+    return data
+
+
+class Fields:
+    """Checks a JSON object's fields one by one, collecting every problem (then 422)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.errors: list[dict[str, str]] = []
+        self.known: set[str] = set()
+
+    def _fail(self, name: str, message: str) -> None:
+        self.errors.append({"field": name, "message": message})
+
+    def text(
+        self, name: str, *, pattern: re.Pattern[str] | None = None, max_length: int = 64
+    ) -> str:
+        """A required string (``""`` when it fails: :meth:`check` raises before it is used)."""
+        value = self.optional_text(name, pattern=pattern, max_length=max_length)
+        if self.data.get(name) is None:
+            self._fail(name, "Field required")
+        return value or ""
+
+    def optional_text(
+        self, name: str, *, pattern: re.Pattern[str] | None = None, max_length: int = 64
+    ) -> str | None:
+        self.known.add(name)
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self._fail(name, "must be a non-empty string")
+        elif len(value) > max_length:
+            self._fail(name, f"must be at most {max_length} characters")
+        elif pattern is not None and not pattern.match(value):
+            self._fail(name, f"must match {pattern.pattern}")
+        else:
+            return value
+        return None
+
+    def integer(self, name: str, *, default: int, minimum: int, maximum: int) -> int:
+        self.known.add(name)
+        value = self.data.get(name, default)
+        # bool is an int in Python, and 3.0 is not a count: money is whole minor units.
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._fail(name, "must be an integer")
+        elif not minimum <= value <= maximum:
+            self._fail(name, f"must be from {minimum} to {maximum}")
+        else:
+            return value
+        return default
+
+    def amount(self, name: str) -> int | Literal["all"]:
+        self.known.add(name)
+        value = self.data.get(name)
+        if value == "all":
+            return "all"
+        if value is None:
+            self._fail(name, "Field required")
+        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self._fail(name, 'must be a positive integer number of US cents, or "all"')
+        else:
+            return value
+        return "all"
+
+    def check(self) -> None:
+        """Unknown fields are errors too; raise everything found as one 422."""
+        for name in sorted(set(self.data) - self.known):
+            self._fail(name, "Extra inputs are not permitted")
+        if self.errors:
+            raise validation_failed(self.errors)
+
+
+def query_int(name: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+        raise validation_failed(
+            [{"field": name, "message": f"must be an integer from {minimum} to {maximum}"}]
+        )
+    return int(raw)
+
+
+# -- the request's context ---------------------------------------------------------------
+
+
+def get_services() -> Services:
+    found: Services = current_app.extensions["spaktok"]
+    return found
+
+
+def caller() -> str:
+    return authenticate(request.headers.get(USER_HEADER))  # STAND-IN for real authentication
+
+
+def idempotency_key() -> str:
+    return require_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+
+
+def answer(body: dict[str, Any], status: int, *, replayed: bool) -> Answer:
+    """The same status and body for a first request and its replays."""
+    return jsonify(body), status, replay_headers(replayed)
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+
+def create_quote() -> tuple[Response, int]:
+    user = caller()
+    fields = Fields(json_object())
+    pack_id = fields.text("pack_id")
+    currency = fields.optional_text("currency", pattern=CURRENCY_PATTERN)
+    locale = fields.optional_text("locale", max_length=35)
+    fields.check()
+    quote = get_services().pricing.quote(pack_id, currency=currency, locale=locale, user_id=user)
+    return jsonify(quote.to_dict()), 201
+
+
+def create_checkout_session() -> Answer:
+    user, key = caller(), idempotency_key()
+    fields = Fields(json_object())
+    quote_id = fields.text("quote_id")
+    fields.check()
+    settings = get_services().settings
+    result = get_services().payments.create_checkout(
+        user,
+        quote_id,
+        success_url=settings.checkout_success_url,
+        cancel_url=settings.checkout_cancel_url,
+        idempotency_key=key,
+    )
+    return answer(result.to_dict(), 201, replayed=result.replayed)
+
+
+def payments_webhook() -> Response:
+    # The raw bytes Stripe signed: never request.json (parsed and re-serialised).
+    body, signature = request.get_data(), request.headers.get("Stripe-Signature", "")
+    return jsonify(get_services().handle_platform_webhook(body, signature).to_dict())
+
+
+def send_gift() -> Answer:
+    user, key = caller(), idempotency_key()
+    fields = Fields(json_object())
+    streamer_id = fields.text("streamer_id", pattern=ID_PATTERN)
+    gift_id = fields.text("gift_id")
+    quantity = fields.integer("quantity", default=1, minimum=1, maximum=10_000)
+    fields.check()
+    receipt = get_services().economy.send_gift(
+        user, streamer_id, gift_id, quantity, idempotency_key=key
+    )
+    return answer(gift_body(receipt), 201, replayed=receipt.replayed)
+
+
+def wallet_balance() -> Response:
+    user = require_owner(caller(), request.args.get("user_id"), "wallet")
+    return jsonify(balance_body(get_services().economy, user))
+
+
+def transactions() -> Response:
+    """The caller's wallet statement, or with ``streamer_id`` (their own) their earnings'."""
+    who = caller()
+    limit = query_int("limit", default=20, minimum=1, maximum=100)
+    cursor = request.args.get("cursor")
+    types = request.args.getlist("type") or None
+    streamer_id = request.args.get("streamer_id")
+    if streamer_id is not None:
+        streamer = require_owner(who, streamer_id, "earnings")
+        user = None
+    else:
+        streamer, user = None, require_owner(who, request.args.get("user_id"), "wallet")
+    page = history_body(
+        get_services().economy,
+        user_id=user,
+        streamer_id=streamer,
+        limit=limit,
+        cursor=cursor,
+        types=types,
+    )
+    return jsonify(page)
+
+
+def request_payout() -> Answer:
+    """Pay the calling streamer's available earnings out (202: Stripe confirms later)."""
+    streamer, key = caller(), idempotency_key()
+    fields = Fields(json_object())
+    amount = fields.amount("amount_usd_minor")
+    fields.check()
+    record = get_services().payouts.request_payout(streamer, amount, idempotency_key=key)
+    return answer(record.to_dict(), 202, replayed=record.replayed)
+
+
+def payouts_webhook() -> Response:
+    body, signature = request.get_data(), request.headers.get("Stripe-Signature", "")
+    return jsonify(get_services().payouts.handle_webhook(body, signature).to_dict())
+
+
+# -- errors as problem responses ---------------------------------------------------------
+
+
+def problem_response(problem: ProblemError) -> Response:
+    return Response(
+        json.dumps(problem.body),
+        status=problem.status,
+        headers=problem.headers,
+        mimetype=PROBLEM_JSON,
+    )
+
+
+def on_ledger_error(exc: LedgerError) -> Response:
+    problem = problem_for(exc)
+    if problem.status >= 500:
+        log.error("%s %s: %s", request.method, request.path, exc, exc_info=exc)
+    return problem_response(problem)
+
+
+def on_http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    name = exc.name or "Error"
+    code = name.lower().replace(" ", "_").replace("-", "_")
+    return problem_response(ProblemError(status, code, name, exc.description or name))
+
+
+def on_crash(exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return problem_response(unexpected_error())
+
+
+def create_app(services: Services | None = None) -> Flask:
+    """The app (``flask --app`` finds this factory); ``services`` default: from the environment."""
+    app = Flask(__name__)
+    if services is None:
+        services = build_services()
+        atexit.register(services.close)
+    app.extensions["spaktok"] = services
+    routes: list[tuple[str, str, Callable[[], ResponseReturnValue]]] = [
+        ("/api/quotes", "POST", create_quote),
+        ("/api/payments/create-checkout-session", "POST", create_checkout_session),
+        ("/api/payments/webhook", "POST", payments_webhook),
+        ("/api/gifts/send", "POST", send_gift),
+        ("/api/wallet/balance", "GET", wallet_balance),
+        ("/api/transactions", "GET", transactions),
+        ("/api/payouts/request", "POST", request_payout),
+        ("/api/payouts/webhook", "POST", payouts_webhook),
+    ]
+    for rule, method, view in routes:
+        app.add_url_rule(rule, view_func=view, methods=[method])
+    app.register_error_handler(ProblemError, problem_response)
+    app.register_error_handler(LedgerError, on_ledger_error)
+    app.register_error_handler(HTTPException, on_http_error)
+    app.register_error_handler(Exception, on_crash)
+    return app

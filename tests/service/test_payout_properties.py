@@ -1,0 +1,200 @@
+"""The gift-economy state machine extended with Stripe Connect payouts, on both backends.
+
+On top of the gift machine's rules (credits, gifts, splits, blocks, time and
+maturation), streamers request payouts (valid or not, sometimes retried),
+and Stripe pays, fails, cancels, or fails a payout after paying it; every
+webhook goes through the real SDK and FakeStripe, and old deliveries are
+replayed. After every step, for each streamer:
+
+    earnings (pending + available) = received shares - settled payouts - in-flight holds
+
+and ``payouts_in_flight`` holds exactly the in-flight payouts, the Stripe
+balance is down by exactly the settled payouts, and ``verify()`` is clean.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from spaktok_ledger import (
+    InsufficientFunds,
+    PayoutBelowMinimum,
+    PayoutsNotEnabled,
+    StripeGateway,
+)
+from spaktok_ledger._service._payouts import Payouts
+from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
+from tests.service.test_gift_properties import STREAMERS, GiftMachine
+
+SECRET = "whsec_machine"
+MINIMUM = 100
+
+
+class PayoutMachine(GiftMachine):
+    fake: FakeStripe
+
+    def __init__(self) -> None:
+        super().__init__()
+        gateway = StripeGateway(stripe_client(self.fake))
+        self.payouts = Payouts(
+            self.economy,
+            gateway,
+            connect_webhook_secret=SECRET,
+            manual_payouts=True,
+            minimum_usd_minor=MINIMUM,
+        )
+        self.settled = dict.fromkeys(STREAMERS, 0)
+        # payout id -> (streamer, amount, Stripe payout id); open: not yet paid or failed.
+        self.open: dict[str, tuple[str, int, str]] = {}
+        self.paid: dict[str, tuple[str, int, str]] = {}
+        self.requests: list[tuple[str, int | str, str, str]] = []
+        self.delivered: list[dict] = []
+        self.payout_keys = itertools.count()
+
+    @initialize()
+    def link_accounts(self) -> None:
+        for streamer in STREAMERS:
+            self.economy.register_streamer(streamer)
+            account = self.fake.create_account(onboarded=True)["id"]
+            self.payouts.link_account(streamer, account)
+            self.a_fan_sends_a_rocket(streamer, wait=True)
+
+    def deliver(self, event: dict) -> str:
+        self.delivered.append(event)
+        return self.payouts.handle_webhook(*signed_event(event, SECRET)).outcome
+
+    def in_flight(self, streamer: str) -> int:
+        return sum(amount for s, amount, _ in self.open.values() if s == streamer)
+
+    @rule(streamer=st.sampled_from(STREAMERS), wait=st.booleans())
+    def a_fan_sends_a_rocket(self, streamer: str, wait: bool) -> None:
+        # Big gifts (and often a day for them to mature), so that earnings reach
+        # the payout minimum within a short run.
+        self.credit("u1", 5000)
+        self.send("u1", streamer, "rocket", 1)
+        if wait:
+            self.time_passes_and_shares_mature(1)
+
+    @rule(
+        streamer=st.sampled_from(STREAMERS),
+        amount=st.one_of(st.just("all"), st.integers(min_value=MINIMUM - 20, max_value=1500)),
+    )
+    def request(self, streamer: str, amount: int | str) -> None:
+        key = f"p{next(self.payout_keys)}"
+        available = self.model.available[streamer]
+        wanted = available if amount == "all" else amount
+        assert isinstance(wanted, int)
+        if self.model.blocked[streamer]:
+            with pytest.raises(PayoutsNotEnabled):
+                self.payouts.request_payout(streamer, amount, idempotency_key=key)
+            return
+        if wanted < MINIMUM:
+            with pytest.raises(PayoutBelowMinimum):
+                self.payouts.request_payout(streamer, amount, idempotency_key=key)
+            return
+        if wanted > available:
+            with pytest.raises(InsufficientFunds):
+                self.payouts.request_payout(streamer, amount, idempotency_key=key)
+            return
+        payout = self.payouts.request_payout(streamer, amount, idempotency_key=key)
+        assert (payout.amount_usd_minor, payout.status) == (wanted, "in_transit")
+        assert payout.stripe_payout_id is not None
+        self.model.available[streamer] -= wanted
+        self.open[payout.payout_id] = (streamer, wanted, payout.stripe_payout_id)
+        self.requests.append((streamer, amount, key, payout.payout_id))
+        event("payout requested")
+
+    @precondition(lambda self: bool(self.requests))
+    @rule(data=st.data())
+    def retry_a_request(self, data) -> None:
+        streamer, amount, key, payout_id = data.draw(st.sampled_from(self.requests))
+        again = self.payouts.request_payout(streamer, amount, idempotency_key=key)
+        assert again.replayed and again.payout_id == payout_id
+
+    @precondition(lambda self: bool(self.open))
+    @rule(data=st.data())
+    def stripe_pays(self, data) -> None:
+        payout_id = data.draw(st.sampled_from(sorted(self.open)))
+        streamer, amount, stripe_id = self.open.pop(payout_id)
+        assert self.deliver(self.fake.pay_payout(stripe_id)) == "paid"
+        self.settled[streamer] += amount
+        self.paid[payout_id] = (streamer, amount, stripe_id)
+        event("payout paid")
+
+    @precondition(lambda self: bool(self.open))
+    @rule(data=st.data(), how=st.sampled_from(["failed", "canceled"]))
+    def stripe_fails_or_cancels(self, data, how: str) -> None:
+        payout_id = data.draw(st.sampled_from(sorted(self.open)))
+        streamer, amount, stripe_id = self.open.pop(payout_id)
+        if how == "failed":
+            stripe_event = self.fake.fail_payout(stripe_id, failure_code="could_not_process")
+        else:
+            stripe_event = self.fake.cancel_payout(stripe_id)
+        assert self.deliver(stripe_event) == how
+        self.model.available[streamer] += amount
+
+    @precondition(lambda self: bool(self.paid))
+    @rule(data=st.data())
+    def stripe_fails_after_paying(self, data) -> None:
+        payout_id = data.draw(st.sampled_from(sorted(self.paid)))
+        streamer, amount, stripe_id = self.paid.pop(payout_id)
+        assert self.deliver(self.fake.fail_payout(stripe_id)) == "failed"
+        self.settled[streamer] -= amount
+        self.model.available[streamer] += amount
+        event("payout failed after paid")
+
+    @precondition(lambda self: bool(self.delivered))
+    @rule(data=st.data())
+    def stripe_delivers_again(self, data) -> None:
+        delivered = data.draw(st.sampled_from(self.delivered))
+        result = self.payouts.handle_webhook(*signed_event(delivered, SECRET))
+        assert result.duplicate
+
+    @invariant()
+    def earnings_are_shares_minus_payouts(self) -> None:
+        for streamer in STREAMERS:
+            earnings = self.economy.earnings(streamer)
+            in_flight = self.in_flight(streamer)
+            assert (
+                earnings.pending_minor + earnings.available_minor
+                == self.model.received[streamer] - self.settled[streamer] - in_flight
+            )
+            assert earnings.in_payout_minor == in_flight
+        stripe_balance = self.economy.ledger.balance("platform:stripe_balance").posted_minor
+        assert stripe_balance == -sum(self.settled.values())
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStripe]:
+    with FakeStripe() as fake:
+        yield fake
+
+
+@pytest.mark.slow
+def test_payout_state_machine(engine: sa.Engine, fake: FakeStripe) -> None:
+    """Random gift and payout sessions keep earnings = shares - settled - in flight."""
+    PayoutMachine.engine = engine
+    PayoutMachine.hold_days = 1  # shares wait a day: pending earnings are never payable
+    PayoutMachine.fake = fake
+    run_state_machine_as_test(
+        PayoutMachine,
+        settings=settings(
+            settings.default,
+            max_examples=max(12, settings.default.max_examples // 3),
+            stateful_step_count=30,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )
