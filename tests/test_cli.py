@@ -124,6 +124,8 @@ def test_demo_runs_and_balances(tmp_path) -> None:
         code, out, _ = run("demo", "--file", str(tmp_path / "demo.db"))
         assert code == 0, out
         assert "balanced: debits equal credits" in out
+        assert "payout.paid -> paid" in out
+        assert "webhook: clawed_back" in out
         assert "verify: ok" in out
 
 
@@ -168,3 +170,41 @@ def test_quote_preview_and_save(tmp_path) -> None:
     code, _, err = run("quote", "nope", "--rates-file", ECB_SAMPLE)
     assert code == 3
     assert "nope" in err
+
+
+def test_reconcile_payouts(tmp_path, monkeypatch) -> None:
+    """reconcile-payouts books a transfer whose response was lost; exit 0 when all resolved."""
+    from spaktok_ledger import (
+        Gift,
+        GiftCatalogue,
+        GiftEconomy,
+        PaymentProviderError,
+        Payouts,
+        StripeGateway,
+    )
+    from spaktok_ledger.testing import FakeStripe, stripe_client
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with FakeStripe() as fake, Ledger(url) as ledger:
+        economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]))
+        economy.setup()
+        economy.register_streamer("bob")
+        economy.credit_purchase("al", coins=50_000, price_usd_minor=50_000, idempotency_key="p")
+        economy.send_gift("al", "bob", "rocket", 10, idempotency_key="g")
+        payouts = Payouts(economy, StripeGateway(stripe_client(fake)), connect_webhook_secret="x")
+        payouts.link_account("bob", fake.create_account(onboarded=True)["id"])
+        fake.drop_next("POST", "/v1/transfers")
+        with pytest.raises(PaymentProviderError):
+            payouts.request_payout("bob", 6000, idempotency_key="p1")
+
+        code, _, err = run("--db", url, "reconcile-payouts")
+        assert code == 2
+        assert "STRIPE_SECRET_KEY" in err
+        monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_cli")
+        monkeypatch.setenv("STRIPE_API_BASE", fake.url)
+        code, out, _ = run("--db", url, "--json", "reconcile-payouts")
+        assert code == 0
+        (item,) = json.loads(out)["discrepancies"]
+        assert (item["problem"], item["resolved"]) == ("transfer_not_recorded", True)
+        code, out, _ = run("--db", url, "reconcile-payouts")
+        assert "every payout agrees" in out

@@ -15,7 +15,7 @@ from spaktok_ledger._catalogue import Gift, GiftCatalogue
 from spaktok_ledger._errors import InsufficientFunds
 from spaktok_ledger._format import format_price
 from spaktok_ledger._pricing import CoinPack, PackCatalogue
-from spaktok_ledger._service import GiftEconomy, Payments, Pricing
+from spaktok_ledger._service import GiftEconomy, Payments, Payouts, Pricing
 from spaktok_ledger._store import Ledger
 from spaktok_ledger._stripe import StripeGateway
 from spaktok_ledger.cli import money, print_trial_balance, table
@@ -40,6 +40,7 @@ GIFTS = GiftCatalogue(
 VIEWERS = ("alice", "amir", "yuki")
 STREAMERS = ("bob", "lena")
 WEBHOOK_SECRET = "whsec_demo"  # noqa: S105 - the fake Stripe's test secret
+CONNECT_SECRET = "whsec_demo_connect"  # noqa: S105 - the Connect endpoint's, in the fake
 # Sample ECB-derived rates (USD -> currency) so the demo runs offline; a real
 # deployment uses CachedRateProvider(ECBRateProvider()).
 DEMO_RATES = {"EUR": Decimal("0.934143"), "JPY": Decimal("160.6165"), "BRL": Decimal("5.5035")}
@@ -75,6 +76,15 @@ def run_demo(file: str, out: TextIO) -> int:
             out.write("\n3. a burst of gifts during two streams\n")
             _gift_burst(out, economy)
             _refund_partly_spent(out, fake, economy, payments)
+            payouts = Payouts(
+                economy,
+                gateway,
+                connect_webhook_secret=CONNECT_SECRET,
+                manual_payouts=True,
+                minimum_usd_minor=500,  # USD 5.00 for the demo (the default is USD 50.00)
+            )
+            payments.transfer_events = payouts.handle_event
+            _cash_out(out, fake, economy, payouts)
         _report(out, ledger, economy)
         report = ledger.verify()
         out.write(f"\nverify: {'ok' if report.ok else report.problems}\n")
@@ -159,6 +169,43 @@ def _refund_partly_spent(
         f"{purchase.coins} coins\n"
         f"   webhook: {result.outcome}; wallet {before.coins} -> {after.coins} coins, "
         f"debt {money(after.debt_usd_minor)} (default policy: spending blocked until repaid)\n"
+    )
+
+
+def _connect(fake: FakeStripe, payouts: Payouts, event: dict[str, object]) -> str:
+    """Deliver a Connect event as Stripe would (signed for the Connect endpoint)."""
+    body, signature = signed_event(event, CONNECT_SECRET)
+    return payouts.handle_webhook(body, signature).outcome
+
+
+def _cash_out(out: TextIO, fake: FakeStripe, economy: GiftEconomy, payouts: Payouts) -> None:
+    out.write("\n5. bob cashes out through Stripe Connect (manual bank payouts)\n")
+    account = payouts.create_express_account("bob", country="DE", email="bob@example.com")
+    out.write(
+        f"   Express account {account.account_id}: KYC {account.kyc_status}, "
+        f"payouts enabled: {account.payouts_enabled}\n"
+    )
+    outcome = _connect(fake, payouts, fake.onboard_account(account.account_id))
+    status = payouts.account_status("bob")
+    assert status is not None
+    out.write(f"   account.updated -> {outcome}: KYC {status.kyc_status}\n")
+    first = payouts.request_payout("bob", 500, idempotency_key="demo-payout-1")
+    out.write(
+        f"   payout {first.payout_id} of {money(500)} requested: transfer made, "
+        f"bank payout {first.status}; in payout {money(economy.earnings('bob').in_payout_minor)}\n"
+    )
+    assert first.stripe_payout_id is not None
+    outcome = _connect(fake, payouts, fake.pay_payout(first.stripe_payout_id))
+    out.write(f"   payout.paid -> {outcome}: settled against platform:stripe_balance\n")
+    second = payouts.request_payout("bob", 600, idempotency_key="demo-payout-2")
+    available = economy.earnings("bob").available_minor
+    assert second.stripe_payout_id is not None
+    outcome = _connect(
+        fake, payouts, fake.fail_payout(second.stripe_payout_id, failure_code="account_closed")
+    )
+    out.write(
+        f"   a second payout of {money(600)} fails at the bank (account_closed) -> {outcome}: "
+        f"available {money(available)} -> {money(economy.earnings('bob').available_minor)}\n"
     )
 
 

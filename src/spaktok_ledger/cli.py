@@ -467,6 +467,62 @@ def cmd_quote(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _gateway() -> Any:
+    """The Stripe gateway from the environment (``STRIPE_API_BASE``: a fake Stripe's URL)."""
+    from spaktok_ledger._stripe import StripeGateway
+
+    key = os.environ.get("STRIPE_SECRET_KEY")
+    if not key:
+        raise UsageError("set STRIPE_SECRET_KEY (a restricted key is enough) to talk to Stripe")
+    base = os.environ.get("STRIPE_API_BASE")
+    if base:
+        from spaktok_ledger.testing import stripe_client
+
+        return StripeGateway(stripe_client(base, key))
+    return StripeGateway(api_key=key)
+
+
+def cmd_reconcile_payouts(ctx: Context) -> int:
+    from spaktok_ledger._service import GiftEconomy, Payouts
+
+    gateway = _gateway()
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        payouts = Payouts(
+            GiftEconomy(ledger),
+            gateway,
+            # Reconciliation fetches from Stripe and reads no webhooks.
+            connect_webhook_secret=os.environ.get("STRIPE_CONNECT_WEBHOOK_SECRET", "unused"),
+            manual_payouts=ctx.args.manual,
+        )
+        found = payouts.reconcile(limit=ctx.args.limit, settled_within_days=ctx.args.days)
+    data = {"discrepancies": [d.to_dict() for d in found]}
+
+    def human() -> None:
+        if not found:
+            ctx.out.write("every payout agrees with Stripe\n")
+            return
+        table(
+            ctx.out,
+            ["payout", "streamer", "problem", "before", "after", "stripe", "resolved"],
+            [
+                [
+                    d.payout_id,
+                    d.streamer_id,
+                    d.problem,
+                    d.status_before,
+                    d.status_after,
+                    d.stripe_status or "",
+                    "yes" if d.resolved else "NO: " + d.detail,
+                ]
+                for d in found
+            ],
+        )
+
+    ctx.emit(data, human)
+    return EXIT_OK if all(d.resolved for d in found) else EXIT_FAILED
+
+
 def cmd_demo(ctx: Context) -> int:
     from spaktok_ledger._demo import run_demo
 
@@ -519,6 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "write every entry as JSON Lines or a Beancount ledger")
     p.add_argument("--format", choices=["jsonl", "beancount"], default="jsonl")
     p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    p = add(
+        "reconcile-payouts",
+        cmd_reconcile_payouts,
+        "compare open payouts with Stripe and fix the safe cases ($STRIPE_SECRET_KEY)",
+    )
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--days", type=int, default=14, help="also recheck payouts settled lately")
+    p.add_argument("--manual", action="store_true", help="the platform runs manual payouts")
     p = add("quote", cmd_quote, "a coin pack's price in a currency or locale")
     p.add_argument("pack")
     p.add_argument("--currency", help="ISO 4217 code (default: the locale's, else USD)")
