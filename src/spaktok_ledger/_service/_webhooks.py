@@ -34,9 +34,13 @@ class WebhookResult:
     event_id: str
     type: str
     outcome: str
-    """``credited``, ``held``, ``refused``, ``waiting``, ``refunded``, ``clawed_back``,
-    ``restored``, ``expired``, ``failed``, ``amount_mismatch``, ``settled``, ``paid``,
-    ``ignored``, ``duplicate``, ``parked``..."""
+    """What happened. Purchases: ``credited``, ``held``, ``refused``, ``waiting``,
+    ``failed``, ``expired``, ``amount_mismatch``, ``clawed_back``, ``restored``,
+    ``settled``, ``no_change``. Payouts: ``kyc_updated``, ``paid``, ``failed``,
+    ``canceled``, ``returned``, ``reversed``, ``recorded``, ``automatic_payout``,
+    ``unchanged``, ``stale``, ``account_mismatch``. Both: ``ignored`` (a type the
+    endpoint does not handle), ``parked`` (kept for ``retry_parked``),
+    ``duplicate``."""
     subject_id: str | None = None
     """The purchase or payout the event was about."""
     duplicate: bool = False
