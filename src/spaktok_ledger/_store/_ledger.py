@@ -1251,21 +1251,10 @@ class Ledger:
         (``since <= t < until``). Pass ``next_cursor`` back for the next page.
         """
         code = check_account_code(account)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}")
-        type_list = sorted(set(types)) if types is not None else None
-        since = _aware(since, "since") if since is not None else None
-        until = _aware(until, "until") if until is not None else None
-        query_id = _fingerprint(
-            "history",
-            {
-                "account": code,
-                "types": type_list,
-                "since": since.isoformat() if since else None,
-                "until": until.isoformat() if until else None,
-            },
-        )[:16]
-        before = _decode_cursor(cursor, query_id) if cursor is not None else None
+        page = _PageQuery.of(
+            "history", [code], limit=limit, cursor=cursor, types=types, since=since, until=until
+        )
+        type_list, since, until, before = page.types, page.since, page.until, page.before
         e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
         r = e.alias("resolution")
 
@@ -1333,7 +1322,7 @@ class Ledger:
                 )
                 for row in rows
             )
-            next_cursor = _encode_cursor(items[-1].posting_id, query_id) if more else None
+            next_cursor = _encode_cursor(items[-1].posting_id, page.query_id) if more else None
             return HistoryPage(items, next_cursor)
 
         return self._read(run)
@@ -1357,21 +1346,10 @@ class Ledger:
         codes = sorted({check_account_code(code) for code in accounts})
         if not codes:
             raise InvalidInput("entries_page needs at least one account")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}")
-        type_list = sorted(set(types)) if types is not None else None
-        since = _aware(since, "since") if since is not None else None
-        until = _aware(until, "until") if until is not None else None
-        query_id = _fingerprint(
-            "entries_page",
-            {
-                "accounts": codes,
-                "types": type_list,
-                "since": since.isoformat() if since else None,
-                "until": until.isoformat() if until else None,
-            },
-        )[:16]
-        before = _decode_cursor(cursor, query_id) if cursor is not None else None
+        page = _PageQuery.of(
+            "entries_page", codes, limit=limit, cursor=cursor, types=types, since=since, until=until
+        )
+        type_list, since, until, before = page.types, page.since, page.until, page.before
         e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
 
         def run(conn: Connection) -> EntryPage:
@@ -1405,7 +1383,7 @@ class Ledger:
                     sa.select(e.c.hold_id, e.c.phase).where(e.c.hold_id.in_(holds))
                 ):
                     status[hold_id] = EntryPhase(phase)
-            next_cursor = _encode_cursor(page_ids[-1], query_id) if more else None
+            next_cursor = _encode_cursor(page_ids[-1], page.query_id) if more else None
             return EntryPage(tuple(entries), next_cursor, status)
 
         return self._read(run)
@@ -1483,6 +1461,47 @@ def _entry_from_row(row: Row[Any], postings: tuple[Posting, ...]) -> Entry:
         hold_id=row.hold_id,
         reverses_id=row.reverses_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _PageQuery:
+    """A history query's validated filters, and the cursor it continues from."""
+
+    types: list[str] | None
+    since: datetime | None
+    until: datetime | None
+    query_id: str
+    """Ties a cursor to the query that issued it."""
+    before: int | None
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        codes: Sequence[str],
+        *,
+        limit: object,
+        cursor: str | None,
+        types: Iterable[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> _PageQuery:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}")
+        type_list = sorted(set(types)) if types is not None else None
+        since = _aware(since, "since") if since is not None else None
+        until = _aware(until, "until") if until is not None else None
+        query_id = _fingerprint(
+            kind,
+            {
+                "accounts": list(codes),
+                "types": type_list,
+                "since": since.isoformat() if since else None,
+                "until": until.isoformat() if until else None,
+            },
+        )[:16]
+        before = _decode_cursor(cursor, query_id) if cursor is not None else None
+        return cls(type_list, since, until, query_id, before)
 
 
 def _encode_cursor(posting_id: int, query_id: str) -> str:
