@@ -91,6 +91,7 @@ class EntryType(StrEnum):
     MATURATION = "maturation"
     ADJUSTMENT = "adjustment"
     TRANSFER = "transfer"
+    REPAYMENT = "repayment"
 
 
 class EntryPhase(StrEnum):

@@ -193,6 +193,21 @@ class TestBalancesAndCredits:
         entry = world.ledger.entry(credit.entry_id)
         assert entry.metadata["reason"] == "goodwill: stream outage"
 
+    def test_adjustment_repays_debt_first(self, world: GiftEconomy) -> None:
+        """Coins granted by an admin repay a debt before they can be spent."""
+        from spaktok_ledger import EntryDraft, Posting
+
+        world.ledger.post(
+            EntryDraft(
+                "refund",
+                (Posting.debit("user:carol:receivable", 30), Posting.credit("platform:stripe_clearing", 30)),
+                "debt",
+            )
+        )
+        credit = world.adjust("carol", 50, reason="goodwill", idempotency_key="a1")
+        assert (credit.wallet.coins, credit.wallet.debt_usd_minor) == (20, 0)
+        assert world.repay_debt("carol", "again") == 0
+
 
 class TestHoldPeriod:
     def test_shares_mature_after_the_hold(self, held_economy: GiftEconomy, clock) -> None:

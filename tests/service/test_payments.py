@@ -461,3 +461,109 @@ def test_checkout_ttl_bounds(shop) -> None:
     with pytest.raises(InvalidInput):
         Payments(economy, pricing, payments.gateway, webhook_secret=SECRET,
                  checkout_ttl=timedelta(minutes=5))
+
+
+class TestOrderAndRetryEdgeCases:
+    """Scenarios from the review of the purchase flow: each once broke the books."""
+
+    def paid(self, shop, fake, **kw):
+        _, _, payments = shop
+        result = checkout(shop)
+        deliver(payments, fake.complete_checkout(
+            result.checkout_session_id, exchange_rate=Decimal("1.0705"), **kw))
+        return result, payments.purchase(result.purchase_id)
+
+    def test_dispute_won_with_fee_returned_restores(self, shop, fake) -> None:
+        """Totals that come back to earlier values do not collide with earlier entries."""
+        economy, _, payments = shop
+        _, purchase = self.paid(shop, fake, fee_minor=45)
+        dispute = fake.dispute(purchase.charge_id)
+        dispute_id = dispute["data"]["object"]["id"]
+        deliver(payments, dispute)
+        deliver(payments, fake.dispute_funds_withdrawn(dispute_id))
+        result = deliver(payments, fake.dispute_funds_reinstated(dispute_id, fee_returned_minor=1500))
+        assert result.outcome == "restored"
+        assert economy.wallet("alice").coins == 500
+        assert payments.sync(purchase.id).clawed_coins == 0
+        assert economy.ledger.verify().ok
+
+    def test_refund_after_a_dispute_was_won(self, shop, fake) -> None:
+        """Lost, then won, then refunded: the refund still claws the coins back."""
+        economy, _, payments = shop
+        _, purchase = self.paid(shop, fake)
+        dispute = fake.dispute(purchase.charge_id)
+        dispute_id = dispute["data"]["object"]["id"]
+        deliver(payments, dispute)
+        deliver(payments, fake.dispute_funds_withdrawn(dispute_id))
+        deliver(payments, fake.dispute_funds_reinstated(dispute_id))
+        deliver(payments, fake.close_dispute(dispute_id, status="won"))
+        assert deliver(payments, fake.refund(purchase.charge_id)).outcome == "clawed_back"
+        assert economy.wallet("alice").coins == 0
+        assert economy.ledger.verify().ok
+
+    def test_an_older_snapshot_cannot_undo_settlement(self, shop, fake) -> None:
+        """Two refund webhooks racing: the one holding the older snapshot commits last."""
+        from spaktok_ledger._service._webhooks import event_from_payload
+
+        economy, _, payments = shop
+        result, purchase = self.paid(shop, fake, fee_minor=45)
+        first = fake.refund(purchase.charge_id, amount_minor=100)
+        stale = payments.gateway.purchase_state(result.checkout_session_id, [])
+        deliver(payments, fake.refund(purchase.charge_id, amount_minor=100))
+        payments._converge(event_from_payload(first), purchase.id, stale)
+        state = payments.gateway.purchase_state(result.checkout_session_id, [])
+        net = sum(t.net for t in state.balance_transactions)
+        books = economy.ledger.balances(["platform:stripe_balance", "platform:stripe_clearing"])
+        assert books["platform:stripe_balance"].posted_minor == net
+        assert books["platform:stripe_clearing"].posted_minor == 0
+        assert economy.wallet("alice").coins == 500 - 215  # two refunds of 100 of 466 cents
+
+    def test_sync_twice(self, shop, fake) -> None:
+        """Reconciling by sync() after each of two missed refunds works both times."""
+        _, _, payments = shop
+        _, purchase = self.paid(shop, fake)
+        fake.refund(purchase.charge_id, amount_minor=100)
+        assert payments.sync(purchase.id).clawed_coins == 107
+        fake.refund(purchase.charge_id, amount_minor=100)
+        assert payments.sync(purchase.id).clawed_coins == 215
+
+    def test_checkout_retry_after_the_clock_moved(self, shop, fake, clock) -> None:
+        """A retry seconds later sends Stripe the same parameters (the stored expiry)."""
+        _, pricing, payments = shop
+        quote = pricing.quote("starter", currency="EUR", user_id="alice")
+        fake.drop_next("POST", "/v1/checkout/sessions")
+        with pytest.raises(PaymentProviderError):
+            payments.create_checkout("alice", quote.id, idempotency_key="t", **URLS)
+        clock.advance(seconds=3)
+        result = payments.create_checkout("alice", quote.id, idempotency_key="t", **URLS)
+        assert payments.purchase(result.purchase_id).status == "open"
+
+    def test_refused_purchase_refund_is_retried(self, shop, fake) -> None:
+        """If refunding a refused purchase fails once, sync() sends it again, once."""
+        _, _, payments = shop
+        result = checkout(shop)
+        event = fake.complete_checkout(result.checkout_session_id, risk_level="highest",
+                                       exchange_rate=Decimal("1.07"))
+        fake.fail_next("POST", "/v1/refunds", status=500, error_type="api_error")
+        assert deliver(payments, event).outcome == "refused"
+        assert deliver(payments, event).outcome == "duplicate"
+        payments.retry_refunds()
+        state = payments.gateway.purchase_state(result.checkout_session_id, [])
+        assert state.amount_refunded == state.stripe_amount
+        payments.sync(result.purchase_id)
+        assert payments.retry_refunds() == []
+
+    def test_released_coins_repay_a_debt_first(self, shop, fake) -> None:
+        """A user in debt whose held purchase is released repays before spending."""
+        economy, _, payments = shop
+        _, purchase = self.paid(shop, fake)
+        economy.send_gift("alice", "bob", "rose", 30, idempotency_key="spend")
+        deliver(payments, fake.refund(purchase.charge_id))
+        assert economy.wallet("alice").debt_usd_minor == 300
+        second = checkout(shop, key="k2")
+        deliver(payments, fake.complete_checkout(second.checkout_session_id, risk_level="elevated",
+                                                 exchange_rate=Decimal("1.07")))
+        payments.release(second.purchase_id)
+        wallet = economy.wallet("alice")
+        assert (wallet.coins, wallet.debt_usd_minor) == (200, 0)
+        assert economy.ledger.verify().ok

@@ -901,7 +901,47 @@ class GiftEconomy:
                 entry = tx.post(draft, request=request)
             except UnknownAccount as exc:
                 raise UnknownUser(f"no wallet for user {user!r}", user_id=user) from exc
+            if count > 0 and not entry.replayed:
+                self.using(tx).repay_debt(user, f"adjust:{key}")
             return self._credit_result(tx, user, entry, now)
+
+        return self.ledger.atomic(run)
+
+    def repay_debt(self, user_id: str | int, idempotency_key: str) -> int:
+        """Repay what the user owes (a refunded purchase's spent coins) from their
+        spendable coins; returns the US cents repaid (0: no debt or no coins).
+
+        Credits through ``credit_purchase`` repay first by themselves; this is
+        for coins that became spendable another way (a released hold, an
+        admin adjustment), so that a debt always blocks spending.
+        """
+        user = check_party_id(user_id, "user_id")
+        key = _check_key(idempotency_key)
+        now = self.clock()
+
+        def run(tx: Ledger) -> int:
+            debt = self._debt(tx, user)
+            if debt <= 0:
+                return 0
+            available = tx.balance(wallet_account(user)).available_minor
+            amount = min(debt, available)
+            if amount <= 0:
+                return 0
+            tx.post(
+                EntryDraft(
+                    EntryType.REPAYMENT,
+                    (
+                        Posting.debit(wallet_account(user), amount),
+                        Posting.credit(receivable_account(user), amount),
+                    ),
+                    f"repay:{key}",
+                    description=f"debt repaid from {user}'s coins",
+                    metadata={"user": user, "counterparty": "platform"},
+                    effective_at=now,
+                ),
+                request={"op": "repay_debt", "user": user, "amount": amount},
+            )
+            return amount
 
         return self.ledger.atomic(run)
 

@@ -48,6 +48,7 @@ from spaktok_ledger._domain import EntryDraft, EntryType, Posting
 from spaktok_ledger._errors import (
     FraudRejected,
     IdempotencyConflict,
+    InsufficientFunds,
     InvalidInput,
     LedgerError,
     PaymentProviderError,
@@ -245,7 +246,6 @@ class _State:
     row: dict[str, Any]
     outcomes: list[str] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    refund_after_commit: bool = False
 
 
 _REFUNDED_ENTRY = {True: EntryType.DISPUTE, False: EntryType.REFUND}
@@ -377,7 +377,9 @@ class Payments:
                     cancel_url=cancel_url,
                     payment_method_types=self.payment_method_types,
                     idempotency_key=f"checkout:{purchase_id}",
-                    expires_at=int((self.clock() + self.checkout_ttl).timestamp()),
+                    expires_at=int(
+                        (row["checkout_expires_at"] or self.clock() + self.checkout_ttl).timestamp()
+                    ),
                     customer_email=customer_email,
                 )
             ),
@@ -465,6 +467,9 @@ class Payments:
             "stripe_amount": stripe_amount,
             "status": "creating",
             "disputes": {},
+            "balance_txns": {},
+            # Fixed once: a retried create must send Stripe the same parameters.
+            "checkout_expires_at": now + self.checkout_ttl,
             "created_at": now,
             "updated_at": now,
         }
@@ -662,6 +667,7 @@ class Payments:
             "status": "open",
             "checkout_session_id": str(session["id"]),
             "disputes": {},
+            "balance_txns": {},
             "note": "adopted from a webhook: the checkout call's answer was lost",
             "created_at": now,
             "updated_at": now,
@@ -737,34 +743,74 @@ class Payments:
                 self.inbox.record(
                     conn, event, "platform", outcome="applied", subject_id=purchase_id, now=now
                 )
+            row["version"] += 1
             state = _State(row)
             self._apply(tx, state, snapshot, event_type, now)
             self._save(conn, state, now)
-            for topic, payload in state.events:
-                self.economy.outbox.write(
-                    conn,
-                    topic,
-                    f"{topic}:{purchase_id}:{event_id}:{len(state.outcomes)}",
-                    payload,
-                    entry_id=payload.get("entry_id"),
-                    now=now,
-                )
+            self._write_events(conn, state, now)
             outcome = state.outcomes[0] if state.outcomes else "no_change"
             if event is not None:
                 wt = self.inbox._t  # the outcome is known only now
                 conn.execute(wt.update().where(wt.c.event_id == event.id).values(outcome=outcome))
             return state
 
-        try:
-            state = self.ledger.atomic(run)
-        except DuplicateDelivery:
-            return WebhookResult(event_id, event_type, "duplicate", purchase_id, duplicate=True)
-        if state.refund_after_commit and snapshot.payment_intent_id:
-            self.gateway.refund(
-                snapshot.payment_intent_id, None, idempotency_key=f"refund:{purchase_id}:refused"
-            )
+        for attempt in range(3):
+            try:
+                state = self.ledger.atomic(run)
+                break
+            except DuplicateDelivery:
+                return WebhookResult(event_id, event_type, "duplicate", purchase_id, duplicate=True)
+            except InsufficientFunds:
+                # A gift or a credit moved the wallet between our read and our
+                # write (the ledger's own guard caught it): converge again.
+                if attempt == 2:
+                    raise
+        self._send_due_refund(state.row, snapshot)
         outcome = state.outcomes[0] if state.outcomes else "no_change"
         return WebhookResult(event_id, event_type, outcome, purchase_id)
+
+    def _write_events(self, conn: Connection, state: _State, now: datetime) -> None:
+        row = state.row
+        for index, (topic, payload) in enumerate(state.events):
+            self.economy.outbox.write(
+                conn,
+                topic,
+                f"{topic}:{row['id']}:{row['version']}:{index}",
+                payload,
+                entry_id=payload.get("entry_id"),
+                now=now,
+            )
+
+    def _send_due_refund(self, row: Mapping[str, Any], snapshot: PurchaseSnapshot | None) -> None:
+        """A refused purchase's refund, after commit; kept due until Stripe shows it.
+
+        A failure here is not fatal: ``refund_due`` stays set, and the next
+        event about the purchase, ``sync()`` or ``retry_refunds()`` sends it
+        again (same idempotency key, so Stripe refunds once).
+        """
+        if not row["refund_due"] or not row["payment_intent_id"]:
+            return
+        if snapshot is not None and snapshot.amount_refunded >= row["stripe_amount"]:
+            return
+        try:
+            self.gateway.refund(
+                row["payment_intent_id"], None, idempotency_key=f"refund:{row['id']}:refused"
+            )
+        except PaymentProviderError as exc:
+            t = self._t
+            note = f"refund due, Stripe refused for now: {exc}"[:1000]
+            self.ledger.atomic(
+                lambda tx: tx.connection().execute(
+                    t.update().where(t.c.id == row["id"]).values(note=note)
+                )
+            )
+
+    def retry_refunds(self, *, limit: int = 100) -> list[Purchase]:
+        """Send again the refunds of refused purchases that Stripe has not shown yet."""
+        t = self._t
+        query = sa.select(t.c.id).where(t.c.refund_due.is_(True)).order_by(t.c.updated_at)
+        ids = self.ledger.read(lambda conn: list(conn.execute(query.limit(limit)).scalars()))
+        return [self.sync(purchase_id) for purchase_id in ids]
 
     def _apply(
         self, tx: Ledger, s: _State, snap: PurchaseSnapshot, event_type: str, now: datetime
@@ -775,7 +821,11 @@ class Payments:
         if snap.risk_level is not None:
             row["risk_level"], row["risk_score"] = snap.risk_level, snap.risk_score
         status = row["status"]
+        if row["refund_due"] and snap.amount_refunded >= row["stripe_amount"]:
+            row["refund_due"] = False
         settled = status in ("credited", "held", "refused", "mismatch")
+        if not snap.paid and status in ("failed", "expired"):
+            return  # final: an older snapshot must not reopen it
         if not snap.paid and not settled:
             if snap.session_status == "expired":
                 row["status"] = "expired"
@@ -822,7 +872,7 @@ class Payments:
             row["note"] = f"refused by the fraud policy (Radar: {snap.risk_level})"
             s.outcomes.append("refused")
             s.events.append(("purchase.refused", {"purchase_id": row["id"]}))
-            s.refund_after_commit = self.refund_refused
+            row["refund_due"] = self.refund_refused
             return
         held = decision is FraudDecision.HOLD
         credit = self.economy.using(tx).credit_purchase(
@@ -930,7 +980,7 @@ class Payments:
             EntryDraft(
                 _REFUNDED_ENTRY[by_dispute],
                 tuple(legs),
-                f"purchase:{row['id']}:clawback:{target}",
+                f"purchase:{row['id']}:{row['version']}:clawback",
                 description=(
                     f"{'chargeback' if by_dispute else 'refund'}: {coins} coins of "
                     f"purchase {row['id']} clawed back"
@@ -986,7 +1036,7 @@ class Payments:
             EntryDraft(
                 EntryType.DISPUTE,
                 tuple(legs),
-                f"purchase:{row['id']}:restore:{target}:{row['clawed_coins']}",
+                f"purchase:{row['id']}:{row['version']}:restore",
                 description=f"dispute won: {coins} coins of purchase {row['id']} restored",
                 metadata={"purchase_id": row["id"], "coins": coins, "counterparty": "stripe"},
                 effective_at=now,
@@ -1016,7 +1066,7 @@ class Payments:
                 row["user_id"],
                 coins=remaining,
                 price_usd_minor=self._list_price(row, remaining),
-                idempotency_key=f"purchase:{row['id']}:credit:rest:{target}",
+                idempotency_key=f"purchase:{row['id']}:{row['version']}:credit-rest",
                 description=f"{remaining} coins of purchase {row['id']} (rest after a refund)",
                 metadata={"purchase_id": row["id"], "counterparty": "stripe"},
             )
@@ -1041,8 +1091,11 @@ class Payments:
             if row["status"] != "held":
                 raise InvalidInput(f"purchase {purchase_id} is {row['status']}, not held")
             tx.post_hold(row["credit_entry_id"])
+            row["version"] += 1
             row["status"], row["held"] = "credited", False
             row["clearing_usd_minor"] += row["price_usd_minor"]
+            # Held coins skipped the debt repayment a plain credit makes first.
+            self.economy.using(tx).repay_debt(row["user_id"], f"purchase:{row['id']}:release")
             self._save(conn, _State(row), now)
 
         self.ledger.atomic(run)
@@ -1060,15 +1113,13 @@ class Payments:
             if row["status"] != "held":
                 raise InvalidInput(f"purchase {purchase_id} is {row['status']}, not held")
             tx.void_hold(row["credit_entry_id"], metadata={"reason": "refused after review"})
-            row["status"], row["held"] = "refused", False
+            row["version"] += 1
+            row["status"], row["held"], row["refund_due"] = "refused", False, refund
             self._save(conn, _State(row), now)
             return row
 
         row = self.ledger.atomic(run)
-        if refund and row["payment_intent_id"]:
-            self.gateway.refund(
-                row["payment_intent_id"], None, idempotency_key=f"refund:{purchase_id}:refused"
-            )
+        self._send_due_refund(row, None)
         return self.purchase(purchase_id)
 
     def refund(
@@ -1102,18 +1153,27 @@ class Payments:
         price in USD vs what Stripe settled) goes to ``fx_gain_loss``.
         """
         row = s.row
-        txns = [
+        fresh = [
             *snap.balance_transactions,
             *(t for d in snap.disputes for t in d.balance_transactions),
         ]
-        if not any(t.type == "charge" for t in txns) or any(t.currency != "USD" for t in txns):
+        if any(t.currency != "USD" for t in fresh):
+            row["note"] = "settlement skipped: Stripe settles this account in another currency"
+            return
+        # Balance transactions only ever accumulate at Stripe: merging what this
+        # snapshot shows into what earlier ones showed means a snapshot taken
+        # before a concurrent event's can never take settlement back.
+        seen = row["balance_txns"]
+        for t in fresh:
+            seen[t.id] = [t.net, t.fee, t.type]
+        if not any(kind == "charge" for _, _, kind in seen.values()):
             return
         if row["status"] not in ("credited", "refused"):
             return
-        if row["status"] == "refused" and snap.amount_refunded < row["stripe_amount"]:
+        if row["status"] == "refused" and row["refunded_stripe_amount"] < row["stripe_amount"]:
             return  # the money is still ours to refund: settle once it has gone back
-        net = sum(t.net for t in txns)
-        fee = sum(t.fee for t in txns)
+        net = sum(n for n, _, _ in seen.values())
+        fee = sum(f for _, f, _ in seen.values())
         d_net = net - row["settled_net_usd_minor"]
         d_fee = fee - row["settled_fee_usd_minor"]
         d_clear = row["clearing_usd_minor"] - row["settled_clearing_usd_minor"]
@@ -1134,14 +1194,14 @@ class Payments:
             EntryDraft(
                 EntryType.FEE,
                 tuple(legs),
-                f"purchase:{row['id']}:settle:{net}:{fee}:{row['clearing_usd_minor']}",
+                f"purchase:{row['id']}:{row['version']}:settle",
                 description=f"Stripe settlement of purchase {row['id']}: fees and FX",
                 metadata={
                     "purchase_id": row["id"],
                     "net_usd_minor": d_net,
                     "fee_usd_minor": d_fee,
                     "fx_usd_minor": -fx,
-                    "balance_transactions": [t.id for t in txns],
+                    "balance_transactions": sorted(seen),
                     "counterparty": "stripe",
                 },
                 effective_at=now,
@@ -1174,6 +1234,7 @@ def _row(
         return None
     row = dict(found._mapping)
     row["disputes"] = dict(row["disputes"] or {})
+    row["balance_txns"] = dict(row["balance_txns"] or {})
     return row
 
 

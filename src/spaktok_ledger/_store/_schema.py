@@ -342,6 +342,14 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("settled_fee_usd_minor", BigInteger, nullable=False, server_default=text("0")),
         Column("settled_clearing_usd_minor", BigInteger, nullable=False, server_default=text("0")),
         Column("disputes", Json, nullable=False),
+        # Stripe balance transactions seen so far ({id: [net, fee]}): settlement
+        # only ever adds to them, so an older snapshot cannot undo a newer one.
+        Column("balance_txns", Json, nullable=False),
+        # Bumped by every change: entry and outbox keys are unique per step,
+        # because Stripe's running totals can come back to earlier values.
+        Column("version", BigInteger, nullable=False, server_default=text("0")),
+        Column("refund_due", Boolean, nullable=False, server_default=text("false")),
+        Column("checkout_expires_at", UTCDateTime, nullable=True),
         Column("risk_level", String(32), nullable=True),
         Column("risk_score", Integer, nullable=True),
         Column("note", String(1000), nullable=True),
