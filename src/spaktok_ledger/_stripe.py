@@ -400,9 +400,9 @@ def _balance_txn(data: Mapping[str, Any]) -> BalanceTxn:
         id=str(data.get("id")),
         type=str(data.get("type") or ""),
         currency=str(data.get("currency") or "").upper(),
-        amount=int(data.get("amount") or 0),
-        fee=int(data.get("fee") or 0),
-        net=int(data.get("net") or 0),
+        amount_minor=int(data.get("amount") or 0),
+        fee_minor=int(data.get("fee") or 0),
+        net_minor=int(data.get("net") or 0),
         # Stripe sends the rate as a JSON number: read it through str so it
         # never becomes a binary float on its way to a Decimal.
         exchange_rate=Decimal(str(rate)) if rate is not None else None,
@@ -445,11 +445,11 @@ def transfer_snapshot(data: Mapping[str, Any]) -> TransferSnapshot:
         destination = destination.get("id")
     return TransferSnapshot(
         id=str(data.get("id")),
-        amount=int(data.get("amount") or 0),
+        stripe_amount=int(data.get("amount") or 0),
         currency=str(data.get("currency") or "").upper(),
         destination=str(destination or ""),
         transfer_group=data.get("transfer_group"),
-        amount_reversed=int(data.get("amount_reversed") or 0),
+        reversed_stripe_amount=int(data.get("amount_reversed") or 0),
         reversed=bool(data.get("reversed")),
         metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
     )
@@ -460,7 +460,7 @@ def payout_snapshot(data: Mapping[str, Any], account: str | None = None) -> Payo
     return PayoutSnapshot(
         id=str(data.get("id")),
         account=account,
-        amount=int(data.get("amount") or 0),
+        stripe_amount=int(data.get("amount") or 0),
         currency=str(data.get("currency") or "").upper(),
         status=str(data.get("status") or ""),
         failure_code=data.get("failure_code"),

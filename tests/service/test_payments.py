@@ -512,7 +512,7 @@ class TestOrderAndRetryEdgeCases:
         deliver(payments, fake.refund(purchase.charge_id, amount_minor=100))
         payments._converge(event_from_payload(first), purchase.id, stale)
         state = payments.gateway.purchase_state(result.checkout_session_id, [])
-        net = sum(t.net for t in state.balance_transactions)
+        net = sum(t.net_minor for t in state.balance_transactions)
         books = economy.ledger.balances(["platform:stripe_balance", "platform:stripe_clearing"])
         assert books["platform:stripe_balance"].posted_minor == net
         assert books["platform:stripe_clearing"].posted_minor == 0

@@ -77,15 +77,20 @@ class CheckoutSession:
 
 @dataclass(frozen=True, slots=True)
 class BalanceTxn:
-    """A Stripe balance transaction, in the platform's settlement currency."""
+    """A Stripe balance transaction, in the platform's settlement currency.
+
+    Amounts are Stripe's integers for ``currency`` (for USD: cents).
+    """
 
     id: str
     type: str
     """``charge``, ``refund``, ``adjustment`` (disputes), ``payment_refund``..."""
     currency: str
-    amount: int
-    fee: int
-    net: int
+    amount_minor: int
+    """Gross: positive money in, negative money out."""
+    fee_minor: int
+    net_minor: int
+    """``amount_minor - fee_minor``."""
     exchange_rate: Decimal | None
 
 
@@ -100,11 +105,11 @@ class DisputeSnapshot:
 
     @property
     def funds_withdrawn(self) -> bool:
-        return any(t.amount < 0 for t in self.balance_transactions)
+        return any(t.amount_minor < 0 for t in self.balance_transactions)
 
     @property
     def funds_reinstated(self) -> bool:
-        return any(t.amount > 0 for t in self.balance_transactions)
+        return any(t.amount_minor > 0 for t in self.balance_transactions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +160,12 @@ class ConnectedAccountState:
 @dataclass(frozen=True, slots=True)
 class TransferSnapshot:
     id: str
-    amount: int
+    stripe_amount: int
+    """In Stripe's units for ``currency`` (transfers are USD here: cents)."""
     currency: str
     destination: str
     transfer_group: str | None
-    amount_reversed: int
+    reversed_stripe_amount: int
     reversed: bool
     metadata: Mapping[str, str] = field(default_factory=dict)
 
@@ -168,7 +174,8 @@ class TransferSnapshot:
 class PayoutSnapshot:
     id: str
     account: str | None
-    amount: int
+    stripe_amount: int
+    """In Stripe's units for ``currency``."""
     currency: str
     status: str
     """``pending``, ``in_transit``, ``paid``, ``failed``, ``canceled``."""

@@ -1165,7 +1165,7 @@ class Payments:
         # before a concurrent event's can never take settlement back.
         seen = row["balance_txns"]
         for t in fresh:
-            seen[t.id] = [t.net, t.fee, t.type]
+            seen[t.id] = [t.net_minor, t.fee_minor, t.type]
         if not any(kind == "charge" for _, _, kind in seen.values()):
             return
         if row["status"] not in ("credited", "refused"):

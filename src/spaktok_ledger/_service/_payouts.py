@@ -810,15 +810,18 @@ class Payouts:
         notes: list[str] = []
         transfer, bank = facts.transfer, facts.bank
         if transfer is not None:
-            if transfer.destination != p["account_id"] or transfer.amount != p["amount_usd_minor"]:
+            if (
+                transfer.destination != p["account_id"]
+                or transfer.stripe_amount != p["amount_usd_minor"]
+            ):
                 notes.append(
                     f"transfer {transfer.id} does not match the payout "
-                    f"({transfer.amount} to {transfer.destination}): review"
+                    f"({transfer.stripe_amount} to {transfer.destination}): review"
                 )
             elif p["transfer_id"] in (None, transfer.id):
                 p["transfer_id"] = transfer.id
                 p["transfer_reversed_minor"] = max(
-                    p["transfer_reversed_minor"], transfer.amount_reversed
+                    p["transfer_reversed_minor"], transfer.reversed_stripe_amount
                 )
             else:
                 notes.append(f"a second transfer {transfer.id} exists for the payout: review")
@@ -828,7 +831,7 @@ class Payouts:
                 if _BANK_RANK.get(bank.status, 0) >= _BANK_RANK[p["stripe_payout_status"]]:
                     p["stripe_payout_status"] = bank.status
                 p["payout_currency"] = bank.currency or p["payout_currency"]
-                p["payout_stripe_amount"] = bank.amount
+                p["payout_stripe_amount"] = bank.stripe_amount
                 txn = bank.balance_transaction
                 if txn is not None and txn.exchange_rate is not None:
                     p["exchange_rate"] = str(txn.exchange_rate)
@@ -1319,9 +1322,10 @@ class Payouts:
             return item("stripe_error", exc.message, False, None)
 
         if transfer is not None and (
-            transfer.amount != record.amount_usd_minor or transfer.destination != record.account_id
+            transfer.stripe_amount != record.amount_usd_minor
+            or transfer.destination != record.account_id
         ):
-            detail = f"transfer {transfer.id}: {transfer.amount} to {transfer.destination}"
+            detail = f"transfer {transfer.id}: {transfer.stripe_amount} to {transfer.destination}"
             return item("transfer_mismatch", detail, False, "transferred")
         stripe_status = bank.status if bank is not None else "transferred" if transfer else None
         problem: str | None = None
@@ -1333,9 +1337,11 @@ class Payouts:
             problem, detail = "transfer_missing", "no transfer at Stripe: made it now"
         elif record.transfer_id is None:
             problem, detail = "transfer_not_recorded", f"transfer {transfer.id} found at Stripe"
-        elif transfer.amount_reversed > record.transfer_reversed_minor:
+        elif transfer.reversed_stripe_amount > record.transfer_reversed_minor:
             problem = "transfer_reversed"
-            detail = f"{transfer.amount_reversed} of transfer {transfer.id} reversed at Stripe"
+            detail = (
+                f"{transfer.reversed_stripe_amount} of transfer {transfer.id} reversed at Stripe"
+            )
         elif record.mode == "manual" and bank is None:
             problem, detail = "bank_payout_missing", "no bank payout at Stripe: made it now"
         elif bank is not None and record.stripe_payout_id is None:

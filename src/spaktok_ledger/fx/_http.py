@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import ClassVar, Final, Self
 
@@ -97,8 +98,8 @@ def _check_secret(value: object, name: str) -> str:
     return value.strip()
 
 
-class _HttpRateProvider:
-    """Shared plumbing: owned-or-borrowed client, timeouts, error translation."""
+class _HttpRateProvider(ABC):
+    """Shared plumbing: owned-or-borrowed client, timeouts, error translation, the secret."""
 
     source: ClassVar[str]
     default_ttl: ClassVar[timedelta]
@@ -111,13 +112,19 @@ class _HttpRateProvider:
         url: str,
         timeout: httpx.Timeout | float,
         clock: Clock,
+        secret: tuple[str, str] | None = None,
     ) -> None:
+        """``secret``: (value, name) of the provider's API key, checked, redacted everywhere."""
+        self._secret: str | None = None
+        if secret is not None:
+            self._secret = _check_secret(*secret)
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(follow_redirects=False)
         self._url = url
         self._timeout = timeout
         self._clock = clock
-        self._secret: str | None = None
+        if self._secret is not None:
+            _register_secret(self._secret)
 
     def __enter__(self) -> Self:
         return self
@@ -163,8 +170,9 @@ class _HttpRateProvider:
             status=response.status_code,
         )
 
-    def rates(self) -> RateTable:  # pragma: no cover - every adapter overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def rates(self) -> RateTable:
+        """Fetch and parse the provider's current table."""
 
     def rate(self, base: str, quote: str) -> Rate:
         """Fetch the table and derive ``base`` -> ``quote`` (wrap in ``CachedRateProvider``)."""
@@ -234,10 +242,9 @@ class OpenExchangeRatesProvider(_HttpRateProvider):
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         clock: Clock = utc_now,
     ) -> None:
-        secret = _check_secret(app_id, "app_id")
-        super().__init__(client=client, url=url, timeout=timeout, clock=clock)
-        self._secret = secret
-        _register_secret(secret)
+        super().__init__(
+            client=client, url=url, timeout=timeout, clock=clock, secret=(app_id, "app_id")
+        )
 
     def __repr__(self) -> str:
         return f"OpenExchangeRatesProvider(app_id='***', url={self._url!r})"
@@ -287,10 +294,9 @@ class FixerRateProvider(_HttpRateProvider):
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         clock: Clock = utc_now,
     ) -> None:
-        secret = _check_secret(access_key, "access_key")
-        super().__init__(client=client, url=url, timeout=timeout, clock=clock)
-        self._secret = secret
-        _register_secret(secret)
+        super().__init__(
+            client=client, url=url, timeout=timeout, clock=clock, secret=(access_key, "access_key")
+        )
 
     def __repr__(self) -> str:
         return f"FixerRateProvider(access_key='***', url={self._url!r})"
