@@ -1254,7 +1254,6 @@ class Ledger:
         page = _PageQuery.of(
             "history", [code], limit=limit, cursor=cursor, types=types, since=since, until=until
         )
-        type_list, since, until, before = page.types, page.since, page.until, page.before
         e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
         r = e.alias("resolution")
 
@@ -1276,15 +1275,7 @@ class Ledger:
                 .order_by(p.c.id.desc())
                 .limit(limit + 1)
             )
-            if before is not None:
-                query = query.where(p.c.id < before)
-            if type_list is not None:
-                query = query.where(e.c.type.in_(type_list))
-            if since is not None:
-                query = query.where(e.c.effective_at >= since)
-            if until is not None:
-                query = query.where(e.c.effective_at < until)
-            rows = conn.execute(query).all()
+            rows = conn.execute(page.filter(query, p.c.id, e)).all()
             more = len(rows) > limit
             rows = rows[:limit]
             others: dict[int, list[str]] = defaultdict(list)
@@ -1349,7 +1340,6 @@ class Ledger:
         page = _PageQuery.of(
             "entries_page", codes, limit=limit, cursor=cursor, types=types, since=since, until=until
         )
-        type_list, since, until, before = page.types, page.since, page.until, page.before
         e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
 
         def run(conn: Connection) -> EntryPage:
@@ -1364,15 +1354,7 @@ class Ledger:
                 .order_by(e.c.id.desc())
                 .limit(limit + 1)
             )
-            if before is not None:
-                query = query.where(e.c.id < before)
-            if type_list is not None:
-                query = query.where(e.c.type.in_(type_list))
-            if since is not None:
-                query = query.where(e.c.effective_at >= since)
-            if until is not None:
-                query = query.where(e.c.effective_at < until)
-            page_ids = list(conn.execute(query).scalars())
+            page_ids = list(conn.execute(page.filter(query, e.c.id, e)).scalars())
             more = len(page_ids) > limit
             page_ids = page_ids[:limit]
             entries = sorted(self._load_entries(conn, page_ids), key=lambda x: -x.id)
@@ -1502,6 +1484,18 @@ class _PageQuery:
         )[:16]
         before = _decode_cursor(cursor, query_id) if cursor is not None else None
         return cls(type_list, since, until, query_id, before)
+
+    def filter(self, query: Any, key: Any, entries: sa.Table) -> Any:
+        """Apply the cursor (on ``key``, the page's order column) and the filters."""
+        if self.before is not None:
+            query = query.where(key < self.before)
+        if self.types is not None:
+            query = query.where(entries.c.type.in_(self.types))
+        if self.since is not None:
+            query = query.where(entries.c.effective_at >= self.since)
+        if self.until is not None:
+            query = query.where(entries.c.effective_at < self.until)
+        return query
 
 
 def _encode_cursor(posting_id: int, query_id: str) -> str:
