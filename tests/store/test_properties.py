@@ -72,7 +72,9 @@ def balanced_postings(draw: st.DrawFn) -> tuple[Posting, ...]:
     values = [draw(amounts) * draw(st.sampled_from([1, -1])) for _ in range(n - 1)]
     last = -sum(values)
     if last == 0:
-        values[0] += 1
+        # Move the first value away from zero (never onto it): the sum then
+        # changes by one, so the balancing posting is non-zero too.
+        values[0] += 1 if values[0] > 0 else -1
         last = -sum(values)
     values.append(last)
     postings = [Posting(code, value) for code, value in zip(codes, values, strict=True)]
