@@ -1,4 +1,4 @@
-"""The gift economy's HTTP API on Flask: the plan's seven endpoints and a price quote.
+"""The gift economy's HTTP API on Flask: buy coins, send gifts, read balances, cash out.
 
     POST /api/quotes                              price a coin pack for the caller
     POST /api/payments/create-checkout-session    pay a quote on Stripe Checkout
@@ -8,11 +8,13 @@
     GET  /api/transactions                        the caller's statement, paged
     POST /api/payouts/request                     a streamer cashes out
     POST /api/payouts/webhook                     Stripe (Connect endpoint)
+    GET  /api/openapi.json                        this API's OpenAPI 3.1 document
 
 The same API as the FastAPI example, with explicit request checks instead of
 pydantic. The caller is named by the ``X-User-Id`` header (a STAND-IN for
 real authentication, see ``examples/common/services.py``); library errors
-become RFC 9457 problem responses through the shared table. Run it with
+become RFC 9457 problem responses through the library's own table
+(``spaktok_ledger.http.problem_for``). Run it with
 ``flask --app examples.flask_app.app run`` (see README.md next to this file).
 """
 
@@ -25,19 +27,18 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from examples.common.openapi import openapi_document
 from examples.common.services import (
     IDEMPOTENCY_HEADER,
-    PROBLEM_JSON,
     USER_HEADER,
-    ProblemError,
     Services,
     authenticate,
     balance_body,
     build_services,
+    fail,
     gift_body,
     history_body,
     malformed_json,
-    problem_for,
     replay_headers,
     require_idempotency_key,
     require_owner,
@@ -49,6 +50,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from spaktok_ledger import LedgerError
+from spaktok_ledger.http import PROBLEM_JSON, Problem, ProblemError, problem_for
 
 log = logging.getLogger("examples.flask_app")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
@@ -267,16 +269,25 @@ def payouts_webhook() -> Response:
     return jsonify(get_services().payouts.handle_webhook(body, signature).to_dict())
 
 
+def openapi() -> Response:
+    """The API's OpenAPI 3.1 document (hand-written, shared with the Django example)."""
+    return jsonify(openapi_document("spaktok-ledger example (Flask)"))
+
+
 # -- errors as problem responses ---------------------------------------------------------
 
 
-def problem_response(problem: ProblemError) -> Response:
+def problem_response(problem: Problem) -> Response:
     return Response(
-        json.dumps(problem.body),
+        problem.to_json(),
         status=problem.status,
-        headers=problem.headers,
+        headers=dict(problem.headers),
         mimetype=PROBLEM_JSON,
     )
+
+
+def on_problem(exc: ProblemError) -> Response:
+    return problem_response(exc.problem)
 
 
 def on_ledger_error(exc: LedgerError) -> Response:
@@ -290,12 +301,12 @@ def on_http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     name = exc.name or "Error"
     code = name.lower().replace(" ", "_").replace("-", "_")
-    return problem_response(ProblemError(status, code, name, exc.description or name))
+    return problem_response(fail(status, code, name, exc.description or name).problem)
 
 
 def on_crash(exc: Exception) -> Response:
     log.error("%s %s failed", request.method, request.path, exc_info=exc)
-    return problem_response(unexpected_error())
+    return problem_response(unexpected_error().problem)
 
 
 def create_app(services: Services | None = None) -> Flask:
@@ -314,10 +325,11 @@ def create_app(services: Services | None = None) -> Flask:
         ("/api/transactions", "GET", transactions),
         ("/api/payouts/request", "POST", request_payout),
         ("/api/payouts/webhook", "POST", payouts_webhook),
+        ("/api/openapi.json", "GET", openapi),
     ]
     for rule, method, view in routes:
         app.add_url_rule(rule, view_func=view, methods=[method])
-    app.register_error_handler(ProblemError, problem_response)
+    app.register_error_handler(ProblemError, on_problem)
     app.register_error_handler(LedgerError, on_ledger_error)
     app.register_error_handler(HTTPException, on_http_error)
     app.register_error_handler(Exception, on_crash)
