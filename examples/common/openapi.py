@@ -221,7 +221,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "Send a gift to a streamer",
         201,
         "GiftReceipt",
-        (400, 401, 404, 422, *_COMMON),
+        (400, 401, 404, 409, 422, *_COMMON),
         idempotent_post=True,
     ),
     Route(
