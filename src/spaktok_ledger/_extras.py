@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-__all__ = ["EXTRAS", "extra_for", "missing_extra", "needs_extra"]
+__all__ = ["EXTRAS", "extra_for", "missing_extra", "missing_module", "needs_extra"]
 
 # Top-level module -> the extra of spaktok-ledger that installs it (pyproject.toml).
 EXTRAS: Final = {
@@ -25,9 +25,24 @@ EXTRAS: Final = {
 
 
 def extra_for(exc: ImportError) -> str | None:
-    """The extra that installs the module ``exc`` is about, if it is one of ours."""
-    name = (exc.name or "").split(".")[0]
-    return EXTRAS.get(name)
+    """The extra that installs the module ``exc`` (or the error it was raised from) is
+    about, if it is one of ours."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ImportError) and seen.name:
+            return EXTRAS.get(seen.name.split(".")[0])
+        seen = seen.__cause__
+    return None
+
+
+def missing_module(exc: ImportError) -> str | None:
+    """The name of the missing module behind ``exc`` (following ``raise ... from``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ImportError) and seen.name:
+            return seen.name
+        seen = seen.__cause__
+    return None
 
 
 def missing_extra(exc: ModuleNotFoundError, feature: str) -> ModuleNotFoundError:

@@ -38,7 +38,7 @@ from typing import Any, Final, TextIO
 import sqlalchemy as sa
 
 from spaktok_ledger._errors import InvalidInput, LedgerError, NotFound, SchemaError
-from spaktok_ledger._extras import extra_for
+from spaktok_ledger._extras import extra_for, missing_module
 from spaktok_ledger._format import format_price
 from spaktok_ledger._store import DEFAULT_PREFIX, Ledger
 
@@ -725,12 +725,12 @@ def main(
     except LedgerError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_FAILED
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
         extra = extra_for(exc)
         if extra is None:
             raise
         err.write(
-            f"error: `{args.command}` needs the {exc.name!r} package: "
+            f"error: `{args.command}` needs the {missing_module(exc)!r} package: "
             f"pip install 'spaktok-ledger[{extra}]'\n"
         )
         return EXIT_USAGE
