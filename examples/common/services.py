@@ -242,16 +242,19 @@ def _gateway(settings: Settings) -> StripeGateway:
     return StripeGateway(api_key=settings.stripe_secret_key)
 
 
-def build_services(settings: Settings | None = None) -> Services:
+def build_services(settings: Settings | None = None, *, ledger: Ledger | None = None) -> Services:
     """Build the services from ``settings`` (default: the environment) and set up the schema.
 
     ``economy.setup()`` migrates the ledger's tables and opens the platform
     accounts; it is idempotent, so every process may call it at start-up.
+    ``ledger``: one the host made (Django's, from ``spaktok_ledger.contrib.django``)
+    instead of one from ``settings.database_url``.
     """
     settings = settings or Settings.from_env()
     packs = PackCatalogue.load(settings.packs_path) if settings.packs_path else DEFAULT_PACKS
     gifts = GiftCatalogue.load(settings.gifts_path) if settings.gifts_path else DEFAULT_GIFTS
-    ledger = Ledger(settings.database_url, prefix=settings.table_prefix)
+    if ledger is None:
+        ledger = Ledger(settings.database_url, prefix=settings.table_prefix)
     try:
         economy = GiftEconomy(ledger, gifts, coin_value_usd_minor=packs.coin_value_usd_minor)
         economy.setup()

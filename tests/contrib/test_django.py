@@ -103,6 +103,20 @@ def test_host_commit_keeps_both(dj) -> None:
     assert dj.ledger.entry(receipt.entry_id).idempotency_key.endswith("commit")
 
 
+def test_a_replay_inside_the_block_reads_the_stored_receipt(dj) -> None:
+    """A replayed gift rebuilds its receipt from stored JSON on Django's connection (whose
+    own loaders would hand JSON back as text) and matches the first answer."""
+    from spaktok_ledger.contrib import django as spaktok
+
+    with spaktok.atomic() as ledger:
+        first = dj.using(ledger).send_gift("al", "bob", "rose", 1, idempotency_key="replayed")
+    with spaktok.atomic() as ledger:
+        again = dj.using(ledger).send_gift("al", "bob", "rose", 1, idempotency_key="replayed")
+        assert dj.using(ledger).history(user_id="al", limit=1).items[0].entry_id == first.entry_id
+    assert again.replayed and again.to_dict() == first.to_dict()
+    assert again.sent_at.tzinfo is not None
+
+
 def test_host_rollback_undoes_the_ledger(dj) -> None:
     """An exception after the gift rolls back the host's row and the ledger's entry."""
     from django.db import IntegrityError
@@ -110,10 +124,15 @@ def test_host_rollback_undoes_the_ledger(dj) -> None:
     from spaktok_ledger.contrib import django as spaktok
 
     before, count = dj.wallet("al").coins, dj.ledger.count_entries()
-    with pytest.raises(IntegrityError), spaktok.atomic() as ledger:
-        dj.using(ledger).send_gift("al", "bob", "rose", 1, idempotency_key="rolled-back")
-        add_host_row("rolled-back")
-        add_host_row(None)  # type: ignore[arg-type]  # NOT NULL: the host's insert fails
+
+    def gift_then_failing_host_insert() -> None:
+        with spaktok.atomic() as ledger:
+            dj.using(ledger).send_gift("al", "bob", "rose", 1, idempotency_key="rolled-back")
+            add_host_row("rolled-back")
+            add_host_row(None)  # type: ignore[arg-type]  # NOT NULL: the host's insert fails
+
+    with pytest.raises(IntegrityError):
+        gift_then_failing_host_insert()
     assert "rolled-back" not in host_notes()
     assert dj.wallet("al").coins == before
     assert dj.ledger.count_entries() == count

@@ -337,7 +337,7 @@ class AppContract:
             json={"streamer_id": "bob", "gift_id": "heart", "quantity": 3},
             headers=self.as_user("alice", "g2"),
         )
-        assert retried.status_code == 201
+        assert retried.status_code == 201, retried.text
         assert retried.headers["Idempotent-Replayed"] == "true"
         assert retried.json() == receipts[1]
 

@@ -59,7 +59,9 @@ class Borrowed:
         # psycopg dialect is written for psycopg's standard (server-side binding) cursor.
         import psycopg
 
-        return psycopg.Cursor(self._raw)
+        cursor = psycopg.Cursor(self._raw)
+        _psycopg_loaders(cursor.adapters)
+        return cursor
 
     def commit(self) -> None:
         raise RuntimeError(
@@ -75,6 +77,27 @@ class Borrowed:
 
     def add_notice_handler(self, handler: Any) -> None:
         """Not installed on a borrowed connection (one per checkout would pile up)."""
+
+
+# Django's connections load jsonb, inet and cidr as text (Django parses them itself) and
+# timestamptz in its own time zone (naive with USE_TZ=False); SQLAlchemy's psycopg
+# dialect expects psycopg's own loaders (JSON parsed, aware datetimes). The borrowed
+# connection's cursors get psycopg's defaults back for these types.
+_RESTORED_TYPES = ("json", "jsonb", "timestamptz", "inet", "cidr")
+
+
+def _psycopg_loaders(adapters: Any) -> None:
+    import psycopg
+    from psycopg import pq
+
+    for name in _RESTORED_TYPES:
+        info = psycopg.adapters.types.get(name)
+        if info is None:
+            continue
+        for fmt in (pq.Format.TEXT, pq.Format.BINARY):
+            loader = psycopg.adapters.get_loader(info.oid, fmt)
+            if loader is not None:
+                adapters.register_loader(info.oid, loader)
 
 
 _engines: dict[tuple[str, str], sa.Engine] = {}
