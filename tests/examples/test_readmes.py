@@ -14,7 +14,7 @@ def test_each_app_readme_uses_its_own_database() -> None:
     urls = {}
     for app in APPS:
         text = (ROOT / "examples" / app / "README.md").read_text()
-        found = set(re.findall(r"SPAKTOK_DATABASE_URL=(\S+)", text))
+        found = set(re.findall(r"SPAKTOK_DATABASE_URL=([^\s`]+)", text))
         assert len(found) == 1, (app, found)
         urls[app] = found.pop()
     assert len(set(urls.values())) == len(APPS), urls
