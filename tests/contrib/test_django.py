@@ -33,14 +33,28 @@ def dj(pg_database_url: str):
         "HOST": url.host or "",
         "PORT": str(url.port or ""),
     }
+    wanted = {
+        "DATABASES": {"default": db},
+        "INSTALLED_APPS": ["spaktok_ledger.contrib.django"],
+        "SPAKTOK_LEDGER": {"PREFIX": "dj_", "GIFTS": None},
+        "USE_TZ": True,
+    }
+    override = None
     if not django_settings.configured:
-        django_settings.configure(
-            DATABASES={"default": db},
-            INSTALLED_APPS=["spaktok_ledger.contrib.django"],
-            SPAKTOK_LEDGER={"PREFIX": "dj_", "GIFTS": None},
-            USE_TZ=True,
-        )
+        django_settings.configure(**wanted)
         django.setup()
+    else:  # another test (a docs page) configured Django first: override for this module
+        import warnings
+
+        from django.db import connections
+        from django.test import override_settings
+
+        override = override_settings(**wanted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Overriding setting DATABASES..."
+            override.enable()
+        connections.__dict__.pop("settings", None)
+        connections._settings = connections.configure_settings(None)
     from django.db import connection
 
     from spaktok_ledger import Gift, GiftCatalogue
@@ -59,6 +73,8 @@ def dj(pg_database_url: str):
     yield economy
     spaktok.reset()
     connection.close()
+    if override is not None:
+        override.disable()
 
 
 def host_notes() -> list[str]:
