@@ -1,7 +1,7 @@
 """spaktok_ledger.contrib.django: the ledger joins Django's own transaction (PostgreSQL).
 
-Django is configured in this process (``settings.configure``) against the run's
-throwaway PostgreSQL database; the host's rows go through Django's own cursor
+Django is configured once per test process (``tests/conftest.py``) against the
+run's throwaway PostgreSQL database; the host's rows go through Django's own cursor
 into a plain table, so the tests need no Django models.
 """
 
@@ -24,37 +24,10 @@ from django.conf import settings as django_settings  # noqa: E402
 @pytest.fixture(scope="module")
 def dj(pg_database_url: str):
     """Django configured on the test database; the ledger migrated with its own prefix."""
-    url = sa.make_url(pg_database_url)
-    db = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": url.database,
-        "USER": url.username or "",
-        "PASSWORD": url.password or "",
-        "HOST": url.host or "",
-        "PORT": str(url.port or ""),
-    }
-    wanted = {
-        "DATABASES": {"default": db},
-        "INSTALLED_APPS": ["spaktok_ledger.contrib.django"],
-        "SPAKTOK_LEDGER": {"PREFIX": "dj_", "GIFTS": None},
-        "USE_TZ": True,
-    }
-    override = None
-    if not django_settings.configured:
-        django_settings.configure(**wanted)
-        django.setup()
-    else:  # another test (a docs page) configured Django first: override for this module
-        import warnings
-
-        from django.db import connections
-        from django.test import override_settings
-
-        override = override_settings(**wanted)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Overriding setting DATABASES..."
-            override.enable()
-        connections.__dict__.pop("settings", None)
-        connections._settings = connections.configure_settings(None)
+    # Django is configured once per process by tests/conftest.py, on this
+    # run's PostgreSQL database (pg_database_url creates it).
+    assert django_settings.configured
+    assert django_settings.DATABASES["default"]["NAME"] == sa.make_url(pg_database_url).database
     from django.db import connection
 
     from spaktok_ledger import Gift, GiftCatalogue
@@ -73,8 +46,6 @@ def dj(pg_database_url: str):
     yield economy
     spaktok.reset()
     connection.close()
-    if override is not None:
-        override.disable()
 
 
 def host_notes() -> list[str]:
