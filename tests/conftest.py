@@ -44,6 +44,46 @@ PG_SERVER_URL = os.environ.get(
 )
 IN_CI = bool(os.environ.get("CI"))
 _prefixes = itertools.count()
+# The run's throwaway PostgreSQL database: named at import so that Django (below)
+# can be configured once, before any test, for the whole process.
+PG_TEST_DATABASE = f"spaktok_test_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def _pg_django_settings() -> dict[str, str]:
+    url = sa.make_url(PG_SERVER_URL)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": PG_TEST_DATABASE,
+        "USER": url.username or "",
+        "PASSWORD": url.password or "",
+        "HOST": url.host or "",
+        "PORT": str(url.port or ""),
+    }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Configure Django once per process when it is installed.
+
+    Django's settings can be configured only once per process; the contrib
+    tests (on the run's PostgreSQL database) and the executed Django examples
+    in docs/ share this configuration, whatever order they run in. Nothing
+    connects until a test uses Django's database.
+    """
+    try:
+        import django
+        from django.conf import settings as django_settings
+    except ImportError:
+        return
+    if not django_settings.configured:
+        django_settings.configure(
+            DEBUG=False,
+            ALLOWED_HOSTS=["testserver"],
+            DATABASES={"default": _pg_django_settings()},
+            INSTALLED_APPS=["spaktok_ledger.contrib.django"],
+            SPAKTOK_LEDGER={"PREFIX": "dj_", "GIFTS": None},
+            USE_TZ=True,
+        )
+        django.setup()
 
 
 def _pg_unavailable(reason: str) -> None:
@@ -57,7 +97,7 @@ def pg_database_url() -> Iterator[str]:
     """A throwaway PostgreSQL database for this test run (dropped at the end)."""
     server = sa.make_url(PG_SERVER_URL)
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"spaktok_test_{os.getpid()}_{secrets.token_hex(4)}"
+    name = PG_TEST_DATABASE
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')

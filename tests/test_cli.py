@@ -208,3 +208,135 @@ def test_reconcile_payouts(tmp_path, monkeypatch) -> None:
         assert (item["problem"], item["resolved"]) == ("transfer_not_recorded", True)
         code, out, _ = run("--db", url, "reconcile-payouts")
         assert "every payout agrees" in out
+
+
+# -- the newcomer's papercuts (issue 16) ---------------------------------------------------
+
+
+def test_global_options_before_or_after_the_command(db: str) -> None:
+    """--json, -q, --db and --prefix work after the command as well as before it."""
+    code, out, _ = run("balance", "user:1:wallet", "--db", db, "--json")
+    assert code == 0 and json.loads(out)["available_minor"] == 3702
+    code, out, err = run("--db", db, "verify", "-q", "--json")
+    assert code == 0 and json.loads(out)["ok"] and err == ""
+    code, _, err = run("--db", db, "balance", "user:1:wallet", "--prefix", "other_")
+    assert code == 4 and "migrate" in err  # the later --prefix won
+
+
+def test_read_only_commands_never_create_a_database(tmp_path) -> None:
+    """A mistyped SQLite path is a one-line error (exit 4); no empty file is left behind."""
+    missing = tmp_path / "mistyped.db"
+    for argv in (["balance", "user:1:wallet"], ["verify"], ["trial-balance"],
+                 ["history", "user:1:wallet"], ["export", "-o", str(tmp_path / "x.jsonl")]):
+        code, out, err = run("--db", f"sqlite:///{missing}", *argv)
+        assert code == 4, (argv, err)
+        assert err.startswith("error: no SQLite database at") and "migrate" in err
+        assert err.count("\n") == 1
+        assert not missing.exists(), argv
+    code, _, _ = run("--db", f"sqlite:///{missing}", "migrate")
+    assert code == 0 and missing.exists()  # migrate is the command that creates it
+
+
+def test_table_width_counts_east_asian_wide_characters() -> None:
+    """Wide characters (￥, CJK) take two columns, so columns stay aligned on a terminal."""
+    from spaktok_ledger.cli import display_width, table
+
+    assert display_width("￥3,211") == 7
+    assert display_width("ライブ") == 6
+    assert display_width("e\u0301") == 1  # a combining accent takes no column
+    out = io.StringIO()
+    table(out, ["gift", "price"], [["バラ", "￥3,211"], ["rose", "$19.99"]], right=[1])
+    lines = out.getvalue().splitlines()
+    assert [display_width(line) for line in lines] == [display_width(lines[1])] * 4
+    assert lines[2].endswith("￥3,211") and lines[3].endswith(" $19.99")
+
+
+def test_rates_print_with_sensible_digits() -> None:
+    """Human output shows 6 significant digits (rounded half-even); --json keeps them all."""
+    from decimal import Decimal
+
+    from spaktok_ledger.cli import rate_text
+
+    assert rate_text(Decimal("160.61653432975245213")) == "160.617"
+    assert rate_text(Decimal("0.934143")) == "0.934143"
+    assert rate_text(Decimal("16234.56")) == "16234.6"
+    assert rate_text(Decimal("1500000.5")) == "1500000"  # integer digits are never cut
+    code, out, _ = run("quote", "fan", "--locale", "ja_JP", "--rates-file", ECB_SAMPLE)
+    assert code == 0 and "160.617 JPY/USD" in out and "160.6165343" not in out
+    code, out, _ = run("quote", "fan", "--locale", "ja_JP", "--rates-file", ECB_SAMPLE, "--json")
+    assert json.loads(out)["rate"].startswith("160.6165343")
+
+
+def test_deprecated_environment_names_still_work(monkeypatch) -> None:
+    """OXR_APP_ID is read when OPENEXCHANGERATES_APP_ID is unset, with a warning on stderr."""
+    from spaktok_ledger.cli import ENV_OXR_APP_ID, Context, build_parser
+
+    err = io.StringIO()
+    ctx = Context(build_parser().parse_args(["trial-balance"]), io.StringIO(), err)
+    monkeypatch.delenv(ENV_OXR_APP_ID, raising=False)
+    monkeypatch.setenv("OXR_APP_ID", "old-id")
+    assert ctx.env(ENV_OXR_APP_ID) == "old-id"
+    assert "OXR_APP_ID is deprecated; set OPENEXCHANGERATES_APP_ID" in err.getvalue()
+    monkeypatch.setenv(ENV_OXR_APP_ID, "new-id")
+    assert ctx.env(ENV_OXR_APP_ID) == "new-id"
+    monkeypatch.delenv(ENV_OXR_APP_ID)
+    monkeypatch.delenv("OXR_APP_ID")
+    code, _, err_text = run("quote", "fan", "--rates", "openexchangerates")
+    assert code == 2 and "needs the OPENEXCHANGERATES_APP_ID environment variable" in err_text
+
+
+def _without(modules: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter where ``modules`` cannot be imported
+    (as on a core-only install)."""
+    blocker = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules)
+    return subprocess.run(
+        [sys.executable, "-c", blocker + code], capture_output=True, text=True, check=False
+    )
+
+
+def test_core_only_install_names_the_extra_for_demo_and_quote(tmp_path) -> None:
+    """Without stripe/httpx, demo and quote end with one line naming the extra, no traceback."""
+    cli = "from spaktok_ledger.cli import main\nsys.exit(main({argv!r}))\n"
+    demo = _without(["stripe"], cli.format(argv=["demo", "--file", str(tmp_path / "d.db")]))
+    assert demo.returncode == 2, demo.stderr
+    assert "pip install 'spaktok-ledger[stripe]'" in demo.stderr
+    assert "Traceback" not in demo.stderr
+    quote = _without(["httpx"], cli.format(argv=["quote", "fan", "--rates", "ecb"]))
+    assert quote.returncode == 2, quote.stderr
+    assert "pip install 'spaktok-ledger[fx]'" in quote.stderr
+    assert "Traceback" not in quote.stderr
+
+
+def test_missing_psycopg_and_moneyed_name_their_extras() -> None:
+    """A PostgreSQL URL without psycopg, and to_money without py-moneyed, name the extra."""
+    pg = _without(
+        ["psycopg"],
+        "from spaktok_ledger import Ledger\n"
+        "try:\n    Ledger('postgresql://u@127.0.0.1/db')\n"
+        "except ModuleNotFoundError as exc:\n    print(exc.name, '|', exc)\n",
+    )
+    assert pg.stdout.startswith("psycopg |"), pg.stderr
+    assert "pip install 'spaktok-ledger[postgres]'" in pg.stdout
+    money = _without(
+        ["moneyed"],
+        "from spaktok_ledger import to_money\n"
+        "try:\n    to_money(199, 'USD')\n"
+        "except ImportError as exc:\n    print(exc)\n",
+    )
+    assert "pip install 'spaktok-ledger[moneyed]'" in money.stdout, money.stderr
+    cli = _without(["psycopg"], "from spaktok_ledger.cli import main\n"
+                   "sys.exit(main(['--db', 'postgresql://u@127.0.0.1/db', 'migrate']))\n")
+    assert cli.returncode == 2 and "spaktok-ledger[postgres]" in cli.stderr, cli.stderr
+
+
+def test_every_command_is_documented() -> None:
+    """docs/cli.md lists every subcommand in its table and has a section for each."""
+    from spaktok_ledger.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    commands = {c.dest for c in sub._choices_actions}
+    assert {"quote", "reconcile-payouts", "migrate", "demo"} <= commands
+    for command in commands:
+        assert f"| [`{command}" in text, f"docs/cli.md: {command} is not in the command table"
+        assert f"\n## {command}\n" in text, f"docs/cli.md: no section for {command}"

@@ -28,6 +28,7 @@ PURE = [
     "_format",
     "_catalogue",
     "_clock",
+    "_extras",
 ]
 PURE_MODULES = {f"spaktok_ledger.{m}" for m in PURE} | {"spaktok_ledger.fx._rates"}
 # babel reads CLDR data files shipped in the package; py-moneyed is a value type

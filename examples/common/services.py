@@ -1,7 +1,7 @@
-"""What both example apps share: configuration, wiring, the auth stand-in, error mapping.
+"""What the example apps share: configuration, wiring, the auth stand-in, their own problems.
 
-The apps (``examples/fastapi_app``, ``examples/flask_app``) stay short because
-everything that is not about their framework lives here:
+The apps (``examples/fastapi_app``, ``examples/flask_app``, ``examples/django_app``)
+stay short because everything that is not about their framework lives here:
 
 - :class:`Settings`: configuration from environment variables (see the table
   in ``examples/README.md``);
@@ -9,13 +9,13 @@ everything that is not about their framework lives here:
   the settings (ledger, gift economy, pricing, payments, payouts);
 - :func:`authenticate` / :func:`require_owner`: a **stand-in** for the host's
   real authentication (a header naming the caller);
-- :func:`problem_for`: one table mapping the library's exceptions to HTTP
-  status codes and RFC 9457 problem bodies, used by both apps.
+- :func:`fail` and friends: the apps' own refusals (401, 403, 400, 422) as RFC
+  9457 problems; library errors need no table here, ``spaktok_ledger.http``
+  owns it (``problem_for``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,65 +24,44 @@ from typing import Any, Final, Literal
 
 from spaktok_ledger import (
     DEFAULT_PREFIX,
-    AmountMismatch,
     CoinPack,
-    Conflict,
-    FraudRejected,
     Gift,
     GiftCatalogue,
     GiftEconomy,
     GiftReceipt,
-    IdempotencyConflict,
-    InsufficientFunds,
     InvalidInput,
     Ledger,
-    LedgerBusy,
-    LedgerError,
-    NotFound,
     PackCatalogue,
-    PaymentError,
-    PaymentProviderError,
     Payments,
-    PayoutBelowMinimum,
-    PayoutError,
-    PayoutLimitExceeded,
     Payouts,
-    PayoutsNotEnabled,
     Pricing,
-    QuoteExpired,
-    RateError,
-    SchemaError,
-    SpendingBlocked,
     StripeGateway,
     UnknownStreamer,
     UnknownUser,
     WalletBalance,
-    WebhookPayloadError,
     WebhookResult,
-    WebhookVerificationError,
     check_party_id,
 )
 from spaktok_ledger.fx import CachedRateProvider, RateProvider, StaticRateProvider
+from spaktok_ledger.http import ProblemError, make_problem
 
 __all__ = [
     "DEFAULT_GIFTS",
     "DEFAULT_PACKS",
     "DEFAULT_STATIC_RATES",
     "IDEMPOTENCY_HEADER",
-    "PROBLEM_JSON",
     "REPLAYED_HEADER",
     "USER_HEADER",
     "ConfigError",
-    "ProblemError",
     "Services",
     "Settings",
     "authenticate",
     "balance_body",
     "build_services",
+    "fail",
     "gift_body",
     "history_body",
     "malformed_json",
-    "problem_for",
     "replay_headers",
     "require_idempotency_key",
     "require_owner",
@@ -94,7 +73,6 @@ USER_HEADER: Final = "X-User-Id"
 """STAND-IN for real authentication: the header naming the caller (see :func:`authenticate`)."""
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
-PROBLEM_JSON: Final = "application/problem+json"
 
 DEFAULT_PACKS: Final = PackCatalogue(
     (
@@ -264,16 +242,19 @@ def _gateway(settings: Settings) -> StripeGateway:
     return StripeGateway(api_key=settings.stripe_secret_key)
 
 
-def build_services(settings: Settings | None = None) -> Services:
+def build_services(settings: Settings | None = None, *, ledger: Ledger | None = None) -> Services:
     """Build the services from ``settings`` (default: the environment) and set up the schema.
 
     ``economy.setup()`` migrates the ledger's tables and opens the platform
     accounts; it is idempotent, so every process may call it at start-up.
+    ``ledger``: one the host made (Django's, from ``spaktok_ledger.contrib.django``)
+    instead of one from ``settings.database_url``.
     """
     settings = settings or Settings.from_env()
     packs = PackCatalogue.load(settings.packs_path) if settings.packs_path else DEFAULT_PACKS
     gifts = GiftCatalogue.load(settings.gifts_path) if settings.gifts_path else DEFAULT_GIFTS
-    ledger = Ledger(settings.database_url, prefix=settings.table_prefix)
+    if ledger is None:
+        ledger = Ledger(settings.database_url, prefix=settings.table_prefix)
     try:
         economy = GiftEconomy(ledger, gifts, coin_value_usd_minor=packs.coin_value_usd_minor)
         economy.setup()
@@ -303,97 +284,38 @@ def build_services(settings: Settings | None = None) -> Services:
     return Services(settings, ledger, economy, pricing, gateway, payments, payouts)
 
 
-# -- problems (RFC 9457) -----------------------------------------------------------------
+# -- the apps' own problems (RFC 9457) -----------------------------------------------------
+# Library errors become problems through spaktok_ledger.http.problem_for (the library's
+# one table); these are the refusals that belong to the apps themselves.
 
 
-class ProblemError(Exception):
-    """An HTTP error answered with a problem body; both apps turn it into a response."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        title: str,
-        detail: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.headers = dict(headers or {})
-        self.body = _problem(status, code, title, detail, extra)
-
-
-def _problem(
-    status: int, code: str, title: str, detail: str, extra: Mapping[str, Any]
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": f"urn:spaktok-ledger:problem:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    # Extension members: the values that explain the error (never secrets), JSON-safe.
-    safe = json.loads(json.dumps(dict(extra), default=str))
-    body.update({k: v for k, v in safe.items() if k not in body})
-    return body
-
-
-# The one table from library errors to HTTP answers; the first matching class wins,
-# so subclasses come before their parents.
-ERROR_TABLE: Final[tuple[tuple[type[LedgerError], int, str], ...]] = (
-    (WebhookVerificationError, 400, "Webhook signature rejected"),
-    (WebhookPayloadError, 400, "Webhook payload unreadable"),
-    (IdempotencyConflict, 409, "Idempotency key reused for a different request"),
-    (Conflict, 409, "Conflicts with the recorded state"),
-    (InsufficientFunds, 409, "Insufficient funds"),
-    (SpendingBlocked, 409, "Spending blocked until a refunded purchase is repaid"),
-    (QuoteExpired, 409, "Quote expired: ask for a new one"),
-    (FraudRejected, 429, "Purchase limit reached"),
-    (AmountMismatch, 409, "Amount does not match the quote"),
-    (PaymentProviderError, 502, "Payment provider error"),
-    (PayoutsNotEnabled, 409, "Payouts not enabled"),
-    (PayoutBelowMinimum, 422, "Payout below the minimum"),
-    (PayoutLimitExceeded, 409, "Payout limit exceeded"),
-    (RateError, 503, "Exchange rate unavailable"),
-    (LedgerBusy, 503, "Ledger busy: retry with the same Idempotency-Key"),
-    (SchemaError, 500, "Ledger schema not ready"),
-    (NotFound, 404, "Not found"),
-    (InvalidInput, 422, "Invalid input"),
-    (PaymentError, 502, "Payment error"),
-    (PayoutError, 409, "Payout refused"),
-    (LedgerError, 500, "Ledger error"),
-)
-
-
-def problem_for(exc: LedgerError) -> ProblemError:
-    """The HTTP answer for a library error (status, problem body, headers)."""
-    status, title = next((s, t) for cls, s, t in ERROR_TABLE if isinstance(exc, cls))
-    headers: dict[str, str] = {}
-    extra = dict(exc.details)
-    if isinstance(exc, PaymentProviderError):
-        extra["retryable"] = exc.retryable
-    if isinstance(exc, LedgerBusy) or (isinstance(exc, PaymentProviderError) and exc.retryable):
-        headers["Retry-After"] = "1"
-    return ProblemError(status, exc.code, title, exc.message, headers=headers, **extra)
+def fail(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> ProblemError:
+    """An app-level refusal as an exception the apps answer like a library error."""
+    return ProblemError(make_problem(status, code, title, detail, headers=headers, **extra))
 
 
 def malformed_json(detail: str) -> ProblemError:
-    return ProblemError(400, "malformed_json", "Malformed JSON body", detail)
+    return fail(400, "malformed_json", "Malformed JSON body", detail)
 
 
 def validation_failed(errors: list[dict[str, str]]) -> ProblemError:
     """422 with one ``{"field", "message"}`` per problem found in the request."""
     fields = ", ".join(e["field"] for e in errors)
-    return ProblemError(
+    return fail(
         422, "validation_failed", "Request validation failed", f"invalid: {fields}", errors=errors
     )
 
 
 def unexpected_error() -> ProblemError:
-    return ProblemError(500, "internal_error", "Internal server error", "an unexpected error")
+    return fail(500, "internal_error", "Internal server error", "an unexpected error")
 
 
 # -- the auth stand-in and the Idempotency-Key header ------------------------------------
@@ -407,7 +329,7 @@ def authenticate(user_header: str | None) -> str:
     replace this function, keep the rest.
     """
     if user_header is None or not user_header.strip():
-        raise ProblemError(
+        raise fail(
             401,
             "unauthenticated",
             "Authentication required",
@@ -417,7 +339,7 @@ def authenticate(user_header: str | None) -> str:
     try:
         return check_party_id(user_header, "user id")
     except InvalidInput:
-        raise ProblemError(
+        raise fail(
             401,
             "unauthenticated",
             "Authentication required",
@@ -430,7 +352,7 @@ def require_owner(caller: str, requested: str | None, what: str) -> str:
     """``requested`` (default: the caller) if it is the caller; otherwise 403."""
     if requested is None or requested == caller:
         return caller
-    raise ProblemError(
+    raise fail(
         403, "forbidden", "Forbidden", f"you may only see your own {what}", requested=requested
     )
 
@@ -438,7 +360,7 @@ def require_owner(caller: str, requested: str | None, what: str) -> str:
 def require_idempotency_key(value: str | None) -> str:
     """The ``Idempotency-Key`` header, required on every request that moves money (400)."""
     if value is None or not value.strip():
-        raise ProblemError(
+        raise fail(
             400,
             "idempotency_key_required",
             "Idempotency-Key header required",

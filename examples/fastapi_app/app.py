@@ -1,4 +1,4 @@
-"""The gift economy's HTTP API on FastAPI: the plan's seven endpoints and a price quote.
+"""The gift economy's HTTP API on FastAPI: buy coins, send gifts, read balances, cash out.
 
     POST /api/quotes                              price a coin pack for the caller
     POST /api/payments/create-checkout-session    pay a quote on Stripe Checkout
@@ -12,7 +12,10 @@
 Each endpoint validates its request (pydantic), names the caller through the
 ``X-User-Id`` header (a STAND-IN for real authentication, see
 ``examples/common/services.py``) and makes one library call; library errors
-become RFC 9457 problem responses through the shared table. Configuration
+become RFC 9457 problem responses through the library's own table
+(``spaktok_ledger.http.problem_for``). Every route declares every status it
+can answer, with its schema (``examples/common/openapi.py``): the OpenAPI
+document at ``/openapi.json`` describes the real responses. Configuration
 comes from environment variables; run it with
 ``uvicorn examples.fastapi_app.app:app`` (see README.md next to this file).
 """
@@ -25,19 +28,18 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
+from examples.common.openapi import SCHEMAS, fastapi_responses
 from examples.common.services import (
     IDEMPOTENCY_HEADER,
-    PROBLEM_JSON,
     USER_HEADER,
-    ProblemError,
     Services,
     authenticate,
     balance_body,
     build_services,
+    fail,
     gift_body,
     history_body,
     malformed_json,
-    problem_for,
     replay_headers,
     require_idempotency_key,
     require_owner,
@@ -46,12 +48,14 @@ from examples.common.services import (
 )
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from spaktok_ledger import LedgerError
+from spaktok_ledger.http import PROBLEM_JSON, Problem, ProblemError, problem_for
 
 log = logging.getLogger("examples.fastapi_app")
 ID_PATTERN = r"^[A-Za-z0-9_.@\-]{1,64}$"
@@ -118,7 +122,7 @@ def created(body: dict[str, Any], *, replayed: bool, status: int = 201) -> JSONR
 router = APIRouter(prefix="/api")
 
 
-@router.post("/quotes", status_code=201)
+@router.post("/quotes", status_code=201, responses=fastapi_responses("post", "/api/quotes"))
 def create_quote(body: QuoteBody, services: Svc, caller: Caller) -> dict[str, Any]:
     """A stored price quote for a coin pack, in the currency asked for or the locale's."""
     quote = services.pricing.quote(
@@ -127,7 +131,11 @@ def create_quote(body: QuoteBody, services: Svc, caller: Caller) -> dict[str, An
     return quote.to_dict()
 
 
-@router.post("/payments/create-checkout-session", status_code=201)
+@router.post(
+    "/payments/create-checkout-session",
+    status_code=201,
+    responses=fastapi_responses("post", "/api/payments/create-checkout-session"),
+)
 def create_checkout_session(
     body: CheckoutBody, services: Svc, caller: Caller, key: IdempotencyKey
 ) -> JSONResponse:
@@ -142,7 +150,7 @@ def create_checkout_session(
     return created(result.to_dict(), replayed=result.replayed)
 
 
-@router.post("/payments/webhook")
+@router.post("/payments/webhook", responses=fastapi_responses("post", "/api/payments/webhook"))
 async def payments_webhook(request: Request, services: Svc) -> dict[str, Any]:
     body = await request.body()  # the raw bytes Stripe signed, never re-serialised JSON
     signature = request.headers.get("Stripe-Signature", "")
@@ -150,7 +158,7 @@ async def payments_webhook(request: Request, services: Svc) -> dict[str, Any]:
     return result.to_dict()
 
 
-@router.post("/gifts/send", status_code=201)
+@router.post("/gifts/send", status_code=201, responses=fastapi_responses("post", "/api/gifts/send"))
 def send_gift(body: GiftBody, services: Svc, caller: Caller, key: IdempotencyKey) -> JSONResponse:
     receipt = services.economy.send_gift(
         caller, body.streamer_id, body.gift_id, body.quantity, idempotency_key=key
@@ -158,12 +166,12 @@ def send_gift(body: GiftBody, services: Svc, caller: Caller, key: IdempotencyKey
     return created(gift_body(receipt), replayed=receipt.replayed)
 
 
-@router.get("/wallet/balance")
+@router.get("/wallet/balance", responses=fastapi_responses("get", "/api/wallet/balance"))
 def wallet_balance(services: Svc, caller: Caller, user_id: str | None = None) -> dict[str, Any]:
     return balance_body(services.economy, require_owner(caller, user_id, "wallet"))
 
 
-@router.get("/transactions")
+@router.get("/transactions", responses=fastapi_responses("get", "/api/transactions"))
 def transactions(
     *,
     services: Svc,
@@ -191,7 +199,11 @@ def transactions(
     )
 
 
-@router.post("/payouts/request", status_code=202)
+@router.post(
+    "/payouts/request",
+    status_code=202,
+    responses=fastapi_responses("post", "/api/payouts/request"),
+)
 def request_payout(
     body: PayoutBody, services: Svc, caller: Caller, key: IdempotencyKey
 ) -> JSONResponse:
@@ -200,7 +212,7 @@ def request_payout(
     return created(record.to_dict(), replayed=record.replayed, status=202)
 
 
-@router.post("/payouts/webhook")
+@router.post("/payouts/webhook", responses=fastapi_responses("post", "/api/payouts/webhook"))
 async def payouts_webhook(request: Request, services: Svc) -> dict[str, Any]:
     body = await request.body()
     signature = request.headers.get("Stripe-Signature", "")
@@ -211,11 +223,11 @@ async def payouts_webhook(request: Request, services: Svc) -> dict[str, Any]:
 # -- errors as problem responses ---------------------------------------------------------
 
 
-def problem_response(problem: ProblemError) -> JSONResponse:
+def problem_response(problem: Problem) -> JSONResponse:
     return JSONResponse(
-        problem.body,
+        problem.to_dict(),
         status_code=problem.status,
-        headers=problem.headers,
+        headers=dict(problem.headers),
         media_type=PROBLEM_JSON,
     )
 
@@ -229,7 +241,7 @@ def _field(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def on_problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc)
+        return problem_response(exc.problem)
 
     @app.exception_handler(LedgerError)
     async def on_ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
@@ -243,9 +255,13 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = list(exc.errors())
         broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
         if broken is not None:
-            return problem_response(malformed_json(str(broken.get("ctx", {}).get("error", ""))))
+            return problem_response(
+                malformed_json(str(broken.get("ctx", {}).get("error", ""))).problem
+            )
         return problem_response(
-            validation_failed([{"field": _field(e["loc"]), "message": e["msg"]} for e in errors])
+            validation_failed(
+                [{"field": _field(e["loc"]), "message": e["msg"]} for e in errors]
+            ).problem
         )
 
     @app.exception_handler(HTTPException)
@@ -253,12 +269,12 @@ def install_error_handlers(app: FastAPI) -> None:
         phrase = HTTPStatus(exc.status_code).phrase
         code = phrase.lower().replace(" ", "_").replace("-", "_")
         detail = exc.detail if isinstance(exc.detail, str) else phrase
-        return problem_response(ProblemError(exc.status_code, code, phrase, detail))
+        return problem_response(fail(exc.status_code, code, phrase, detail).problem)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return problem_response(unexpected_error())
+        return problem_response(unexpected_error().problem)
 
 
 def create_app(services: Services | None = None) -> FastAPI:
@@ -280,7 +296,38 @@ def create_app(services: Services | None = None) -> FastAPI:
     app = FastAPI(title="spaktok-ledger example (FastAPI)", lifespan=lifespan)
     app.include_router(router)
     install_error_handlers(app)
+    install_openapi(app)
     return app
+
+
+def install_openapi(app: FastAPI) -> None:
+    """FastAPI's generated document, with the shared response schemas and problem+json.
+
+    FastAPI generates the request side from the pydantic models. The routes'
+    ``responses=`` reference the schemas in ``examples/common/openapi.py``,
+    added to the components here; FastAPI's own 422 entry (its
+    ``HTTPValidationError``, which this app never sends) is replaced by the
+    problem this app does send.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version="1.0.0", routes=app.routes)
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(SCHEMAS)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            for route in router.routes:
+                path = getattr(route, "path", "")
+                for method in getattr(route, "methods", ()):
+                    operation = document["paths"][path][method.lower()]
+                    unprefixed = path.removeprefix("/api")
+                    declared = fastapi_responses(method.lower(), "/api" + unprefixed)
+                    operation["responses"] = {str(k): v for k, v in declared.items()}
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

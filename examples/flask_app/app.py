@@ -1,4 +1,4 @@
-"""The gift economy's HTTP API on Flask: the plan's seven endpoints and a price quote.
+"""The gift economy's HTTP API on Flask: buy coins, send gifts, read balances, cash out.
 
     POST /api/quotes                              price a coin pack for the caller
     POST /api/payments/create-checkout-session    pay a quote on Stripe Checkout
@@ -8,150 +8,69 @@
     GET  /api/transactions                        the caller's statement, paged
     POST /api/payouts/request                     a streamer cashes out
     POST /api/payouts/webhook                     Stripe (Connect endpoint)
+    GET  /api/openapi.json                        this API's OpenAPI 3.1 document
 
 The same API as the FastAPI example, with explicit request checks instead of
 pydantic. The caller is named by the ``X-User-Id`` header (a STAND-IN for
 real authentication, see ``examples/common/services.py``); library errors
-become RFC 9457 problem responses through the shared table. Run it with
+become RFC 9457 problem responses through the library's own table
+(``spaktok_ledger.http.problem_for``). Run it with
 ``flask --app examples.flask_app.app run`` (see README.md next to this file).
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
-import re
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
+from examples.common.openapi import openapi_document
 from examples.common.services import (
     IDEMPOTENCY_HEADER,
-    PROBLEM_JSON,
     USER_HEADER,
-    ProblemError,
     Services,
     authenticate,
     balance_body,
     build_services,
+    fail,
     gift_body,
     history_body,
-    malformed_json,
-    problem_for,
     replay_headers,
     require_idempotency_key,
     require_owner,
     unexpected_error,
-    validation_failed,
+)
+from examples.common.validation import (
+    CURRENCY_PATTERN,
+    ID_PATTERN,
+    Fields,
+    parse_json_object,
+    parse_query_int,
 )
 from flask import Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from spaktok_ledger import LedgerError
+from spaktok_ledger.http import PROBLEM_JSON, Problem, ProblemError, problem_for
 
 log = logging.getLogger("examples.flask_app")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
-CURRENCY_PATTERN = re.compile(r"^[A-Za-z]{3}$")
 Answer = tuple[Response, int, dict[str, str]]
 
 
-# -- explicit request checks -------------------------------------------------------------
+# -- explicit request checks (the field checks are shared with the Django example) ------
 
 
 def json_object() -> dict[str, Any]:
     """The request body as a JSON object: 400 if it is not JSON, 422 if not an object."""
-    raw = request.get_data()
-    if not raw.strip():
-        raise validation_failed([{"field": "body", "message": "Field required"}])
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise malformed_json(str(exc)) from None
-    if not isinstance(data, dict):
-        raise validation_failed([{"field": "body", "message": "must be a JSON object"}])
-    return data
-
-
-class Fields:
-    """Checks a JSON object's fields one by one, collecting every problem (then 422)."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-        self.errors: list[dict[str, str]] = []
-        self.known: set[str] = set()
-
-    def _fail(self, name: str, message: str) -> None:
-        self.errors.append({"field": name, "message": message})
-
-    def text(
-        self, name: str, *, pattern: re.Pattern[str] | None = None, max_length: int = 64
-    ) -> str:
-        """A required string (``""`` when it fails: :meth:`check` raises before it is used)."""
-        value = self.optional_text(name, pattern=pattern, max_length=max_length)
-        if self.data.get(name) is None:
-            self._fail(name, "Field required")
-        return value or ""
-
-    def optional_text(
-        self, name: str, *, pattern: re.Pattern[str] | None = None, max_length: int = 64
-    ) -> str | None:
-        self.known.add(name)
-        value = self.data.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            self._fail(name, "must be a non-empty string")
-        elif len(value) > max_length:
-            self._fail(name, f"must be at most {max_length} characters")
-        elif pattern is not None and not pattern.match(value):
-            self._fail(name, f"must match {pattern.pattern}")
-        else:
-            return value
-        return None
-
-    def integer(self, name: str, *, default: int, minimum: int, maximum: int) -> int:
-        self.known.add(name)
-        value = self.data.get(name, default)
-        # bool is an int in Python, and 3.0 is not a count: money is whole minor units.
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._fail(name, "must be an integer")
-        elif not minimum <= value <= maximum:
-            self._fail(name, f"must be from {minimum} to {maximum}")
-        else:
-            return value
-        return default
-
-    def amount(self, name: str) -> int | Literal["all"]:
-        self.known.add(name)
-        value = self.data.get(name)
-        if value == "all":
-            return "all"
-        if value is None:
-            self._fail(name, "Field required")
-        elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self._fail(name, 'must be a positive integer number of US cents, or "all"')
-        else:
-            return value
-        return "all"
-
-    def check(self) -> None:
-        """Unknown fields are errors too; raise everything found as one 422."""
-        for name in sorted(set(self.data) - self.known):
-            self._fail(name, "Extra inputs are not permitted")
-        if self.errors:
-            raise validation_failed(self.errors)
+    return parse_json_object(request.get_data())
 
 
 def query_int(name: str, *, default: int, minimum: int, maximum: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
-        raise validation_failed(
-            [{"field": name, "message": f"must be an integer from {minimum} to {maximum}"}]
-        )
-    return int(raw)
+    return parse_query_int(
+        request.args.get(name), name, default=default, minimum=minimum, maximum=maximum
+    )
 
 
 # -- the request's context ---------------------------------------------------------------
@@ -267,16 +186,25 @@ def payouts_webhook() -> Response:
     return jsonify(get_services().payouts.handle_webhook(body, signature).to_dict())
 
 
+def openapi() -> Response:
+    """The API's OpenAPI 3.1 document (hand-written, shared with the Django example)."""
+    return jsonify(openapi_document("spaktok-ledger example (Flask)"))
+
+
 # -- errors as problem responses ---------------------------------------------------------
 
 
-def problem_response(problem: ProblemError) -> Response:
+def problem_response(problem: Problem) -> Response:
     return Response(
-        json.dumps(problem.body),
+        problem.to_json(),
         status=problem.status,
-        headers=problem.headers,
+        headers=dict(problem.headers),
         mimetype=PROBLEM_JSON,
     )
+
+
+def on_problem(exc: ProblemError) -> Response:
+    return problem_response(exc.problem)
 
 
 def on_ledger_error(exc: LedgerError) -> Response:
@@ -290,12 +218,12 @@ def on_http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     name = exc.name or "Error"
     code = name.lower().replace(" ", "_").replace("-", "_")
-    return problem_response(ProblemError(status, code, name, exc.description or name))
+    return problem_response(fail(status, code, name, exc.description or name).problem)
 
 
 def on_crash(exc: Exception) -> Response:
     log.error("%s %s failed", request.method, request.path, exc_info=exc)
-    return problem_response(unexpected_error())
+    return problem_response(unexpected_error().problem)
 
 
 def create_app(services: Services | None = None) -> Flask:
@@ -314,10 +242,11 @@ def create_app(services: Services | None = None) -> Flask:
         ("/api/transactions", "GET", transactions),
         ("/api/payouts/request", "POST", request_payout),
         ("/api/payouts/webhook", "POST", payouts_webhook),
+        ("/api/openapi.json", "GET", openapi),
     ]
     for rule, method, view in routes:
         app.add_url_rule(rule, view_func=view, methods=[method])
-    app.register_error_handler(ProblemError, problem_response)
+    app.register_error_handler(ProblemError, on_problem)
     app.register_error_handler(LedgerError, on_ledger_error)
     app.register_error_handler(HTTPException, on_http_error)
     app.register_error_handler(Exception, on_crash)

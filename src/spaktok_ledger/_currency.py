@@ -502,8 +502,11 @@ def to_money(amount_minor: int, currency: str) -> Money:
     >>> to_money(1999, "USD")
     Money('19.99', 'USD')
     """
-    from moneyed import Money
-    from moneyed.classes import CurrencyDoesNotExist
+    from spaktok_ledger._extras import needs_extra
+
+    with needs_extra("to_money()"):
+        from moneyed import Money
+        from moneyed.classes import CurrencyDoesNotExist
 
     major = to_major(amount_minor, currency)
     try:

@@ -1,17 +1,20 @@
 """``spaktok-ledger``: the operator's command line.
 
-    spaktok-ledger [--db URL] [--prefix P] [--json] COMMAND [ARGS]
+    spaktok-ledger [--db URL] [--prefix P] [--json] [-q] COMMAND [ARGS]
 
+The global options may also follow the command (``balance ACCOUNT --json``).
 The database URL comes from ``--db``, else ``SPAKTOK_DATABASE_URL``, else the
-SQLite file ``./spaktok.db``. Human output is aligned tables with formatted
-money; ``--json`` prints one JSON document for scripts. Errors are one line
-on stderr. Exit codes (stable, for scripts):
+SQLite file ``./spaktok.db``; every command but ``migrate`` refuses a SQLite
+file that does not exist rather than create an empty one. Human output is
+aligned tables with formatted money; ``--json`` prints one JSON document for
+scripts. Errors are one line on stderr. Exit codes (stable, for scripts):
 
 ====  =====================================================================
 0     success
 1     the command ran and found a problem (``verify``), or was refused
       (insufficient funds, idempotency conflict, a rule of the ledger)
-2     usage error (bad arguments, an invalid account code or amount)
+2     usage error (bad arguments, an invalid account code or amount), or an
+      optional package missing (the message names the extra to install)
 3     something named does not exist (account, entry, pack, streamer)
 4     the database is unreachable or its schema is missing or out of date
 ====  =====================================================================
@@ -24,15 +27,18 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import sqlalchemy as sa
 
 from spaktok_ledger._errors import InvalidInput, LedgerError, NotFound, SchemaError
+from spaktok_ledger._extras import extra_for, missing_module
 from spaktok_ledger._format import format_price
 from spaktok_ledger._store import DEFAULT_PREFIX, Ledger
 
@@ -44,6 +50,22 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_DATABASE = 4
 DEFAULT_DB = "sqlite:///spaktok.db"
+
+# The environment variables the CLI reads: the same names as the example apps
+# (docs/cli.md#environment-variables and examples/README.md list them).
+ENV_DATABASE_URL: Final = "SPAKTOK_DATABASE_URL"
+ENV_TABLE_PREFIX: Final = "SPAKTOK_TABLE_PREFIX"
+ENV_PACKS: Final = "SPAKTOK_PACKS"
+ENV_RATES: Final = "SPAKTOK_RATES"
+ENV_OXR_APP_ID: Final = "OPENEXCHANGERATES_APP_ID"
+ENV_FIXER_KEY: Final = "FIXER_ACCESS_KEY"
+ENV_STRIPE_KEY: Final = "STRIPE_SECRET_KEY"
+ENV_STRIPE_BASE: Final = "STRIPE_API_BASE"
+ENV_CONNECT_SECRET: Final = "STRIPE_CONNECT_WEBHOOK_SECRET"  # noqa: S105 - a variable's name
+# Older names still read, with a warning: old name -> current name.
+DEPRECATED_ENV: Final[Mapping[str, str]] = {"OXR_APP_ID": ENV_OXR_APP_ID}
+# What each command needs beyond the core, for the message when it is missing.
+RATE_SOURCES: Final = ("ecb", "openexchangerates", "fixer")
 
 
 class UsageError(Exception):
@@ -60,8 +82,23 @@ class Context:
     def json(self) -> bool:
         return bool(self.args.json)
 
-    def ledger(self) -> Ledger:
+    def ledger(self, *, create: bool = False) -> Ledger:
+        """The ledger at ``--db``; unless ``create``, a SQLite file must already exist
+        (a mistyped path is an error, not a new empty database)."""
+        if not create:
+            _require_sqlite_file(self.args.db)
         return Ledger(self.args.db, prefix=self.args.prefix)
+
+    def env(self, name: str) -> str | None:
+        """An environment variable, or its deprecated older name (with a warning)."""
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+        for old, new in DEPRECATED_ENV.items():
+            if new == name and os.environ.get(old, "").strip():
+                self.err.write(f"warning: {old} is deprecated; set {new} instead\n")
+                return os.environ[old].strip()
+        return None
 
     def emit(self, data: Any, human: Callable[[], object]) -> None:
         if self.json:
@@ -72,6 +109,23 @@ class Context:
 
     def progress(self, label: str) -> Progress:
         return Progress(label, self.err, enabled=not self.args.quiet)
+
+
+def _require_sqlite_file(url: str) -> None:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return  # Ledger() reports a bad URL
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    if not Path(database).exists():
+        raise SchemaError(
+            f"no SQLite database at {database} (a mistyped path?); "
+            "`spaktok-ledger migrate` creates one"
+        )
 
 
 def _json_default(value: object) -> Any:
@@ -94,19 +148,39 @@ def table(
 ) -> None:
     """Print an aligned text table; columns in ``right`` are right-aligned (numbers)."""
     cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    widths = [max(display_width(row[i]) for row in cells) for i in range(len(headers))]
     right_set = set(right)
 
+    def pad(cell: str, i: int) -> str:
+        fill = " " * (widths[i] - display_width(cell))
+        return fill + cell if i in right_set else cell + fill
+
     def line(row: Sequence[str]) -> str:
-        return "  ".join(
-            cell.rjust(widths[i]) if i in right_set else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
+        return "  ".join(pad(cell, i) for i, cell in enumerate(row)).rstrip()
 
     out.write(line(cells[0]) + "\n")
     out.write("  ".join("-" * w for w in widths) + "\n")
     for row in cells[1:]:
         out.write(line(row) + "\n")
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: East Asian wide and fullwidth characters take
+    two (``unicodedata.east_asian_width`` "W"/"F": ``￥``, CJK), combining marks none."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def rate_text(rate: Decimal, significant: int = 6) -> str:
+    """A rate for people: ``significant`` digits (more only for the integer part),
+    rounded half-even; ``160.61653432975245213`` -> ``160.617``. JSON keeps every digit."""
+    places = max(significant - (rate.adjusted() + 1), 0)
+    shown = rate.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return f"{shown:f}"
 
 
 class Progress:
@@ -142,7 +216,7 @@ class Progress:
 
 
 def cmd_migrate(ctx: Context) -> int:
-    with ctx.ledger() as ledger:
+    with ctx.ledger(create=True) as ledger:
         revision = ledger.migrate()
     ctx.emit(
         {"revision": revision, "prefix": ctx.args.prefix},
@@ -385,7 +459,7 @@ def cmd_mature_earnings(ctx: Context) -> int:
 def _pack_catalogue(ctx: Context) -> Any:
     from spaktok_ledger._pricing import PackCatalogue
 
-    path = ctx.args.packs or os.environ.get("SPAKTOK_PACKS")
+    path = ctx.args.packs or ctx.env(ENV_PACKS)
     if path:
         return PackCatalogue.load(path)
     from spaktok_ledger._demo import PACKS
@@ -409,17 +483,23 @@ def _rate_provider(ctx: Context) -> Any:
         # A saved file counts as current: this is for previews and offline use.
         return fx.StaticRateProvider(dict(table.rates), base=table.base, source="file")
     provider: Any
-    if ctx.args.rates == "ecb":
+    source = ctx.args.rates or ctx.env(ENV_RATES) or "ecb"
+    source = "openexchangerates" if source == "oxr" else source
+    if source not in RATE_SOURCES:
+        raise UsageError(f"--rates / {ENV_RATES} must be one of {', '.join(RATE_SOURCES)}")
+    if source == "ecb":
         provider = fx.ECBRateProvider()
-    elif ctx.args.rates == "oxr":
-        app_id = os.environ.get("OXR_APP_ID")
+    elif source == "openexchangerates":
+        app_id = ctx.env(ENV_OXR_APP_ID)
         if not app_id:
-            raise UsageError("--rates oxr needs the OXR_APP_ID environment variable")
+            raise UsageError(
+                f"--rates openexchangerates needs the {ENV_OXR_APP_ID} environment variable"
+            )
         provider = fx.OpenExchangeRatesProvider(app_id=app_id)
     else:
-        key = os.environ.get("FIXER_ACCESS_KEY")
+        key = ctx.env(ENV_FIXER_KEY)
         if not key:
-            raise UsageError("--rates fixer needs the FIXER_ACCESS_KEY environment variable")
+            raise UsageError(f"--rates fixer needs the {ENV_FIXER_KEY} environment variable")
         provider = fx.FixerRateProvider(access_key=key)
     return fx.CachedRateProvider(provider)
 
@@ -453,7 +533,7 @@ def cmd_quote(ctx: Context) -> int:
                     quote.total_coins,
                     money(quote.usd_price_minor),
                     display,
-                    f"{quote.rate} {quote.currency}/USD",
+                    f"{rate_text(quote.rate)} {quote.currency}/USD",
                     quote.rate_source,
                     quote.expires_at.strftime("%H:%M:%S UTC"),
                 ]
@@ -467,14 +547,14 @@ def cmd_quote(ctx: Context) -> int:
     return EXIT_OK
 
 
-def _gateway() -> Any:
+def _gateway(ctx: Context) -> Any:
     """The Stripe gateway from the environment (``STRIPE_API_BASE``: a fake Stripe's URL)."""
     from spaktok_ledger._stripe import StripeGateway
 
-    key = os.environ.get("STRIPE_SECRET_KEY")
+    key = ctx.env(ENV_STRIPE_KEY)
     if not key:
-        raise UsageError("set STRIPE_SECRET_KEY (a restricted key is enough) to talk to Stripe")
-    base = os.environ.get("STRIPE_API_BASE")
+        raise UsageError(f"set {ENV_STRIPE_KEY} (a restricted key is enough) to talk to Stripe")
+    base = ctx.env(ENV_STRIPE_BASE)
     if base:
         from spaktok_ledger.testing import stripe_client
 
@@ -485,14 +565,14 @@ def _gateway() -> Any:
 def cmd_reconcile_payouts(ctx: Context) -> int:
     from spaktok_ledger._service import GiftEconomy, Payouts
 
-    gateway = _gateway()
+    gateway = _gateway(ctx)
     with ctx.ledger() as ledger:
         ledger.check_schema()
         payouts = Payouts(
             GiftEconomy(ledger),
             gateway,
             # Reconciliation fetches from Stripe and reads no webhooks.
-            connect_webhook_secret=os.environ.get("STRIPE_CONNECT_WEBHOOK_SECRET", "unused"),
+            connect_webhook_secret=ctx.env(ENV_CONNECT_SECRET) or "unused",
             manual_payouts=ctx.args.manual,
         )
         found = payouts.reconcile(limit=ctx.args.limit, settled_within_days=ctx.args.days)
@@ -532,27 +612,46 @@ def cmd_demo(ctx: Context) -> int:
 # -- wiring ------------------------------------------------------------------
 
 
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes; on the subcommands without defaults
+    (``SUPPRESS``), so they override the values given before the command only
+    when they are given after it."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--db",
+        default=default(os.environ.get(ENV_DATABASE_URL, DEFAULT_DB)),
+        help=f"database URL (default: ${ENV_DATABASE_URL} or {DEFAULT_DB})",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=default(os.environ.get(ENV_TABLE_PREFIX, DEFAULT_PREFIX)),
+        help=f"table name prefix (default: ${ENV_TABLE_PREFIX} or {DEFAULT_PREFIX})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON for scripts"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="no progress output"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spaktok-ledger",
         description="Operate a spaktok-ledger database: schema, balances, history, checks.",
     )
-    parser.add_argument(
-        "--db",
-        default=os.environ.get("SPAKTOK_DATABASE_URL", DEFAULT_DB),
-        help="database URL (default: $SPAKTOK_DATABASE_URL or sqlite:///spaktok.db)",
-    )
-    parser.add_argument(
-        "--prefix",
-        default=os.environ.get("SPAKTOK_TABLE_PREFIX", DEFAULT_PREFIX),
-        help=f"table name prefix (default: {DEFAULT_PREFIX})",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[Context], int], help_: str, *aliases: str) -> Any:
-        p = sub.add_parser(name, help=help_, aliases=list(aliases), description=help_)
+        p = sub.add_parser(
+            name, help=help_, aliases=list(aliases), description=help_, parents=[common]
+        )
         p.set_defaults(handler=fn)
         return p
 
@@ -588,7 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--currency", help="ISO 4217 code (default: the locale's, else USD)")
     p.add_argument("--locale", help="CLDR locale for the currency and formatting, e.g. de_DE")
     p.add_argument("--packs", help="pack catalogue .toml/.json (default: $SPAKTOK_PACKS or demo)")
-    p.add_argument("--rates", choices=["ecb", "oxr", "fixer"], default="ecb")
+    p.add_argument(
+        "--rates",
+        choices=[*RATE_SOURCES, "oxr"],
+        help=f"rate provider (default: ${ENV_RATES} or ecb; oxr = openexchangerates)",
+    )
     p.add_argument("--rates-file", help="a saved ECB/OXR/Fixer response to price from (offline)")
     p.add_argument("--save", action="store_true", help="store the quote for checkout")
     p = add("demo", cmd_demo, "run the gift-economy demo on a fresh SQLite file")
@@ -622,6 +725,15 @@ def main(
     except LedgerError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_FAILED
+    except ImportError as exc:
+        extra = extra_for(exc)
+        if extra is None:
+            raise
+        err.write(
+            f"error: `{args.command}` needs the {missing_module(exc)!r} package: "
+            f"pip install 'spaktok-ledger[{extra}]'\n"
+        )
+        return EXIT_USAGE
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         err.write(f"error: cannot use the database: {first}\n")

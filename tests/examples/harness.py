@@ -1,4 +1,4 @@
-"""The example apps' end-to-end contract, shared by the FastAPI and Flask test modules.
+"""The example apps' end-to-end contract, shared by the FastAPI, Flask and Django test modules.
 
 Each test class subclasses :class:`AppContract` and says how to start its app.
 The fixtures start a FakeStripe in this process, then the app in a subprocess
@@ -7,6 +7,10 @@ PostgreSQL database), and drive it over HTTP with httpx. What the apps leave
 to back-office tools (registering streamers, Connect accounts, crediting
 coins) the tests do directly through the library, on the same database and
 prefix, as an admin tool would.
+
+Every response the tests receive is checked against the app's own OpenAPI
+document (:class:`OpenAPICheck`): its status must be documented for the route,
+with the content type and the JSON Schema the document gives.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
+import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
 from examples.common.services import Services, Settings, build_services
 
 from spaktok_ledger.testing import FakeStripe, signed_event
@@ -77,10 +84,64 @@ def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     return body
 
 
+class OpenAPICheck:
+    """Validates real responses against an OpenAPI 3.1 document's response schemas."""
+
+    BASE = "urn:spaktok-example:openapi"
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        assert document["openapi"].startswith("3.1"), document["openapi"]
+        self.document = document
+        resource = referencing.jsonschema.DRAFT202012.create_resource(document)
+        self.registry: referencing.Registry[Any] = referencing.Registry().with_resource(
+            self.BASE, resource
+        )
+        self.checked: list[tuple[str, str, int]] = []
+
+    @staticmethod
+    def _pointer(*parts: str) -> str:
+        return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+    def check(self, response: httpx.Response) -> None:
+        """Raise AssertionError unless the response is one the document describes."""
+        method = response.request.method.lower()
+        path = response.request.url.path
+        operation = self.document["paths"].get(path, {}).get(method)
+        if operation is None:
+            return  # not an API route (an unknown URL, the document itself)
+        responses = operation["responses"]
+        documented = responses.get(str(response.status_code))
+        assert documented is not None, (
+            f"{method.upper()} {path} answered {response.status_code}, which its OpenAPI "
+            f"document does not list (it lists {sorted(responses)}): {response.text}"
+        )
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        content = documented.get("content", {})
+        assert media_type in content, (
+            f"{method.upper()} {path} {response.status_code}: content type {media_type!r}, "
+            f"documented {sorted(content)}"
+        )
+        pointer = self._pointer(
+            "paths", path, method, "responses", str(response.status_code), "content",
+            media_type, "schema",
+        )
+        validator = jsonschema.Draft202012Validator(
+            {"$ref": f"{self.BASE}#/{pointer}"}, registry=self.registry
+        )
+        errors = sorted(validator.iter_errors(response.json()), key=lambda e: e.path)
+        assert not errors, (
+            f"{method.upper()} {path} {response.status_code} does not match its documented "
+            f"schema: {[e.message for e in errors]}\n{response.text}"
+        )
+        self.checked.append((method, path, response.status_code))
+
+
 class AppContract:
-    """The HTTP behaviour both example apps must have; subclasses say how to start theirs."""
+    """The HTTP behaviour every example app must have; subclasses say how to start theirs."""
 
     prefix: ClassVar[str]
+    openapi_path: ClassVar[str] = "/api/openapi.json"
+    """Where the app serves its OpenAPI document."""
 
     @classmethod
     def command(cls, port: int) -> list[str]:
@@ -148,9 +209,25 @@ class AppContract:
         yield services
         services.close()
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def openapi(cls, server: str) -> OpenAPICheck:
+        """The app's own OpenAPI document, as served."""
+        response = httpx.get(server + cls.openapi_path, timeout=30, trust_env=False)
+        assert response.status_code == 200, response.text
+        return OpenAPICheck(response.json())
+
     @pytest.fixture
-    def api(self, server: str) -> Iterator[httpx.Client]:
-        with httpx.Client(base_url=server, timeout=30, trust_env=False) as client:
+    def api(self, server: str, openapi: OpenAPICheck) -> Iterator[httpx.Client]:
+        """An HTTP client whose every response is checked against the OpenAPI document."""
+
+        def check(response: httpx.Response) -> None:
+            response.read()
+            openapi.check(response)
+
+        with httpx.Client(
+            base_url=server, timeout=30, trust_env=False, event_hooks={"response": [check]}
+        ) as client:
             yield client
 
     # -- helpers ---------------------------------------------------------------------------
@@ -260,7 +337,7 @@ class AppContract:
             json={"streamer_id": "bob", "gift_id": "heart", "quantity": 3},
             headers=self.as_user("alice", "g2"),
         )
-        assert retried.status_code == 201
+        assert retried.status_code == 201, retried.text
         assert retried.headers["Idempotent-Replayed"] == "true"
         assert retried.json() == receipts[1]
 

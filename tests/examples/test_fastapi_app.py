@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 class TestFastAPIApp(AppContract):
     prefix = "ex_fastapi_"
+    openapi_path = "/openapi.json"
 
     @classmethod
     def command(cls, port: int) -> list[str]:

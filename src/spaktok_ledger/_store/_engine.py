@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from spaktok_ledger._errors import InvalidInput, LedgerBusy
+from spaktok_ledger._extras import needs_extra
 
 __all__ = [
     "READ_ONLY",
@@ -55,7 +56,8 @@ def create_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
         raise InvalidInput(
             f"spaktok-ledger supports SQLite and PostgreSQL, not {backend!r}", backend=backend
         )
-    engine = sa.create_engine(parsed, **kwargs)
+    with needs_extra(f"a {backend} database"):  # psycopg: the postgres extra
+        engine = sa.create_engine(parsed, **kwargs)
     if backend == "sqlite":
         configure_sqlite(engine)
     return engine

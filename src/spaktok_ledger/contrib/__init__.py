@@ -1,0 +1,1 @@
+"""Integrations with host frameworks (``spaktok_ledger.contrib.django``)."""
