@@ -48,7 +48,9 @@ from spaktok_ledger._catalogue import (
     parse_toml_catalogue,
 )
 from spaktok_ledger._currency import (
+    EXPONENT_TABLE_VERSION,
     check_rounding,
+    currency_exponent,
     currency_info,
     stripe_minimum_charge_minor,
     to_major,
@@ -62,10 +64,11 @@ from spaktok_ledger._errors import (
     InvalidInput,
     QuoteExpired,
     RateStale,
+    UnitsMismatch,
     UnknownPack,
     UnsupportedCurrency,
 )
-from spaktok_ledger._format import format_price, parse_locale
+from spaktok_ledger._format import display_digits, format_price, parse_locale
 from spaktok_ledger._money import check_minor
 from spaktok_ledger.fx._rates import (
     Clock,
@@ -218,15 +221,17 @@ class PriceEnding:
         * ``.x90`` for three-decimal currencies (KWD 1.590), whose major unit is worth
           about three dollars, too coarse for whole-unit endings;
         * two significant digits for zero-decimal currencies (JPY 1,600) and for those
-          CLDR prices in whole units in cash (HUF, TWD, IDR, SEK, CZK).
+          CLDR prices in whole units in cash (HUF, TWD, IDR, SEK, CZK). This is the
+          one place where CLDR data (babel) picks an amount: a pricing convention
+          for new quotes, never the meaning of a stored one.
 
         >>> PriceEnding.charm("JPY") == PriceEnding.nice(2)
         True
         """
         info = currency_info(currency)
-        if info.display_exponent == 0 or info.cash_exponent == 0:
+        if info.exponent == 0 or display_digits(info.code, cash=True) == 0:
             return cls.nice(2)
-        if info.display_exponent >= 3:
+        if info.exponent >= 3:
             return cls(step=Decimal("0.1"), offset=Decimal("0.01"))
         return cls.ninety_nine()
 
@@ -282,7 +287,7 @@ def check_stripe_minimum(amount_minor: int, currency: str, usd_rate: Rate | Deci
     amount = check_minor(amount_minor)
     code = validate_currency(currency)
     rate_value = _rate_value(usd_rate, code)
-    exponent = currency_info(code).display_exponent
+    exponent = currency_info(code).exponent
     own_minimum = stripe_minimum_charge_minor(code)
     if own_minimum is not None and amount < own_minimum:
         raise AmountBelowMinimum(
@@ -346,7 +351,7 @@ def local_price(
     if code == "USD":
         markup = 0
     mode = check_rounding(rounding)
-    exponent, increment = info.display_exponent, info.charge_increment_minor
+    exponent, increment = info.exponent, info.charge_increment_minor
 
     # The exact local amount in minor units, as a rational: nothing rounds here.
     exact = (
@@ -574,7 +579,7 @@ class Quote:
     """The coins' face value F in US cents."""
     currency: str
     local_amount_minor: int
-    """What checkout charges, in ``currency`` minor units (display exponent)."""
+    """What checkout charges, in ``currency`` minor units (ISO 4217 exponent, see ``exponent``)."""
     rate: Decimal
     """USD -> ``currency`` rate used (before the markup)."""
     markup_bps: int
@@ -585,7 +590,11 @@ class Quote:
     expires_at: datetime
     locale: str | None = None
     display: str | None = None
-    """The formatted price for ``locale``, if one was given."""
+    """The formatted price for ``locale``, if one was given (every charged digit shown)."""
+    exponent: int | None = None
+    """The exponent ``local_amount_minor`` is written in; filled from the library's
+    ISO 4217 table when omitted. A quote written under another exponent (another
+    table version) is refused with ``UnitsMismatch`` rather than charged at the wrong scale."""
 
     def __post_init__(self) -> None:
         for name in ("id", "pack_id", "rate_source"):
@@ -597,7 +606,18 @@ class Quote:
             if value < 0:
                 raise InvalidInput(f"quote {name} must not be negative")
             object.__setattr__(self, name, value)
-        validate_currency(self.currency)
+        expected = currency_exponent(self.currency)
+        if self.exponent is None:
+            object.__setattr__(self, "exponent", expected)
+        elif isinstance(self.exponent, bool) or self.exponent != expected:
+            raise UnitsMismatch(
+                f"quote {self.id} holds {self.currency} amounts at exponent {self.exponent!r}; "
+                f"this library's table ({EXPONENT_TABLE_VERSION}) uses {expected}: "
+                "rescale stored quotes with `spaktok-ledger migrate-units`",
+                currency=self.currency,
+                stored_exponent=self.exponent,
+                expected_exponent=expected,
+            )
         amount = check_minor(self.local_amount_minor, name="local_amount_minor", allow_zero=False)
         if amount < 0:
             raise InvalidInput("quote local_amount_minor must be positive")
@@ -646,6 +666,7 @@ class Quote:
             "expires_at": self.expires_at.isoformat(),
             "locale": self.locale,
             "display": self.display,
+            "exponent": self.exponent,
         }
 
     @classmethod
@@ -654,7 +675,9 @@ class Quote:
         if not isinstance(data, Mapping):
             raise InvalidInput("a quote must be a mapping")
         expected = set(_QUOTE_FIELDS)
-        missing = expected - {"locale", "display"} - set(data)
+        # locale and display are optional; exponent is absent from quotes
+        # written before 0.2.0 (their table's exponent is then assumed).
+        missing = expected - {"locale", "display", "exponent"} - set(data)
         unknown = set(data) - expected
         if missing or unknown:
             raise InvalidInput(f"quote keys: missing {sorted(missing)}, unknown {sorted(unknown)}")
@@ -675,6 +698,7 @@ class Quote:
             "face_value_usd_minor",
             "local_amount_minor",
             "markup_bps",
+            *(("exponent",) if values.get("exponent") is not None else ()),
         ):
             if isinstance(values[name], bool) or not isinstance(values[name], int):
                 raise InvalidInput(f"quote {name} must be an integer")
@@ -777,5 +801,6 @@ def make_quote(
         created_at=now,
         expires_at=now + ttl,
         locale=locale,
-        display=None if locale is None else format_price(amount, code, locale),
+        # What is displayed is what is charged: no stored digit is rounded away.
+        display=None if locale is None else format_price(amount, code, locale, rounding=None),
     )
