@@ -186,6 +186,7 @@ from spaktok_ledger._store import (
     current_revision,
     head_revision,
     migrate,
+    migrate_units,
     tables_for,
 )
 from spaktok_ledger._stripe import StripeGateway
@@ -337,6 +338,7 @@ __all__ = [
     "local_price",
     "make_quote",
     "migrate",
+    "migrate_units",
     "split",
     "stripe_charge_increment",
     "stripe_exponent",

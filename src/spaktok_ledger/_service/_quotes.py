@@ -100,11 +100,15 @@ class QuoteStore:
         """Read a quote on ``conn`` (inside a caller's transaction)."""
         if not isinstance(quote_id, str) or not quote_id or len(quote_id) > 64:
             raise UnknownQuote(f"no quote {quote_id!r}", quote_id=quote_id)
-        data = conn.execute(sa.select(self._table.c.quote).where(self._table.c.id == quote_id))
-        found = data.scalar()
+        t = self._table
+        found = conn.execute(
+            sa.select(t.c.quote, t.c.local_exponent).where(t.c.id == quote_id)
+        ).first()
         if found is None:
             raise UnknownQuote(f"no quote {quote_id!r}", quote_id=quote_id)
-        return Quote.from_dict(found)
+        # The row's recorded units, not whatever the current table says: a quote
+        # written at another exponent is refused (UnitsMismatch), never misread.
+        return Quote.from_dict({**found.quote, "exponent": found.local_exponent})
 
     def get_valid(self, quote_id: str, now: datetime) -> Quote:
         """The stored quote if it can still be charged at ``now``, else ``QuoteExpired``."""
