@@ -40,3 +40,62 @@ def test_doc_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monkey
         code = compile(source, f"{path.relative_to(ROOT)}:{line}", "exec")
         exec(code, namespace)
     os.chdir(ROOT)
+
+
+# --- the same blocks, type-checked -------------------------------------------------
+#
+# A reader's editor runs a type checker over what they paste: every page's blocks,
+# joined in order as one module, must pass ``mypy --strict`` like the library does.
+# One mypy run covers every page (its cache lives in .mypy_cache/docs).
+
+
+def _module_for(path: Path) -> tuple[str, list[int]]:
+    """The page's blocks as one module, and for each module line the page line it came from."""
+    lines: list[str] = []
+    origin: list[int] = []
+    for start, source in python_blocks(path):
+        for offset, text in enumerate(source.splitlines()):
+            lines.append(text)
+            origin.append(start + 1 + offset)
+    return "\n".join(lines) + "\n", origin
+
+
+@pytest.fixture(scope="module")
+def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Run mypy --strict once over every page's blocks; errors per page, at page lines."""
+    from mypy import api
+
+    folder = tmp_path_factory.mktemp("doc_blocks")
+    origins: dict[str, tuple[Path, list[int]]] = {}
+    for path in RUNNABLE:
+        module = f"docs_{path.stem.replace('-', '_').lower()}"
+        text, origin = _module_for(path)
+        (folder / f"{module}.py").write_text(text)
+        origins[module] = (path, origin)
+    stdout, stderr, _status = api.run([
+        "--strict",
+        "--python-version", "3.11",
+        "--cache-dir", str(ROOT / ".mypy_cache" / "docs"),
+        "--no-error-summary",
+        "--show-error-codes",
+        "--config-file", str(ROOT / "pyproject.toml"),
+        *sorted(str(p) for p in folder.glob("*.py")),
+    ])
+    assert not stderr, stderr
+    errors: dict[str, list[str]] = {path.name: [] for path in RUNNABLE}
+    pattern = re.compile(r"^.*?(docs_\w+)\.py:(\d+): (error|note): (.*)$")
+    for line in stdout.splitlines():
+        match = pattern.match(line)
+        assert match, f"unexpected mypy output: {line}"
+        module, number, kind, message = match.groups()
+        if kind != "error":
+            continue
+        path, origin = origins[module]
+        errors[path.name].append(f"{path.name}:{origin[int(number) - 1]}: {message}")
+    return errors
+
+
+@pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: p.name)
+def test_doc_examples_type_check(path: Path, mypy_errors: dict[str, list[str]]) -> None:
+    """The file's Python examples pass mypy --strict, as a reader's editor would check them."""
+    assert mypy_errors[path.name] == [], "\n".join(mypy_errors[path.name])

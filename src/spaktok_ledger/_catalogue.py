@@ -12,7 +12,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -152,7 +152,8 @@ class GiftCatalogue:
     5000
     """
 
-    gifts: tuple[Gift, ...]
+    gifts: Sequence[Gift]
+    """The gifts, in display order (any sequence; stored as a tuple)."""
     _by_id: dict[str, Gift] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -473,8 +473,8 @@ class PackCatalogue:
     500
     """
 
-    packs: tuple[CoinPack, ...]
-    """The packs, in display order."""
+    packs: Sequence[CoinPack]
+    """The packs, in display order (any sequence; stored as a tuple)."""
     coin_value_usd_minor: int = 1
     """Face value of one coin in US cents."""
     _by_id: dict[str, CoinPack] = field(init=False, repr=False, compare=False)

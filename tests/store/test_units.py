@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -31,6 +33,9 @@ from spaktok_ledger import (
 )
 from spaktok_ledger._service._quotes import QuoteStore
 from spaktok_ledger._store._migrate import upgrade_schema
+
+pytestmark = pytest.mark.money
+_examples = itertools.count()
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -296,7 +301,7 @@ def test_new_rows_record_the_librarys_units(ledger, engine, prefix):
 def test_rescaling_keeps_every_major_value_and_the_invariants(engine, amounts, shift, iso_table):
     """For any postings and any finer exponent, rescaling keeps each balance's major value,
     and the books still balance and verify."""
-    prefix = f"r{abs(hash((tuple(amounts), shift))) % 10**8}_"
+    prefix = f"r{os.getpid()}_{next(_examples)}_"  # a fresh ledger for every example
     iso_table(KWD=3)
     ledger = Ledger(engine, prefix=prefix)
     ledger.migrate()
@@ -313,3 +318,32 @@ def test_rescaling_keeps_every_major_value_and_the_invariants(engine, amounts, s
         before
     ).scaleb(-3)
     assert ledger.verify().ok and ledger.trial_balance().balanced
+
+
+def test_cli_migrate_units(tmp_path):
+    """`migrate` exits 4 naming the command; `migrate-units` reports progress and rescales."""
+    import io
+    import json
+
+    from spaktok_ledger.cli import main
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    write_0_1_0_books(engine, "spaktok_")
+    engine.dispose()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["--db", url, *args], out=out, err=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, _, err = run("migrate")
+    assert code == 4 and "migrate-units" in err and "ALL" in err
+    code, out, err = run("migrate-units", "--dry-run")
+    assert code == 0 and "dry run" in out and "rescaling" in err
+    code, out, err = run("--json", "migrate-units")
+    assert code == 0 and err.splitlines()[-1].startswith("migrate-units: done")
+    assert {row["currency"] for row in json.loads(out)["rescaled"]} == {"ALL"}
+    assert run("migrate")[0] == 0
+    code, out, _ = run("migrate-units")
+    assert code == 0 and "already" in out

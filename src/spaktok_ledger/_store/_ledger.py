@@ -669,8 +669,8 @@ class Ledger:
             metadata=dict(draft.metadata),
             effective_at=(draft.effective_at or now).astimezone(UTC),
             recorded_at=now,
-            postings=draft.postings,
-            balance_postings=draft.postings,
+            postings=tuple(draft.postings),
+            balance_postings=tuple(draft.postings),
             expires_at=expires_at,
         )
 

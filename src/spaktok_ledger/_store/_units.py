@@ -140,7 +140,7 @@ def check_units(conn: Connection, tables: LedgerTables) -> None:
         f"(ISO 4217 table {EXPONENT_TABLE_VERSION}; Stripe's units): "
         + "; ".join(p.describe(tables.prefix) for p in problems)
         + ". Nothing was read or changed. To migrate: back up the database, then run "
-        f"`spaktok-ledger migrate-units --url <database URL> --prefix {tables.prefix}` "
+        f"`spaktok-ledger --db <database URL> --prefix {tables.prefix} migrate-units` "
         "(it rescales these rows in one transaction and refuses if an amount cannot be "
         "rescaled exactly; see docs/pricing.md, 'Units'), or keep running the "
         "spaktok-ledger version that wrote them.",
