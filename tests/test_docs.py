@@ -1,4 +1,5 @@
-"""Every Python code block in docs/*.md and README.md runs, top to bottom, per file.
+"""Every Python code block in docs/*.md and README.md runs, top to bottom, per file,
+and passes ``mypy --strict``; every docstring example in the package runs too.
 
 Blocks of one file share a namespace, like a reader typing them into one
 session; each file runs in its own empty working directory. A block can show
@@ -8,11 +9,16 @@ block, so the docs cannot rot.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import os
+import pkgutil
 import re
 from pathlib import Path
 
 import pytest
+
+import spaktok_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
@@ -99,3 +105,22 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
 def test_doc_examples_type_check(path: Path, mypy_errors: dict[str, list[str]]) -> None:
     """The file's Python examples pass mypy --strict, as a reader's editor would check them."""
     assert mypy_errors[path.name] == [], "\n".join(mypy_errors[path.name])
+
+
+# --- docstring examples -------------------------------------------------------------
+
+MODULES = sorted(
+    name
+    for _, name, _ in pkgutil.walk_packages(spaktok_ledger.__path__, "spaktok_ledger.")
+    if ".migrations" not in name and not name.endswith("__main__")
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``>>>`` examples in the module's docstrings produce what they show."""
+    monkeypatch.chdir(tmp_path)
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
