@@ -726,3 +726,12 @@ def test_quote_display_is_what_is_charged():
                        locale="en_US")
     assert quote.local_amount_minor == 46173  # 4.99 x 92.5301 = 461.7252 -> 461.73
     assert quote.display == "ALL461.73"
+
+
+def test_a_locale_currency_outside_the_table_is_quoted_in_usd(monkeypatch):
+    """CLDR may name a currency the ISO table lacks (gold, an old code): the viewer gets USD."""
+    from spaktok_ledger._service import _quotes
+
+    assert _quotes.quote_currency(currency=None, locale="hu_HU") == "HUF"
+    monkeypatch.setattr(_quotes, "default_currency_for_locale", lambda _locale: "XAU")
+    assert _quotes.quote_currency(currency=None, locale="hu_HU") == "USD"

@@ -126,6 +126,8 @@ def format_price(
     # (with the named mode), never the amount itself. babel would otherwise
     # round with the thread's decimal context.
     digits = display_digits(code)
+    # Without a mode, ROUND_UP only detects a fraction CLDR would hide (any
+    # non-zero one moves the value); that display then keeps every digit.
     shown = major.quantize(Decimal(1).scaleb(-digits), rounding=mode or ROUND_UP)
     pattern = None
     if mode is None and shown != major:
@@ -135,7 +137,7 @@ def format_price(
     try:
         safe = _apostrophe_safe(parsed, numbering_system)
         text = format_currency(
-            major if pattern else shown,
+            shown if pattern is None else major,
             code,
             format=pattern,
             locale=safe or parsed,

@@ -114,7 +114,7 @@ def write_0_1_0_books(engine: sa.Engine, prefix: str) -> None:
             ("local:all:owed", "liability", "ALL"),
             ("local:huf:cash", "asset", "HUF"),
             ("local:huf:owed", "liability", "HUF"),
-            ("user:alice:wallet", "liability", "USD"),
+            ("local:usd:cash", "liability", "USD"),
         ]:
             ids[code] = conn.execute(
                 t["accounts"].insert().returning(t["accounts"].c.id),
@@ -143,7 +143,7 @@ def write_0_1_0_books(engine: sa.Engine, prefix: str) -> None:
                     "allow_overdraft": True, "posted": posted,
                 })
         conn.execute(t["balances"].insert(), {
-            "account_id": ids["user:alice:wallet"], "shard": 0, "normal_sign": -1,
+            "account_id": ids["local:usd:cash"], "shard": 0, "normal_sign": -1,
             "allow_overdraft": True, "posted": 0,
         })
         for quote_id, currency, amount in [("q_all", "ALL", 4617), ("q_huf", "HUF", 737604)]:
@@ -347,3 +347,61 @@ def test_cli_migrate_units(tmp_path):
     assert run("migrate")[0] == 0
     code, out, _ = run("migrate-units")
     assert code == 0 and "already" in out
+
+
+@pytest.mark.parametrize("huf_digits", [2, 0], ids=["babel-2.18", "babel-2.19"])
+def test_huf_quote_from_0_1_0_checks_out_at_the_same_stripe_amount(
+    engine, prefix, cldr, huf_digits
+):
+    """End to end: the stored HUF quote becomes a Checkout Session of 737604 (Stripe's units)
+    under babel 2.18's and 2.19's CLDR alike."""
+    from spaktok_ledger import CoinPack, PackCatalogue, Payments, Pricing, StripeGateway
+    from spaktok_ledger.fx import StaticRateProvider
+    from spaktok_ledger.testing import FakeClock, FakeStripe, stripe_client
+
+    write_0_1_0_books(engine, prefix)
+    migrate_units(engine, prefix)
+    cldr(huf_digits)
+    clock = FakeClock(NOW + timedelta(minutes=1))
+    ledger = Ledger(engine, prefix=prefix, clock=clock)
+    economy = GiftEconomy(ledger, GiftCatalogue([Gift("rose", coins=10)]), clock=clock)
+    economy.setup()
+    pricing = Pricing(ledger, PackCatalogue([CoinPack("starter", 499, 500)]),
+                      StaticRateProvider({"HUF": "1"}, clock=clock), clock=clock)
+    with FakeStripe(clock=clock) as fake:
+        payments = Payments(economy, pricing, StripeGateway(stripe_client(fake, timeout=5)),
+                            webhook_secret="whsec_units", clock=clock)
+        result = payments.create_checkout(
+            "alice", "q_huf", idempotency_key="k", success_url="https://app.example/ok",
+            cancel_url="https://app.example/no",
+        )
+        sent = [r for r in fake.requests if r.path == "/v1/checkout/sessions"][-1]
+    assert (result.currency, result.amount_minor) == ("HUF", 737604)
+    assert sent.params["line_items"][0]["price_data"]["unit_amount"] == "737604"
+
+
+def test_a_bank_payout_records_stripe_units(ledger, engine, prefix):
+    """A manual payout's bank amount is stored with its Stripe exponent, so start-up passes."""
+    from spaktok_ledger import Payouts, StripeGateway
+    from spaktok_ledger.testing import FakeStripe, stripe_client
+
+    economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", coins=5000)]))
+    economy.setup()
+    economy.open_user("alice")
+    economy.credit_purchase("alice", coins=100_000, price_usd_minor=100_000,
+                            idempotency_key="fund")
+    economy.register_streamer("bob")
+    economy.send_gift("alice", "bob", "rocket", 10, idempotency_key="g")
+    with FakeStripe() as fake:
+        account = fake.create_account(onboarded=True)["id"]
+        payouts = Payouts(economy, StripeGateway(stripe_client(fake, timeout=10)),
+                          connect_webhook_secret="whsec_units", manual_payouts=True)
+        payouts.link_account("bob", account)
+        payout = payouts.request_payout("bob", 6000, idempotency_key="p1")
+    assert payout.payout_currency is not None and payout.payout_stripe_amount is not None
+    with engine.connect() as conn:
+        recorded = conn.exec_driver_sql(
+            f"SELECT payout_currency, payout_stripe_exponent FROM {prefix}payouts"
+        ).all()
+    assert recorded == [(payout.payout_currency, 2)]
+    ledger.check_schema()

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spaktok_ledger._clock import Clock
-from spaktok_ledger._currency import is_stripe_chargeable, validate_currency
+from spaktok_ledger._currency import is_stripe_chargeable, known_currencies, validate_currency
 from spaktok_ledger._errors import InvalidInput, UnknownQuote
 from spaktok_ledger._format import default_currency_for_locale, parse_locale
 from spaktok_ledger._pricing import (
@@ -45,7 +45,8 @@ def quote_currency(*, currency: str | None, locale: str | None) -> str:
     except InvalidInput:
         parse_locale(locale)  # a locale that does not exist is the caller's error
         return "USD"
-    return local if is_stripe_chargeable(local) else "USD"
+    # CLDR may name a currency the ledger's ISO 4217 table does not hold.
+    return local if local in known_currencies() and is_stripe_chargeable(local) else "USD"
 
 
 class QuoteStore:
