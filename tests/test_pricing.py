@@ -21,6 +21,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from spaktok_ledger._catalogue import CoinPack, PackCatalogue
 from spaktok_ledger._currency import currency_exponent, currency_info, to_stripe_amount
 from spaktok_ledger._errors import (
     AmountBelowMinimum,
@@ -37,8 +38,6 @@ from spaktok_ledger._errors import (
     UnsupportedCurrency,
 )
 from spaktok_ledger._pricing import (
-    CoinPack,
-    PackCatalogue,
     PriceEnding,
     Quote,
     check_quote_valid,

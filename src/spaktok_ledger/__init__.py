@@ -15,7 +15,7 @@ Quick start::
     ledger.migrate()
 """
 
-from spaktok_ledger._catalogue import Gift, GiftCatalogue
+from spaktok_ledger._catalogue import CoinPack, Gift, GiftCatalogue, PackCatalogue
 from spaktok_ledger._clock import (
     Clock,
     utc_now,
@@ -119,8 +119,6 @@ from spaktok_ledger._money import (
     check_minor,
 )
 from spaktok_ledger._pricing import (
-    CoinPack,
-    PackCatalogue,
     PriceEnding,
     Quote,
     check_quote_valid,

@@ -493,7 +493,7 @@ def cmd_mature_earnings(ctx: Context) -> int:
 
 
 def _pack_catalogue(ctx: Context) -> Any:
-    from spaktok_ledger._pricing import PackCatalogue
+    from spaktok_ledger._catalogue import PackCatalogue
 
     path = ctx.args.packs or ctx.env(ENV_PACKS)
     if path:

@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from spaktok_ledger._catalogue import PackCatalogue
 from spaktok_ledger._clock import Clock
 from spaktok_ledger._currency import is_stripe_chargeable, known_currencies, validate_currency
 from spaktok_ledger._errors import InvalidInput, UnknownQuote
 from spaktok_ledger._format import default_currency_for_locale, parse_locale
 from spaktok_ledger._pricing import (
     DEFAULT_QUOTE_TTL,
-    PackCatalogue,
     PriceEnding,
     Quote,
     check_quote_valid,
