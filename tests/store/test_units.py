@@ -405,3 +405,20 @@ def test_a_bank_payout_records_stripe_units(ledger, engine, prefix):
         ).all()
     assert recorded == [(payout.payout_currency, 2)]
     ledger.check_schema()
+
+
+def test_the_units_example_runs(tmp_path, capsys):
+    """examples/units.py prints each currency's units and finds nothing to rescale."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "units.py"
+    argv = sys.argv
+    sys.argv = [str(script), f"sqlite:///{tmp_path / 'example.db'}"]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "HUF    2" in out and "737604" in out and "rows to rescale: 0" in out
