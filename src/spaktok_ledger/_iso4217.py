@@ -31,7 +31,7 @@ Version
     migrate-units`` (the library refuses to start on them until then).
 
 Withdrawn codes
-    Codes ISO withdrew since 2013 stay in :data:`WITHDRAWN` with the minor
+    Codes ISO withdrew since 2012 stay in :data:`WITHDRAWN` with the minor
     units they had when they were current, so that amounts stored in them
     (a BGN purchase from 2025, an ANG refund) stay readable, refundable and
     exportable. They are accepted like current codes; :data:`WITHDRAWN`
@@ -120,7 +120,7 @@ WITHDRAWN: Final = MappingProxyType(
         "ZWL": Withdrawn(2, "2024-09", "ZWG"),
     }
 )
-"""Codes withdrawn from List One since 2013, with their minor units and successor."""
+"""Codes withdrawn from List One since 2012, with their minor units and successor."""
 
 MINOR_UNITS: Final = MappingProxyType(
     {
