@@ -422,3 +422,17 @@ def test_the_units_example_runs(tmp_path, capsys):
         sys.argv = argv
     out = capsys.readouterr().out
     assert "HUF    2" in out and "737604" in out and "rows to rescale: 0" in out
+
+
+def test_a_rescale_that_would_overflow_changes_nothing(ledger, engine, prefix, iso_table):
+    """x10 on an amount near the int64 limit is refused (SQLite would turn it into a float)."""
+    ledger.open_accounts([AccountSpec("k:a", AccountKind.ASSET, currency="KWD"),
+                          AccountSpec("k:b", AccountKind.LIABILITY, currency="KWD")])
+    ledger.post(EntryDraft("t", [Posting.debit("k:a", 2**62, "KWD"),
+                                 Posting.credit("k:b", 2**62, "KWD")], "k1"))
+    iso_table(KWD=4)
+    with pytest.raises(UnitsMismatch, match="64-bit"):
+        migrate_units(engine, prefix)
+    iso_table(KWD=3)
+    ledger.check_schema()
+    assert ledger.balance("k:a").posted_minor == 2**62

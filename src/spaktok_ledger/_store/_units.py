@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection
 
 from spaktok_ledger._currency import EXPONENT_TABLE_VERSION, currency_info, known_currencies
 from spaktok_ledger._errors import UnitsMismatch
+from spaktok_ledger._money import INT64_MAX, INT64_MIN
 from spaktok_ledger._store._schema import LedgerTables
 
 __all__ = [
@@ -204,6 +205,14 @@ def _factor(problem: UnitsProblem) -> tuple[int, int]:
 def _scaled(value: int, problem: UnitsProblem, what: str) -> int:
     multiply, divide = _factor(problem)
     quotient, remainder = divmod(value * multiply, divide)
+    if not INT64_MIN <= quotient <= INT64_MAX:
+        raise UnitsMismatch(
+            f"cannot rescale {what} = {value} {problem.currency} to exponent "
+            f"{problem.expected_exponent}: it would leave the signed 64-bit range; "
+            "nothing was changed",
+            currency=problem.currency,
+            amount=value,
+        )
     if remainder:
         raise UnitsMismatch(
             f"cannot rescale {what} = {value} {problem.currency} from exponent "
@@ -232,6 +241,22 @@ def _exact_or_refuse(
         _scaled(int(bad[0]), problem, what)  # raises with the first offending value
 
 
+def _in_range_or_refuse(
+    conn: Connection, problem: UnitsProblem, what: str, column: Any, where: Any
+) -> None:
+    """With a multiplying rescale, refuse if the largest amount would leave int64.
+
+    Checked before the UPDATE: SQLite would turn an overflowing product into
+    a float rather than fail.
+    """
+    multiply, _ = _factor(problem)
+    if multiply == 1:
+        return
+    largest = conn.execute(sa.select(sa.func.max(sa.func.abs(column))).where(where)).scalar()
+    if largest is not None:
+        _scaled(int(largest), problem, what)  # raises if out of range
+
+
 def _rescale(
     conn: Connection, tables: LedgerTables, problem: UnitsProblem, progress: Progress
 ) -> None:
@@ -240,6 +265,11 @@ def _rescale(
     if problem.table == "accounts":
         a, p, b = tables.accounts, tables.postings, tables.balances
         ids = sa.select(a.c.id).where(a.c.currency == code, a.c.exponent == stored)
+        _in_range_or_refuse(conn, problem, "a posting", p.c.amount, p.c.account_id.in_(ids))
+        for name in ("posted", "pending_debit", "pending_credit"):
+            _in_range_or_refuse(
+                conn, problem, f"a balance's {name}", b.c[name], b.c.account_id.in_(ids)
+            )
         if divide != 1:
             _exact_or_refuse(
                 conn,
@@ -302,6 +332,7 @@ def _rescale(
         t = tables.purchases
         if problem.column == "local_exponent":
             where = sa.and_(t.c.currency == code, t.c.local_exponent == stored)
+            _in_range_or_refuse(conn, problem, "a purchase", t.c.local_amount_minor, where)
             _exact_or_refuse(
                 conn,
                 problem,
