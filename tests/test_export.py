@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spaktok_ledger import AccountKind, AccountSpec, EntryDraft, EntryPhase, Ledger, Posting
-from spaktok_ledger._currency import display_exponent
+from spaktok_ledger._currency import currency_exponent
 from spaktok_ledger._export import beancount_account_names, export_beancount, export_jsonl
 
 BEAN_CHECK = Path(sys.executable).parent / "bean-check"
@@ -192,7 +192,7 @@ def build_book(ledger: Ledger, clock) -> dict[str, int]:
 
 
 def minor(number: Decimal, currency: str) -> int:
-    scaled = number.scaleb(display_exponent(currency))
+    scaled = number.scaleb(currency_exponent(currency))
     assert scaled == scaled.to_integral_value()
     return int(scaled)
 

@@ -21,6 +21,7 @@ PACKAGE = Path(spaktok_ledger.__file__).parent
 PURE = [
     "_money",
     "_currency",
+    "_iso4217",
     "_domain",
     "_errors",
     "_split",

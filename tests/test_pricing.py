@@ -21,7 +21,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from spaktok_ledger._currency import currency_info, display_exponent, to_stripe_amount
+from spaktok_ledger._catalogue import CoinPack, PackCatalogue
+from spaktok_ledger._currency import currency_exponent, currency_info, to_stripe_amount
 from spaktok_ledger._errors import (
     AmountBelowMinimum,
     InvalidAmount,
@@ -31,13 +32,12 @@ from spaktok_ledger._errors import (
     QuoteExpired,
     RateStale,
     RateUnavailable,
+    UnitsMismatch,
     UnknownCurrency,
     UnknownPack,
     UnsupportedCurrency,
 )
 from spaktok_ledger._pricing import (
-    CoinPack,
-    PackCatalogue,
     PriceEnding,
     Quote,
     check_quote_valid,
@@ -47,6 +47,8 @@ from spaktok_ledger._pricing import (
 )
 from spaktok_ledger.fx import FallbackRateProvider, Rate, StaticRateProvider
 from tests.strategies import rates, rounding_modes, stripe_currencies, usd_prices
+
+pytestmark = pytest.mark.money
 
 NOW = datetime(2024, 6, 28, 18, 0, tzinfo=UTC)
 PUBLISHED = datetime(2024, 6, 28, 16, 0, tzinfo=UTC)
@@ -86,7 +88,7 @@ def exact_minor(usd_minor: int, currency: str, rate: Decimal, markup_bps: int = 
         Fraction(usd_minor, 100)
         * Fraction(rate)
         * Fraction(10_000 + markup_bps, 10_000)
-        * 10 ** display_exponent(currency)
+        * 10 ** currency_exponent(currency)
     )
 
 
@@ -172,7 +174,8 @@ def test_rate_object_must_be_usd_to_the_currency():
         ({"usd_minor": 4.99}, InvalidAmountType),
         ({"usd_minor": 0}, InvalidAmount),
         ({"usd_minor": -499}, InvalidAmount),
-        ({"currency": "XAU"}, UnsupportedCurrency),
+        ({"currency": "XAU"}, UnknownCurrency),
+        ({"currency": "IQD", "rate": Decimal("1310")}, UnsupportedCurrency),
         ({"currency": "eur"}, UnknownCurrency),
         ({"rate": 0.93}, InvalidInput),
         ({"rate": Decimal(0)}, InvalidInput),
@@ -372,7 +375,7 @@ def test_accepted_prices_are_worth_the_usd_minimum(usd_minor, currency, rate):
         amount = local_price(usd_minor, currency, rate)
     except AmountBelowMinimum:
         return
-    exponent = display_exponent(currency)
+    exponent = currency_exponent(currency)
     assert Fraction(amount, 10**exponent) >= Fraction(1, 2) * Fraction(rate)
 
 
@@ -700,3 +703,34 @@ def test_quote_round_trip_property(usd, currency, markup, ttl_minutes):
     except AmountBelowMinimum:
         return
     assert Quote.from_dict(json.loads(json.dumps(quote.to_dict()))) == quote
+
+
+def test_quote_records_its_exponent():
+    """A quote carries the exponent its amount is written in; one from another table is refused."""
+    quote = make_quote(PACK, "HUF", provider(), clock)
+    assert quote.exponent == 2
+    assert quote.to_dict()["exponent"] == 2
+    legacy = quote.to_dict()
+    del legacy["exponent"]  # written by 0.1.0: the table's exponent is assumed
+    assert Quote.from_dict(legacy) == quote
+    with pytest.raises(UnitsMismatch, match="migrate-units"):
+        Quote.from_dict(quote.to_dict() | {"exponent": 0})
+    with pytest.raises(InvalidInput):
+        Quote.from_dict(quote.to_dict() | {"exponent": "2"})
+
+
+def test_quote_display_is_what_is_charged():
+    """A quote's display shows every charged digit, even where CLDR shows whole units."""
+    quote = make_quote(PACK, "ALL", StaticRateProvider({"ALL": "92.5301"}, clock=clock), clock,
+                       locale="en_US")
+    assert quote.local_amount_minor == 46173  # 4.99 x 92.5301 = 461.7252 -> 461.73
+    assert quote.display == "ALL461.73"
+
+
+def test_a_locale_currency_outside_the_table_is_quoted_in_usd(monkeypatch):
+    """CLDR may name a currency the ISO table lacks (gold, an old code): the viewer gets USD."""
+    from spaktok_ledger._service import _quotes
+
+    assert _quotes.quote_currency(currency=None, locale="hu_HU") == "HUF"
+    monkeypatch.setattr(_quotes, "default_currency_for_locale", lambda _locale: "XAU")
+    assert _quotes.quote_currency(currency=None, locale="hu_HU") == "USD"

@@ -15,15 +15,16 @@ Quick start::
     ledger.migrate()
 """
 
-from spaktok_ledger._catalogue import Gift, GiftCatalogue
+from spaktok_ledger._catalogue import CoinPack, Gift, GiftCatalogue, PackCatalogue
 from spaktok_ledger._clock import (
     Clock,
     utc_now,
 )
 from spaktok_ledger._currency import (
+    EXPONENT_TABLE_VERSION,
     CurrencyInfo,
+    currency_exponent,
     currency_info,
-    display_exponent,
     from_money,
     from_stripe_amount,
     is_stripe_chargeable,
@@ -91,6 +92,7 @@ from spaktok_ledger._errors import (
     SchemaError,
     SpendingBlocked,
     UnbalancedEntry,
+    UnitsMismatch,
     UnknownAccount,
     UnknownCurrency,
     UnknownEntry,
@@ -110,14 +112,13 @@ from spaktok_ledger._export import beancount_account_names, export_beancount, ex
 from spaktok_ledger._format import (
     currency_name,
     default_currency_for_locale,
+    display_digits,
     format_price,
 )
 from spaktok_ledger._money import (
     check_minor,
 )
 from spaktok_ledger._pricing import (
-    CoinPack,
-    PackCatalogue,
     PriceEnding,
     Quote,
     check_quote_valid,
@@ -183,6 +184,7 @@ from spaktok_ledger._store import (
     current_revision,
     head_revision,
     migrate,
+    migrate_units,
     tables_for,
 )
 from spaktok_ledger._stripe import StripeGateway
@@ -191,6 +193,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "EXPONENT_TABLE_VERSION",
     "Account",
     "AccountConflict",
     "AccountKind",
@@ -287,6 +290,7 @@ __all__ = [
     "TrialBalance",
     "TrialBalanceRow",
     "UnbalancedEntry",
+    "UnitsMismatch",
     "UnknownAccount",
     "UnknownCurrency",
     "UnknownEntry",
@@ -315,11 +319,12 @@ __all__ = [
     "check_stripe_minimum",
     "configure_sqlite",
     "create_engine",
+    "currency_exponent",
     "currency_info",
     "currency_name",
     "current_revision",
     "default_currency_for_locale",
-    "display_exponent",
+    "display_digits",
     "export_beancount",
     "export_jsonl",
     "format_price",
@@ -331,6 +336,7 @@ __all__ = [
     "local_price",
     "make_quote",
     "migrate",
+    "migrate_units",
     "split",
     "stripe_charge_increment",
     "stripe_exponent",

@@ -1,9 +1,8 @@
-"""Catalogues the host configures: the gifts viewers send (and shared loading helpers).
+"""Catalogues the host configures: the gifts viewers send and the coin packs they buy.
 
 Pure: no I/O beyond reading a catalogue file the caller names. Prices and
 counts are integers; a float in a catalogue file is an error, not a price.
-The coin-pack catalogue (:class:`~spaktok_ledger.PackCatalogue`) uses the same
-loaders.
+Both catalogues share the loaders below.
 """
 
 from __future__ import annotations
@@ -12,18 +11,20 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from spaktok_ledger._errors import InvalidAmount, InvalidCatalogue, UnknownGift
+from spaktok_ledger._errors import InvalidAmount, InvalidCatalogue, UnknownGift, UnknownPack
 from spaktok_ledger._money import check_minor
 
 __all__ = [
     "CATALOGUE_ID",
+    "CoinPack",
     "Gift",
     "GiftCatalogue",
+    "PackCatalogue",
     "catalogue_int",
     "parse_catalogue_file",
     "parse_json_catalogue",
@@ -152,7 +153,8 @@ class GiftCatalogue:
     5000
     """
 
-    gifts: tuple[Gift, ...]
+    gifts: Sequence[Gift]
+    """The gifts, in display order (any sequence; stored as a tuple)."""
     _by_id: dict[str, Gift] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -207,4 +209,178 @@ class GiftCatalogue:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GiftCatalogue:
         """Read a ``.json`` or ``.toml`` gift catalogue file."""
+        return cls.from_dict(parse_catalogue_file(path))
+
+
+# --- the coin-pack catalogue -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CoinPack:
+    """A pack of coins sold for a USD list price.
+
+    Its face value ``F = (coins + bonus_coins) · coin_value_usd_minor`` may
+    differ from its price ``P``; the ledger books ``P - F`` to
+    ``platform:coin_pricing``.
+
+    >>> pack = CoinPack("starter", usd_price_minor=499, coins=500, bonus_coins=25)
+    >>> pack.total_coins, pack.face_value_usd_minor(), pack.pricing_difference_usd_minor()
+    (525, 525, -26)
+    """
+
+    id: str
+    """Stable identifier: ``[a-z0-9][a-z0-9_.-]*``, at most 64 characters."""
+    usd_price_minor: int
+    """The list price P in US cents (positive)."""
+    coins: int
+    """Coins bought (positive)."""
+    bonus_coins: int = 0
+    """Extra coins given free (non-negative)."""
+    name: str = ""
+    """Display name; defaults to the id."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not CATALOGUE_ID.match(self.id):
+            raise InvalidCatalogue(
+                f"pack id must match [a-z0-9][a-z0-9_.-]{{0,63}}, got {self.id!r}"
+            )
+        object.__setattr__(
+            self,
+            "usd_price_minor",
+            catalogue_int(self.usd_price_minor, "usd_price_minor", minimum=1),
+        )
+        object.__setattr__(self, "coins", catalogue_int(self.coins, "coins", minimum=1))
+        object.__setattr__(
+            self, "bonus_coins", catalogue_int(self.bonus_coins, "bonus_coins", minimum=0)
+        )
+        if not isinstance(self.name, str) or len(self.name) > 200:
+            raise InvalidCatalogue(
+                f"pack {self.id}: name must be a string of at most 200 characters"
+            )
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
+
+    @property
+    def total_coins(self) -> int:
+        """Coins credited to the wallet: bought plus bonus."""
+        return self.coins + self.bonus_coins
+
+    def face_value_usd_minor(self, coin_value_usd_minor: int = 1) -> int:
+        """F: what the credited coins are worth, in US cents."""
+        return self.total_coins * catalogue_int(
+            coin_value_usd_minor, "coin_value_usd_minor", minimum=1
+        )
+
+    def pricing_difference_usd_minor(self, coin_value_usd_minor: int = 1) -> int:
+        """P - F: positive when priced above face value, negative with bonus coins."""
+        return self.usd_price_minor - self.face_value_usd_minor(coin_value_usd_minor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "usd_price_minor": self.usd_price_minor,
+            "coins": self.coins,
+            "bonus_coins": self.bonus_coins,
+        }
+
+
+_PACK_KEYS: Final = frozenset({"id", "name", "usd_price_minor", "coins", "bonus_coins"})
+_CATALOGUE_KEYS: Final = frozenset({"packs", "coin_value_usd_minor"})
+
+
+@dataclass(frozen=True, slots=True)
+class PackCatalogue:
+    """The coin packs on sale, validated as a whole (unique ids, at least one pack).
+
+    Load it from code, a mapping, JSON or TOML; all prices are integer US
+    cents (a float in the file is an error, not a price)::
+
+        coin_value_usd_minor = 1     # 1 coin = 1 US cent of face value
+
+        [[packs]]
+        id = "starter"
+        name = "Starter"
+        usd_price_minor = 499
+        coins = 500
+
+    >>> catalogue = PackCatalogue((CoinPack("starter", 499, 500),))
+    >>> catalogue.get("starter").coins
+    500
+    """
+
+    packs: Sequence[CoinPack]
+    """The packs, in display order (any sequence; stored as a tuple)."""
+    coin_value_usd_minor: int = 1
+    """Face value of one coin in US cents."""
+    _by_id: dict[str, CoinPack] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.packs, str | bytes | Mapping) or not hasattr(self.packs, "__iter__"):
+            raise InvalidCatalogue("packs must be a sequence of CoinPack")
+        packs = tuple(self.packs)
+        if not packs:
+            raise InvalidCatalogue("a catalogue needs at least one pack")
+        by_id: dict[str, CoinPack] = {}
+        for pack in packs:
+            if not isinstance(pack, CoinPack):
+                raise InvalidCatalogue(f"packs must be CoinPack objects, got {pack!r}")
+            if pack.id in by_id:
+                raise InvalidCatalogue(f"duplicate pack id {pack.id!r}", pack_id=pack.id)
+            by_id[pack.id] = pack
+        object.__setattr__(self, "packs", packs)
+        object.__setattr__(
+            self,
+            "coin_value_usd_minor",
+            catalogue_int(self.coin_value_usd_minor, "coin_value_usd_minor", minimum=1),
+        )
+        object.__setattr__(self, "_by_id", by_id)
+
+    def __iter__(self) -> Iterator[CoinPack]:
+        return iter(self.packs)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def __contains__(self, pack_id: object) -> bool:
+        return pack_id in self._by_id
+
+    def get(self, pack_id: str) -> CoinPack:
+        """The pack with this id, or ``UnknownPack``."""
+        try:
+            return self._by_id[pack_id]
+        except (KeyError, TypeError):
+            raise UnknownPack(f"no coin pack {pack_id!r}", pack_id=pack_id) from None
+
+    def face_value_usd_minor(self, pack_id: str) -> int:
+        """F for a pack at this catalogue's coin value."""
+        return self.get(pack_id).face_value_usd_minor(self.coin_value_usd_minor)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "coin_value_usd_minor": self.coin_value_usd_minor,
+            "packs": [pack.to_dict() for pack in self.packs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PackCatalogue:
+        """Build from ``{"coin_value_usd_minor": 1, "packs": [{...}, ...]}``; unknown keys fail."""
+        raw = catalogue_entries(
+            data, "packs", _PACK_KEYS, {"id", "usd_price_minor", "coins"}, _CATALOGUE_KEYS
+        )
+        return cls(tuple(CoinPack(**item) for item in raw), data.get("coin_value_usd_minor", 1))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PackCatalogue:
+        """Parse a JSON catalogue; non-integer numbers are refused."""
+        return cls.from_dict(parse_json_catalogue(text))
+
+    @classmethod
+    def from_toml(cls, text: str) -> PackCatalogue:
+        """Parse a TOML catalogue (``[[packs]]`` tables)."""
+        return cls.from_dict(parse_toml_catalogue(text))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PackCatalogue:
+        """Read a ``.json`` or ``.toml`` catalogue file."""
         return cls.from_dict(parse_catalogue_file(path))

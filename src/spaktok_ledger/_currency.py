@@ -1,44 +1,49 @@
-"""Currencies: the one table of ISO 4217 codes, their exponents and Stripe's units.
+"""Currencies: the ledger's exponent table, Stripe's units, and the conversions between them.
 
-Pure: no I/O (babel ships CLDR data as package files). Every conversion
-between a major amount, the ledger's minor units, Stripe's integer amounts
-and py-moneyed's ``Money`` lives here, so there is exactly one place that
-knows how many decimals a currency has.
+Pure: no I/O and no formatting library. Every conversion between a major
+amount, the ledger's minor units, Stripe's integer amounts and py-moneyed's
+``Money`` lives here, so there is exactly one place that knows how many
+decimals a currency's stored amounts have.
 
-Two views of a currency's exponent
-----------------------------------
+Two exponents per currency
+--------------------------
 
-*Display exponent* (:func:`display_exponent`)
-    The number of decimals CLDR uses for the currency (babel's
-    ``get_currency_precision``). **The ledger's minor units use this
-    exponent**: ``1999`` USD is $19.99, ``1500`` JPY is ¥1,500, ``1230`` KWD
-    is 1.230 KD, ``5`` ISK is 5 kr.
+*The ledger's exponent* (:func:`currency_exponent`)
+    ISO 4217's minor units, from the table the library owns
+    (:mod:`spaktok_ledger._iso4217`, version :data:`EXPONENT_TABLE_VERSION`).
+    **Every stored amount uses it**: ``1999`` USD is $19.99, ``1500`` JPY is
+    ¥1,500, ``1230`` KWD is 1.230 KD, ``737604`` HUF is 7 376,04 Ft. It never
+    comes from CLDR (babel): how many decimals a locale *shows* is
+    presentation (:func:`spaktok_ledger.display_digits`) and changes between
+    CLDR releases; what a stored integer means must not.
 
-*Stripe exponent* (:func:`stripe_exponent`)
-    The exponent of the integer Stripe's API expects in ``amount`` fields.
-    Stripe treats every currency as two-decimal except its zero-decimal list
-    (JPY, KRW, VND, CLP...) and the three-decimal BHD, JOD, KWD, OMR, TND.
-    Where the two views disagree, :func:`to_stripe_amount` and
-    :func:`from_stripe_amount` convert:
+*Stripe's exponent* (:func:`stripe_exponent`)
+    The exponent of the integer Stripe's API expects in ``amount`` fields
+    (https://docs.stripe.com/currencies). Stripe treats every currency as
+    two-decimal except its zero-decimal list (JPY, KRW, VND, CLP...) and the
+    three-decimal BHD, JOD, KWD, OMR, TND. Where the two exponents disagree,
+    :func:`to_stripe_amount` and :func:`from_stripe_amount` convert:
 
-    ========  =======  ======  =========================================
-    currency  display  Stripe  rule
-    ========  =======  ======  =========================================
-    USD       2        2       amounts pass through unchanged
-    JPY       0        0       amounts pass through unchanged
-    KWD       3        3       a charge's last digit must be 0 (10 fils)
-    ISK, UGX  0        2       sent x100; Stripe wants a multiple of 100
-    ALL, LAK  0        2       CLDR uses whole units, Stripe two decimals
-    HUF, TWD  2        2       charges two-decimal; payouts whole units
-    ========  =======  ======  =========================================
+    ========  =====  ======  ==============================================
+    currency  ISO    Stripe  rule
+    ========  =====  ======  ==============================================
+    USD, EUR  2      2       amounts pass through unchanged
+    HUF, IDR  2      2       unchanged (CLDR may show no decimals: display only)
+    ALL, LAK  2      2       unchanged (CLDR shows whole units: display only)
+    JPY, KRW  0      0       amounts pass through unchanged
+    KWD       3      3       a charge's last digit must be 0 (10 fils)
+    ISK, UGX  0      2       sent x100; Stripe wants a multiple of 100
+    MGA       2      0       sent /100: only whole ariary can be charged
+    HUF, TWD  2      2       charges two-decimal; payouts whole units
+    ========  =====  ======  ==============================================
 
     UGX appears in Stripe's zero-decimal list *and* in its special cases;
     the special case wins (Stripe answers ``invalid_charge_amount_no_decimal_
     compatible`` to a UGX amount that is not a multiple of 100), so UGX is
     sent like ISK.
 
->>> to_minor(Decimal("19.99"), "USD")
-1999
+>>> to_minor(Decimal("7376.04"), "HUF")
+737604
 >>> to_stripe_amount(5, "ISK")
 500
 >>> to_major(1230, "KWD")
@@ -64,9 +69,6 @@ from decimal import (
 from functools import cache
 from typing import TYPE_CHECKING, Final, Literal
 
-from babel.core import get_global
-from babel.numbers import get_currency_precision, list_currencies
-
 from spaktok_ledger._errors import (
     InvalidAmount,
     InvalidAmountType,
@@ -74,12 +76,14 @@ from spaktok_ledger._errors import (
     UnknownCurrency,
     UnsupportedCurrency,
 )
+from spaktok_ledger._iso4217 import MINOR_UNITS, NO_MINOR_UNIT, TABLE_VERSION, WITHDRAWN
 from spaktok_ledger._money import check_minor
 
 if TYPE_CHECKING:
     from moneyed import Money
 
 __all__ = [
+    "EXPONENT_TABLE_VERSION",
     "ROUNDING_MODES",
     "STRIPE_MINIMUM_CHARGE",
     "STRIPE_PRESENTMENT_CURRENCIES",
@@ -87,8 +91,8 @@ __all__ = [
     "STRIPE_ZERO_DECIMAL_CURRENCIES",
     "CurrencyInfo",
     "check_rounding",
+    "currency_exponent",
     "currency_info",
-    "display_exponent",
     "from_money",
     "from_stripe_amount",
     "is_stripe_chargeable",
@@ -105,6 +109,9 @@ __all__ = [
 ]
 
 _CODE = re.compile(r"^[A-Z]{3}$")
+
+EXPONENT_TABLE_VERSION: Final = TABLE_VERSION
+"""The version of the ledger's exponent table (ISO 4217 List One, by publication date)."""
 
 ROUNDING_MODES: Final = frozenset(
     {
@@ -210,14 +217,14 @@ class CurrencyInfo:
     """Everything the library knows about one currency's units.
 
     >>> info = currency_info("KWD")
-    >>> (info.display_exponent, info.stripe_exponent, info.charge_increment_minor)
+    >>> (info.exponent, info.stripe_exponent, info.charge_increment_minor)
     (3, 3, 10)
     """
 
     code: str
     """The ISO 4217 code."""
-    display_exponent: int
-    """CLDR decimals: the exponent of the ledger's minor units and of formatted prices."""
+    exponent: int
+    """ISO 4217 minor units: the exponent of every stored amount in this currency."""
     stripe_exponent: int | None
     """The exponent of the integer Stripe expects, or ``None`` if Stripe cannot charge it."""
     stripe_charge_step: int
@@ -226,8 +233,8 @@ class CurrencyInfo:
     """Stripe payout amounts must be multiples of this (in Stripe's units)."""
     stripe_minimum_charge_minor: int | None
     """Stripe's minimum charge in minor units, when Stripe publishes one for this currency."""
-    cash_exponent: int
-    """CLDR's cash digits: decimals used in everyday prices (HUF, TWD, IDR, SEK: 0)."""
+    withdrawn: str | None = None
+    """``YYYY-MM`` when ISO withdrew the code (amounts stored in it stay readable), else None."""
 
     @property
     def stripe_chargeable(self) -> bool:
@@ -249,35 +256,49 @@ class CurrencyInfo:
             return 1
         # Work in the finer of the two exponents, where both a minor unit and
         # a Stripe step are whole numbers; the increment is their lcm.
-        finest = max(self.display_exponent, self.stripe_exponent)
-        minor: int = 10 ** (finest - self.display_exponent)
+        finest = max(self.exponent, self.stripe_exponent)
+        minor: int = 10 ** (finest - self.exponent)
         step: int = stripe_step * 10 ** (finest - self.stripe_exponent)
         return math.lcm(minor, step) // minor
 
 
-@cache
+_KNOWN: Final = frozenset(MINOR_UNITS)
+
+
 def known_currencies() -> frozenset[str]:
-    """Every ISO 4217 code CLDR knows (babel's list, including historic codes)."""
-    return frozenset(list_currencies())
+    """Every code the ledger can hold amounts in: ISO 4217 List One with a minor unit,
+    plus the codes withdrawn since 2012 (see :mod:`spaktok_ledger._iso4217`).
+
+    >>> {"EUR", "HUF", "BGN"} <= known_currencies(), "XAU" in known_currencies()
+    (True, False)
+    """
+    return _KNOWN
 
 
 def validate_currency(code: object) -> str:
-    """Return ``code`` if it is a known ISO 4217 currency code, else raise.
+    """Return ``code`` if the ledger's exponent table knows it, else raise ``UnknownCurrency``.
 
     Codes are case-sensitive upper case, as ISO 4217 writes them: ``"usd"``
     is refused rather than silently upper-cased, because a lower-case code in
     a ledger call usually means a Stripe payload was passed through unchecked.
+    ISO codes without a minor unit (``XAU``, ``XDR``, ``XXX``...) are refused
+    too: the ledger stores integers of a minor unit, and they have none.
     """
     if not isinstance(code, str) or not _CODE.match(code):
         raise UnknownCurrency(f"currency must be a 3-letter ISO 4217 code, got {code!r}")
-    if code not in known_currencies():
+    if code not in _KNOWN:
+        if code in NO_MINOR_UNIT:
+            raise UnknownCurrency(
+                f"{code} has no minor unit in ISO 4217, so the ledger cannot hold amounts in it",
+                currency=code,
+            )
         raise UnknownCurrency(f"unknown currency code {code!r}", currency=code)
     return code
 
 
 @cache
 def _info(code: str) -> CurrencyInfo:
-    display = get_currency_precision(code)
+    exponent = MINOR_UNITS[code]
     stripe: int | None = None
     charge_step = payout_step = 1
     if code in STRIPE_PRESENTMENT_CURRENCIES:
@@ -292,14 +313,13 @@ def _info(code: str) -> CurrencyInfo:
             elif code in _STRIPE_WHOLE_UNIT_PAYOUTS:
                 payout_step = 100
     minimum = STRIPE_MINIMUM_CHARGE.get(code)
-    minimum_minor = None if minimum is None else int(minimum.scaleb(display))
-    fractions = get_global("currency_fractions")
-    cash = int(fractions.get(code, fractions["DEFAULT"])[2])
-    return CurrencyInfo(code, display, stripe, charge_step, payout_step, minimum_minor, cash)
+    minimum_minor = None if minimum is None else int(minimum.scaleb(exponent))
+    withdrawn = WITHDRAWN[code].withdrawn if code in WITHDRAWN else None
+    return CurrencyInfo(code, exponent, stripe, charge_step, payout_step, minimum_minor, withdrawn)
 
 
 def currency_info(currency: str) -> CurrencyInfo:
-    """The units of ``currency`` (display exponent, Stripe exponent, steps, minimum).
+    """The units of ``currency`` (ISO exponent, Stripe exponent, steps, minimum).
 
     >>> currency_info("ISK").stripe_exponent
     2
@@ -307,19 +327,24 @@ def currency_info(currency: str) -> CurrencyInfo:
     return _info(validate_currency(currency))
 
 
-def display_exponent(currency: str) -> int:
-    """Decimals CLDR shows for ``currency``: the exponent of the ledger's minor units.
+def currency_exponent(currency: str) -> int:
+    """ISO 4217 minor units of ``currency``: the exponent of every stored amount in it.
 
-    >>> display_exponent("USD"), display_exponent("JPY"), display_exponent("KWD")
+    From the library's own table (:data:`EXPONENT_TABLE_VERSION`), never from
+    CLDR: ``currency_exponent("HUF")`` is 2 whatever babel shows.
+
+    >>> currency_exponent("USD"), currency_exponent("JPY"), currency_exponent("KWD")
+    (2, 0, 3)
+    >>> currency_exponent("HUF"), currency_exponent("ISK"), currency_exponent("IQD")
     (2, 0, 3)
     """
-    return currency_info(currency).display_exponent
+    return currency_info(currency).exponent
 
 
 def is_stripe_chargeable(currency: str) -> bool:
     """Whether Stripe can charge in ``currency`` (see ``STRIPE_PRESENTMENT_CURRENCIES``).
 
-    >>> is_stripe_chargeable("EUR"), is_stripe_chargeable("XAU")
+    >>> is_stripe_chargeable("EUR"), is_stripe_chargeable("IQD")
     (True, False)
     """
     return currency_info(currency).stripe_chargeable
@@ -392,7 +417,7 @@ def to_stripe_amount(
     value = check_minor(amount_minor)
     info = _chargeable(currency)
     assert info.stripe_exponent is not None
-    shift = info.stripe_exponent - info.display_exponent
+    shift = info.stripe_exponent - info.exponent
     stripe_amount = value * 10**shift if shift >= 0 else _exact_div(value, 10**-shift, currency)
     step = info.stripe_charge_step if kind == "charge" else info.stripe_payout_step
     if stripe_amount % step:
@@ -417,7 +442,7 @@ def from_stripe_amount(stripe_amount: int, currency: str) -> int:
     value = check_minor(stripe_amount, name="stripe_amount")
     info = _chargeable(currency)
     assert info.stripe_exponent is not None
-    shift = info.stripe_exponent - info.display_exponent
+    shift = info.stripe_exponent - info.exponent
     return _exact_div(value, 10**shift, currency) if shift >= 0 else value * 10**-shift
 
 
@@ -446,8 +471,9 @@ def check_rounding(rounding: object) -> str:
 def to_minor(amount: Decimal | int, currency: str, *, rounding: str | None = None) -> int:
     """Convert a major amount (``Decimal`` or ``int``) to integer minor units.
 
-    Without ``rounding`` the amount must be exact at the currency's display
-    exponent; with it (a ``decimal.ROUND_*`` constant) it is rounded once.
+    Without ``rounding`` the amount must be exact at the currency's ISO 4217
+    exponent (:func:`currency_exponent`); with it (a ``decimal.ROUND_*``
+    constant) it is rounded once.
     Floats are refused with ``InvalidAmountType``: ``19.99`` is not
     ``Decimal("19.99")``.
 
@@ -463,7 +489,7 @@ def to_minor(amount: Decimal | int, currency: str, *, rounding: str | None = Non
             + (" (floats are never money)" if isinstance(amount, float) else ""),
             field="amount",
         )
-    exponent = display_exponent(currency)
+    exponent = currency_exponent(currency)
     value = Decimal(amount)
     if not value.is_finite():
         raise InvalidAmount(f"amount must be finite, got {value}", field="amount")
@@ -480,13 +506,13 @@ def to_minor(amount: Decimal | int, currency: str, *, rounding: str | None = Non
 
 
 def to_major(amount_minor: int, currency: str) -> Decimal:
-    """Convert integer minor units to a ``Decimal`` of major units, at the display exponent.
+    """Convert integer minor units to a ``Decimal`` of major units, at the ISO exponent.
 
     >>> to_major(1999, "USD"), to_major(1500, "JPY"), to_major(-5, "USD")
     (Decimal('19.99'), Decimal('1500'), Decimal('-0.05'))
     """
     value = check_minor(amount_minor)
-    return Decimal(value).scaleb(-display_exponent(currency))
+    return Decimal(value).scaleb(-currency_exponent(currency))
 
 
 # --- py-moneyed interop ------------------------------------------------------
@@ -495,9 +521,8 @@ def to_major(amount_minor: int, currency: str) -> Decimal:
 def to_money(amount_minor: int, currency: str) -> Money:
     """Build a py-moneyed ``Money`` (needs the ``moneyed`` extra).
 
-    Uses this module's exponent table, not py-moneyed's ``sub_unit``, which
-    disagrees with CLDR for some currencies (``IQD`` has ``sub_unit=1000``
-    while CLDR shows whole dinars).
+    Uses the library's exponent table for the amount; py-moneyed only
+    carries it (its own ``sub_unit`` is not consulted).
 
     >>> to_money(1999, "USD")
     Money('19.99', 'USD')

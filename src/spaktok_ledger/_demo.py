@@ -11,10 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from spaktok_ledger._catalogue import Gift, GiftCatalogue
+from spaktok_ledger._catalogue import CoinPack, Gift, GiftCatalogue, PackCatalogue
 from spaktok_ledger._errors import InsufficientFunds
 from spaktok_ledger._format import format_price
-from spaktok_ledger._pricing import CoinPack, PackCatalogue
 from spaktok_ledger._service import GiftEconomy, Payments, Payouts, Pricing
 from spaktok_ledger._store import Ledger
 from spaktok_ledger._stripe import StripeGateway

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -302,8 +302,8 @@ class EntryDraft:
 
     type: str
     """What kind of movement: ``gift``, ``purchase``, ``payout``... (``[a-z][a-z0-9_.]*``)."""
-    postings: tuple[Posting, ...]
-    """Two or more postings summing to zero per currency."""
+    postings: Sequence[Posting]
+    """Two or more postings summing to zero per currency (any sequence; stored as a tuple)."""
     idempotency_key: str
     """Same key + same draft returns the first result; same key + other draft conflicts."""
     description: str = ""

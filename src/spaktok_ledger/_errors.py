@@ -57,6 +57,7 @@ exception: adapters translate them with ``raise ... from exc``.
     │   └── PayoutLimitExceeded                daily/monthly cap
     ├── LedgerBusy                             transient contention outlasted the retries
     └── SchemaError                            tables missing or at an unexpected revision
+        └── UnitsMismatch                      stored amounts use another exponent than the table
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ __all__ = [
     "SchemaError",
     "SpendingBlocked",
     "UnbalancedEntry",
+    "UnitsMismatch",
     "UnknownAccount",
     "UnknownCurrency",
     "UnknownEntry",
@@ -359,3 +361,14 @@ class LedgerBusy(LedgerError):
 
 class SchemaError(LedgerError):
     """The ledger's tables are missing or not at the expected migration."""
+
+
+class UnitsMismatch(SchemaError):
+    """The database holds amounts written with another exponent than this library uses.
+
+    Raised on start (``migrate()``, ``Ledger.check_schema()``, ``GiftEconomy.
+    setup()``) instead of reading them at the wrong scale. ``details["found"]``
+    lists each table, column, currency, stored exponent, expected exponent and
+    row count; the message names the command that rescales them
+    (``spaktok-ledger migrate-units``).
+    """

@@ -1,6 +1,6 @@
-"""Pricing: USD list prices -> local charge amounts, quotes, and the coin-pack catalogue.
+"""Pricing: USD list prices -> local charge amounts, and quotes.
 
-Pure: no I/O except :meth:`PackCatalogue.load`, which reads one file.
+Pure: no I/O. The coin packs being priced live in :mod:`spaktok_ledger._catalogue`.
 
 How a USD price becomes a local price (:func:`local_price`)
 -----------------------------------------------------------
@@ -29,26 +29,19 @@ How a USD price becomes a local price (:func:`local_price`)
 
 from __future__ import annotations
 
-import os
-import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any, Final
 
-from spaktok_ledger._catalogue import (
-    CATALOGUE_ID,
-    catalogue_entries,
-    catalogue_int,
-    parse_catalogue_file,
-    parse_json_catalogue,
-    parse_toml_catalogue,
-)
+from spaktok_ledger._catalogue import CoinPack
 from spaktok_ledger._currency import (
+    EXPONENT_TABLE_VERSION,
     check_rounding,
+    currency_exponent,
     currency_info,
     stripe_minimum_charge_minor,
     to_major,
@@ -58,14 +51,13 @@ from spaktok_ledger._currency import (
 from spaktok_ledger._errors import (
     AmountBelowMinimum,
     InvalidAmount,
-    InvalidCatalogue,
     InvalidInput,
     QuoteExpired,
     RateStale,
-    UnknownPack,
+    UnitsMismatch,
     UnsupportedCurrency,
 )
-from spaktok_ledger._format import format_price, parse_locale
+from spaktok_ledger._format import display_digits, format_price, parse_locale
 from spaktok_ledger._money import check_minor
 from spaktok_ledger.fx._rates import (
     Clock,
@@ -81,8 +73,6 @@ __all__ = [
     "DEFAULT_QUOTE_TTL",
     "MAX_MARKUP_BPS",
     "USD_MINIMUM_CHARGE_MINOR",
-    "CoinPack",
-    "PackCatalogue",
     "PriceEnding",
     "Quote",
     "check_quote_valid",
@@ -102,8 +92,6 @@ MAX_MARKUP_BPS: Final = 10_000
 
 USD_MINIMUM_CHARGE_MINOR: Final = 50
 """Stripe's minimum charge in the USD settlement currency: $0.50."""
-
-_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 def _round(value: Fraction, rounding: str) -> int:
@@ -218,15 +206,17 @@ class PriceEnding:
         * ``.x90`` for three-decimal currencies (KWD 1.590), whose major unit is worth
           about three dollars, too coarse for whole-unit endings;
         * two significant digits for zero-decimal currencies (JPY 1,600) and for those
-          CLDR prices in whole units in cash (HUF, TWD, IDR, SEK, CZK).
+          CLDR prices in whole units in cash (HUF, TWD, IDR, SEK, CZK). This is the
+          one place where CLDR data (babel) picks an amount: a pricing convention
+          for new quotes, never the meaning of a stored one.
 
         >>> PriceEnding.charm("JPY") == PriceEnding.nice(2)
         True
         """
         info = currency_info(currency)
-        if info.display_exponent == 0 or info.cash_exponent == 0:
+        if info.exponent == 0 or display_digits(info.code, cash=True) == 0:
             return cls.nice(2)
-        if info.display_exponent >= 3:
+        if info.exponent >= 3:
             return cls(step=Decimal("0.1"), offset=Decimal("0.01"))
         return cls.ninety_nine()
 
@@ -282,7 +272,7 @@ def check_stripe_minimum(amount_minor: int, currency: str, usd_rate: Rate | Deci
     amount = check_minor(amount_minor)
     code = validate_currency(currency)
     rate_value = _rate_value(usd_rate, code)
-    exponent = currency_info(code).display_exponent
+    exponent = currency_info(code).exponent
     own_minimum = stripe_minimum_charge_minor(code)
     if own_minimum is not None and amount < own_minimum:
         raise AmountBelowMinimum(
@@ -346,7 +336,7 @@ def local_price(
     if code == "USD":
         markup = 0
     mode = check_rounding(rounding)
-    exponent, increment = info.display_exponent, info.charge_increment_minor
+    exponent, increment = info.exponent, info.charge_increment_minor
 
     # The exact local amount in minor units, as a rational: nothing rounds here.
     exact = (
@@ -369,180 +359,6 @@ def local_price(
     if check_minimum:
         check_stripe_minimum(amount, code, rate_value)
     return amount
-
-
-# --- the coin-pack catalogue -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CoinPack:
-    """A pack of coins sold for a USD list price.
-
-    Its face value ``F = (coins + bonus_coins) · coin_value_usd_minor`` may
-    differ from its price ``P``; the ledger books ``P - F`` to
-    ``platform:coin_pricing``.
-
-    >>> pack = CoinPack("starter", usd_price_minor=499, coins=500, bonus_coins=25)
-    >>> pack.total_coins, pack.face_value_usd_minor(), pack.pricing_difference_usd_minor()
-    (525, 525, -26)
-    """
-
-    id: str
-    """Stable identifier: ``[a-z0-9][a-z0-9_.-]*``, at most 64 characters."""
-    usd_price_minor: int
-    """The list price P in US cents (positive)."""
-    coins: int
-    """Coins bought (positive)."""
-    bonus_coins: int = 0
-    """Extra coins given free (non-negative)."""
-    name: str = ""
-    """Display name; defaults to the id."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not CATALOGUE_ID.match(self.id):
-            raise InvalidCatalogue(
-                f"pack id must match [a-z0-9][a-z0-9_.-]{{0,63}}, got {self.id!r}"
-            )
-        object.__setattr__(
-            self,
-            "usd_price_minor",
-            catalogue_int(self.usd_price_minor, "usd_price_minor", minimum=1),
-        )
-        object.__setattr__(self, "coins", catalogue_int(self.coins, "coins", minimum=1))
-        object.__setattr__(
-            self, "bonus_coins", catalogue_int(self.bonus_coins, "bonus_coins", minimum=0)
-        )
-        if not isinstance(self.name, str) or len(self.name) > 200:
-            raise InvalidCatalogue(
-                f"pack {self.id}: name must be a string of at most 200 characters"
-            )
-        if not self.name:
-            object.__setattr__(self, "name", self.id)
-
-    @property
-    def total_coins(self) -> int:
-        """Coins credited to the wallet: bought plus bonus."""
-        return self.coins + self.bonus_coins
-
-    def face_value_usd_minor(self, coin_value_usd_minor: int = 1) -> int:
-        """F: what the credited coins are worth, in US cents."""
-        return self.total_coins * catalogue_int(
-            coin_value_usd_minor, "coin_value_usd_minor", minimum=1
-        )
-
-    def pricing_difference_usd_minor(self, coin_value_usd_minor: int = 1) -> int:
-        """P - F: positive when priced above face value, negative with bonus coins."""
-        return self.usd_price_minor - self.face_value_usd_minor(coin_value_usd_minor)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "usd_price_minor": self.usd_price_minor,
-            "coins": self.coins,
-            "bonus_coins": self.bonus_coins,
-        }
-
-
-_PACK_KEYS: Final = frozenset({"id", "name", "usd_price_minor", "coins", "bonus_coins"})
-_CATALOGUE_KEYS: Final = frozenset({"packs", "coin_value_usd_minor"})
-
-
-@dataclass(frozen=True, slots=True)
-class PackCatalogue:
-    """The coin packs on sale, validated as a whole (unique ids, at least one pack).
-
-    Load it from code, a mapping, JSON or TOML; all prices are integer US
-    cents (a float in the file is an error, not a price)::
-
-        coin_value_usd_minor = 1     # 1 coin = 1 US cent of face value
-
-        [[packs]]
-        id = "starter"
-        name = "Starter"
-        usd_price_minor = 499
-        coins = 500
-
-    >>> catalogue = PackCatalogue((CoinPack("starter", 499, 500),))
-    >>> catalogue.get("starter").coins
-    500
-    """
-
-    packs: tuple[CoinPack, ...]
-    """The packs, in display order."""
-    coin_value_usd_minor: int = 1
-    """Face value of one coin in US cents."""
-    _by_id: dict[str, CoinPack] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.packs, str | bytes | Mapping) or not hasattr(self.packs, "__iter__"):
-            raise InvalidCatalogue("packs must be a sequence of CoinPack")
-        packs = tuple(self.packs)
-        if not packs:
-            raise InvalidCatalogue("a catalogue needs at least one pack")
-        by_id: dict[str, CoinPack] = {}
-        for pack in packs:
-            if not isinstance(pack, CoinPack):
-                raise InvalidCatalogue(f"packs must be CoinPack objects, got {pack!r}")
-            if pack.id in by_id:
-                raise InvalidCatalogue(f"duplicate pack id {pack.id!r}", pack_id=pack.id)
-            by_id[pack.id] = pack
-        object.__setattr__(self, "packs", packs)
-        object.__setattr__(
-            self,
-            "coin_value_usd_minor",
-            catalogue_int(self.coin_value_usd_minor, "coin_value_usd_minor", minimum=1),
-        )
-        object.__setattr__(self, "_by_id", by_id)
-
-    def __iter__(self) -> Iterator[CoinPack]:
-        return iter(self.packs)
-
-    def __len__(self) -> int:
-        return len(self.packs)
-
-    def __contains__(self, pack_id: object) -> bool:
-        return pack_id in self._by_id
-
-    def get(self, pack_id: str) -> CoinPack:
-        """The pack with this id, or ``UnknownPack``."""
-        try:
-            return self._by_id[pack_id]
-        except (KeyError, TypeError):
-            raise UnknownPack(f"no coin pack {pack_id!r}", pack_id=pack_id) from None
-
-    def face_value_usd_minor(self, pack_id: str) -> int:
-        """F for a pack at this catalogue's coin value."""
-        return self.get(pack_id).face_value_usd_minor(self.coin_value_usd_minor)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "coin_value_usd_minor": self.coin_value_usd_minor,
-            "packs": [pack.to_dict() for pack in self.packs],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PackCatalogue:
-        """Build from ``{"coin_value_usd_minor": 1, "packs": [{...}, ...]}``; unknown keys fail."""
-        raw = catalogue_entries(
-            data, "packs", _PACK_KEYS, {"id", "usd_price_minor", "coins"}, _CATALOGUE_KEYS
-        )
-        return cls(tuple(CoinPack(**item) for item in raw), data.get("coin_value_usd_minor", 1))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> PackCatalogue:
-        """Parse a JSON catalogue; non-integer numbers are refused."""
-        return cls.from_dict(parse_json_catalogue(text))
-
-    @classmethod
-    def from_toml(cls, text: str) -> PackCatalogue:
-        """Parse a TOML catalogue (``[[packs]]`` tables)."""
-        return cls.from_dict(parse_toml_catalogue(text))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PackCatalogue:
-        """Read a ``.json`` or ``.toml`` catalogue file."""
-        return cls.from_dict(parse_catalogue_file(path))
 
 
 # --- quotes --------------------------------------------------------------------
@@ -574,7 +390,7 @@ class Quote:
     """The coins' face value F in US cents."""
     currency: str
     local_amount_minor: int
-    """What checkout charges, in ``currency`` minor units (display exponent)."""
+    """What checkout charges, in ``currency`` minor units (ISO 4217 exponent, see ``exponent``)."""
     rate: Decimal
     """USD -> ``currency`` rate used (before the markup)."""
     markup_bps: int
@@ -585,7 +401,11 @@ class Quote:
     expires_at: datetime
     locale: str | None = None
     display: str | None = None
-    """The formatted price for ``locale``, if one was given."""
+    """The formatted price for ``locale``, if one was given (every charged digit shown)."""
+    exponent: int | None = None
+    """The exponent ``local_amount_minor`` is written in; filled from the library's
+    ISO 4217 table when omitted. A quote written under another exponent (another
+    table version) is refused with ``UnitsMismatch`` rather than charged at the wrong scale."""
 
     def __post_init__(self) -> None:
         for name in ("id", "pack_id", "rate_source"):
@@ -597,7 +417,18 @@ class Quote:
             if value < 0:
                 raise InvalidInput(f"quote {name} must not be negative")
             object.__setattr__(self, name, value)
-        validate_currency(self.currency)
+        expected = currency_exponent(self.currency)
+        if self.exponent is None:
+            object.__setattr__(self, "exponent", expected)
+        elif isinstance(self.exponent, bool) or self.exponent != expected:
+            raise UnitsMismatch(
+                f"quote {self.id} holds {self.currency} amounts at exponent {self.exponent!r}; "
+                f"this library's table ({EXPONENT_TABLE_VERSION}) uses {expected}: "
+                "rescale stored quotes with `spaktok-ledger migrate-units`",
+                currency=self.currency,
+                stored_exponent=self.exponent,
+                expected_exponent=expected,
+            )
         amount = check_minor(self.local_amount_minor, name="local_amount_minor", allow_zero=False)
         if amount < 0:
             raise InvalidInput("quote local_amount_minor must be positive")
@@ -646,6 +477,7 @@ class Quote:
             "expires_at": self.expires_at.isoformat(),
             "locale": self.locale,
             "display": self.display,
+            "exponent": self.exponent,
         }
 
     @classmethod
@@ -654,7 +486,9 @@ class Quote:
         if not isinstance(data, Mapping):
             raise InvalidInput("a quote must be a mapping")
         expected = set(_QUOTE_FIELDS)
-        missing = expected - {"locale", "display"} - set(data)
+        # locale and display are optional; exponent is absent from quotes
+        # written before 0.2.0 (their table's exponent is then assumed).
+        missing = expected - {"locale", "display", "exponent"} - set(data)
         unknown = set(data) - expected
         if missing or unknown:
             raise InvalidInput(f"quote keys: missing {sorted(missing)}, unknown {sorted(unknown)}")
@@ -675,6 +509,7 @@ class Quote:
             "face_value_usd_minor",
             "local_amount_minor",
             "markup_bps",
+            *(("exponent",) if values.get("exponent") is not None else ()),
         ):
             if isinstance(values[name], bool) or not isinstance(values[name], int):
                 raise InvalidInput(f"quote {name} must be an integer")
@@ -777,5 +612,6 @@ def make_quote(
         created_at=now,
         expires_at=now + ttl,
         locale=locale,
-        display=None if locale is None else format_price(amount, code, locale),
+        # What is displayed is what is charged: no stored digit is rounded away.
+        display=None if locale is None else format_price(amount, code, locale, rounding=None),
     )

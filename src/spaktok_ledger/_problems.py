@@ -111,6 +111,7 @@ PROBLEM_TYPES: Final[Mapping[type[LedgerError], ProblemType]] = {
         503, "Ledger busy: retry with the same Idempotency-Key", retry_after_seconds=1
     ),
     e.SchemaError: ProblemType(500, "Ledger schema not ready"),
+    e.UnitsMismatch: ProblemType(500, "Stored amounts use other units than the library"),
 }
 
 

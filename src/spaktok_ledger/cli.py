@@ -16,7 +16,8 @@ scripts. Errors are one line on stderr. Exit codes (stable, for scripts):
 2     usage error (bad arguments, an invalid account code or amount), or an
       optional package missing (the message names the extra to install)
 3     something named does not exist (account, entry, pack, streamer)
-4     the database is unreachable or its schema is missing or out of date
+4     the database is unreachable, its schema is missing or out of date, or it
+      holds amounts in other units than the library uses (run ``migrate-units``)
 ====  =====================================================================
 """
 
@@ -224,6 +225,41 @@ def cmd_migrate(ctx: Context) -> int:
             f"schema at revision {revision} (tables prefixed {ctx.args.prefix!r})\n"
         ),
     )
+    return EXIT_OK
+
+
+def cmd_migrate_units(ctx: Context) -> int:
+    from spaktok_ledger._store import migrate_units
+
+    def step(line: str) -> None:
+        if not ctx.args.quiet:
+            ctx.err.write(f"migrate-units: {line}\n")
+            ctx.err.flush()
+
+    with ctx.ledger() as ledger:
+        assert ledger.engine is not None  # the CLI always opens its own engine
+        found = migrate_units(
+            ledger.engine, ctx.args.prefix, progress=step, dry_run=ctx.args.dry_run
+        )
+    rows = [p.to_dict() for p in found]
+
+    def human() -> None:
+        if not found:
+            ctx.out.write("every stored amount already uses the library's units\n")
+            return
+        table(
+            ctx.out,
+            ["table", "column", "currency", "from", "to", "rows"],
+            [
+                (p.table, p.column, p.currency, p.stored_exponent, p.expected_exponent, p.rows)
+                for p in found
+            ],
+            right=(3, 4, 5),
+        )
+        verb = "would be rescaled (dry run: nothing changed)" if ctx.args.dry_run else "rescaled"
+        ctx.out.write(f"{sum(p.rows for p in found)} row(s) {verb}\n")
+
+    ctx.emit({"dry_run": ctx.args.dry_run, "rescaled": rows}, human)
     return EXIT_OK
 
 
@@ -457,7 +493,7 @@ def cmd_mature_earnings(ctx: Context) -> int:
 
 
 def _pack_catalogue(ctx: Context) -> Any:
-    from spaktok_ledger._pricing import PackCatalogue
+    from spaktok_ledger._catalogue import PackCatalogue
 
     path = ctx.args.packs or ctx.env(ENV_PACKS)
     if path:
@@ -656,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("migrate", cmd_migrate, "create or upgrade the schema", "init")
+    p = add(
+        "migrate-units",
+        cmd_migrate_units,
+        "upgrade the schema and rescale amounts stored at other exponents (after UnitsMismatch)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="report, change nothing")
     add("balance", cmd_balance, "an account's balance").add_argument("account")
     p = add("history", cmd_history, "an account's postings, newest first")
     p.add_argument("account")

@@ -84,15 +84,41 @@ def test_prefix_validation(bad: object) -> None:
 
 
 def test_upgrade_from_the_first_revision_keeps_the_books(engine: sa.Engine, prefix: str) -> None:
-    """A ledger created at revision 0001 upgrades to head with its entries intact."""
-    from spaktok_ledger import AccountKind, AccountSpec, EntryDraft, Posting
+    """A ledger created at revision 0001 upgrades to head with its entries intact.
+
+    The rows are written with revision 0001's own columns (reflected), as the
+    library of that time wrote them: today's Ledger writes today's columns.
+    """
+    from datetime import UTC, datetime
 
     assert migrate(engine, prefix, revision="0001") == "0001"
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    md = sa.MetaData()
+    with engine.begin() as conn:
+        md.reflect(conn, only=[f"{prefix}{n}" for n in ("accounts", "balances", "transactions", "postings")])
+        t = {name[len(prefix):]: table for name, table in md.tables.items()}
+        ids = {}
+        for code, kind, sign in (("a:x", "asset", 1), ("a:y", "liability", -1)):
+            ids[code] = conn.execute(
+                t["accounts"].insert().returning(t["accounts"].c.id),
+                {"code": code, "kind": kind, "currency": "USD", "allow_overdraft": False,
+                 "balance_shards": 1, "metadata": {}, "created_at": now},
+            ).scalar_one()
+            conn.execute(t["balances"].insert(), {
+                "account_id": ids[code], "shard": 0, "normal_sign": sign,
+                "allow_overdraft": code == "a:x", "posted": 5 * sign,
+            })
+        entry = conn.execute(
+            t["transactions"].insert().returning(t["transactions"].c.id),
+            {"type": "t", "phase": "posted", "idempotency_key": "k", "request_hash": "h",
+             "description": "", "metadata": {}, "effective_at": now, "recorded_at": now},
+        ).scalar_one()
+        conn.execute(t["postings"].insert(), [
+            {"entry_id": entry, "account_id": ids["a:x"], "amount": 5, "currency": "USD"},
+            {"entry_id": entry, "account_id": ids["a:y"], "amount": -5, "currency": "USD"},
+        ])
     ledger = Ledger(engine, prefix=prefix)
-    ledger.open_accounts(
-        [AccountSpec("a:x", AccountKind.ASSET), AccountSpec("a:y", AccountKind.LIABILITY)]
-    )
-    ledger.post(EntryDraft("t", (Posting.debit("a:x", 5), Posting.credit("a:y", 5)), "k"))
     assert ledger.migrate() == head_revision()
     assert ledger.balance("a:y").posted_minor == 5
     assert ledger.verify().ok
+    assert ledger.account("a:x").currency == "USD"

@@ -181,7 +181,7 @@ class CheckoutResult:
     url: str | None
     currency: str
     amount_minor: int
-    """The quoted amount, in the currency's minor units (display exponent)."""
+    """The quoted amount, in the currency's minor units (ISO 4217 exponent)."""
     replayed: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -76,6 +76,7 @@ from spaktok_ledger._service._gifts import GiftEconomy, earnings_account
 from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookInbox, WebhookResult
 from spaktok_ledger._store import Ledger
+from spaktok_ledger._store._units import expected_exponent
 from spaktok_ledger._stripe import account_state, payout_snapshot, transfer_snapshot
 
 __all__ = ["ConnectedAccount", "PayoutDiscrepancy", "PayoutRecord", "Payouts"]
@@ -832,6 +833,7 @@ class Payouts:
                     p["stripe_payout_status"] = bank.status
                 p["payout_currency"] = bank.currency or p["payout_currency"]
                 p["payout_stripe_amount"] = bank.stripe_amount
+                p["payout_stripe_exponent"] = expected_exponent(p["payout_currency"], "stripe")
                 txn = bank.balance_transaction
                 if txn is not None and txn.exchange_rate is not None:
                     p["exchange_rate"] = str(txn.exchange_rate)

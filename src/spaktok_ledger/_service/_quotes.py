@@ -10,13 +10,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from spaktok_ledger._catalogue import PackCatalogue
 from spaktok_ledger._clock import Clock
-from spaktok_ledger._currency import is_stripe_chargeable, validate_currency
+from spaktok_ledger._currency import is_stripe_chargeable, known_currencies, validate_currency
 from spaktok_ledger._errors import InvalidInput, UnknownQuote
 from spaktok_ledger._format import default_currency_for_locale, parse_locale
 from spaktok_ledger._pricing import (
     DEFAULT_QUOTE_TTL,
-    PackCatalogue,
     PriceEnding,
     Quote,
     check_quote_valid,
@@ -45,7 +45,8 @@ def quote_currency(*, currency: str | None, locale: str | None) -> str:
     except InvalidInput:
         parse_locale(locale)  # a locale that does not exist is the caller's error
         return "USD"
-    return local if is_stripe_chargeable(local) else "USD"
+    # CLDR may name a currency the ledger's ISO 4217 table does not hold.
+    return local if local in known_currencies() and is_stripe_chargeable(local) else "USD"
 
 
 class QuoteStore:
@@ -100,11 +101,15 @@ class QuoteStore:
         """Read a quote on ``conn`` (inside a caller's transaction)."""
         if not isinstance(quote_id, str) or not quote_id or len(quote_id) > 64:
             raise UnknownQuote(f"no quote {quote_id!r}", quote_id=quote_id)
-        data = conn.execute(sa.select(self._table.c.quote).where(self._table.c.id == quote_id))
-        found = data.scalar()
+        t = self._table
+        found = conn.execute(
+            sa.select(t.c.quote, t.c.local_exponent).where(t.c.id == quote_id)
+        ).first()
         if found is None:
             raise UnknownQuote(f"no quote {quote_id!r}", quote_id=quote_id)
-        return Quote.from_dict(found)
+        # The row's recorded units, not whatever the current table says: a quote
+        # written at another exponent is refused (UnitsMismatch), never misread.
+        return Quote.from_dict({**found.quote, "exponent": found.local_exponent})
 
     def get_valid(self, quote_id: str, now: datetime) -> Quote:
         """The stored quote if it can still be charged at ``now``, else ``QuoteExpired``."""

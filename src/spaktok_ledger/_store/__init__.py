@@ -2,7 +2,7 @@
 
 from spaktok_ledger._store._engine import Retry, configure_sqlite, create_engine
 from spaktok_ledger._store._ledger import Ledger
-from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
+from spaktok_ledger._store._migrate import current_revision, head_revision, migrate, migrate_units
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
 from spaktok_ledger._store._verify import Problem, VerifyReport
 
@@ -18,5 +18,6 @@ __all__ = [
     "current_revision",
     "head_revision",
     "migrate",
+    "migrate_units",
     "tables_for",
 ]

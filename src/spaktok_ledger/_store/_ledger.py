@@ -74,6 +74,7 @@ from spaktok_ledger._errors import (
 from spaktok_ledger._store._engine import READ_ONLY, Retry, configure_sqlite, create_engine
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
+from spaktok_ledger._store._units import check_units
 from spaktok_ledger._store._verify import VerifyReport, verify_ledger
 
 __all__ = ["Clock", "Ledger", "utc_now"]
@@ -415,7 +416,12 @@ class Ledger:
         return migrate(self._host_connection(), self.prefix)
 
     def check_schema(self) -> None:
-        """Raise ``SchemaError`` unless the tables exist at this library's revision."""
+        """Raise ``SchemaError`` unless the tables exist at this library's revision.
+
+        Then raise ``UnitsMismatch`` (a ``SchemaError``) if stored amounts were
+        written at other exponents than this library uses: for hosts that run
+        the migrations at deploy time and only check at start.
+        """
         rev = self._read(lambda conn: current_revision(conn, self.prefix))
         head = head_revision()
         if rev != head:
@@ -425,6 +431,7 @@ class Ledger:
                 revision=rev,
                 expected=head,
             )
+        self._read(lambda conn: check_units(conn, self._tables))
 
     # -- statements -----------------------------------------------------------
 
@@ -662,8 +669,8 @@ class Ledger:
             metadata=dict(draft.metadata),
             effective_at=(draft.effective_at or now).astimezone(UTC),
             recorded_at=now,
-            postings=draft.postings,
-            balance_postings=draft.postings,
+            postings=tuple(draft.postings),
+            balance_postings=tuple(draft.postings),
             expires_at=expires_at,
         )
 

@@ -13,9 +13,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from spaktok_ledger._store._schema import DEFAULT_PREFIX, check_prefix
+from spaktok_ledger._store._schema import DEFAULT_PREFIX, check_prefix, tables_for
+from spaktok_ledger._store._units import Progress, UnitsProblem, check_units, rescale_units
 
-__all__ = ["current_revision", "head_revision", "migrate"]
+__all__ = [
+    "current_revision",
+    "head_revision",
+    "migrate",
+    "migrate_units",
+    "upgrade_schema",
+]
 
 
 def _config(connection: Connection | None, prefix: str) -> Config:
@@ -73,6 +80,12 @@ def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: s
     needed, and the caller commits (DDL is transactional on both PostgreSQL
     and SQLite); with an ``Engine``, in a transaction of its own.
 
+    At head, it then checks that every stored amount uses the units this
+    library uses (its ISO 4217 table, Stripe's units) and raises
+    ``UnitsMismatch`` otherwise -- inside the same transaction, so a refused
+    upgrade leaves the database as it was (``spaktok-ledger migrate-units``
+    upgrades and rescales instead).
+
     >>> import sqlalchemy as sa
     >>> migrate(sa.create_engine("sqlite://")) == head_revision()
     True
@@ -81,6 +94,14 @@ def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: s
     if isinstance(bind, Engine):
         with bind.begin() as connection:
             return migrate(connection, prefix, revision)
+    rev = upgrade_schema(bind, prefix, revision)
+    if rev == head_revision():
+        check_units(bind, tables_for(prefix))
+    return rev
+
+
+def upgrade_schema(bind: Connection, prefix: str, revision: str = "head") -> str:
+    """Run the Alembic upgrade on ``bind`` (in its transaction), without the units check."""
     if not bind.in_transaction():
         bind.begin()
     if bind.dialect.name == "postgresql":
@@ -93,3 +114,43 @@ def migrate(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX, revision: s
     rev = current_revision(bind, prefix)
     assert rev is not None
     return rev
+
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+def migrate_units(
+    bind: Engine | Connection,
+    prefix: str = DEFAULT_PREFIX,
+    *,
+    progress: Progress = _quiet,
+    dry_run: bool = False,
+) -> list[UnitsProblem]:
+    """Upgrade the schema and rescale amounts stored at other exponents; returns what was found.
+
+    The way out of ``UnitsMismatch`` (``spaktok-ledger migrate-units`` on the
+    command line): the schema upgrade, migration 0006's back-fill and every
+    rescale run in one transaction (the caller's, with a ``Connection``) and
+    commit together or not at all. ``progress`` receives one line per step;
+    ``dry_run`` reports what it would rescale and rolls back.
+
+    >>> import sqlalchemy as sa
+    >>> migrate_units(sa.create_engine("sqlite://"))
+    []
+    """
+    prefix = check_prefix(prefix)
+    if isinstance(bind, Engine):
+        with bind.begin() as connection:
+            return migrate_units(connection, prefix, progress=progress, dry_run=dry_run)
+    if not bind.in_transaction():
+        bind.begin()
+    if not dry_run:
+        upgrade_schema(bind, prefix)
+        return rescale_units(bind, tables_for(prefix), progress=progress)
+    savepoint = bind.begin_nested()
+    try:
+        upgrade_schema(bind, prefix)
+        return rescale_units(bind, tables_for(prefix), progress=progress)
+    finally:
+        savepoint.rollback()

@@ -8,6 +8,7 @@ deferred balance check are DDL, written in the migrations (``0001_core_ledger.py
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -33,8 +34,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.types import TypeDecorator
 
+from spaktok_ledger._currency import currency_info
 from spaktok_ledger._errors import InvalidInput
 
 __all__ = ["DEFAULT_PREFIX", "LedgerTables", "UTCDateTime", "check_prefix", "tables_for"]
@@ -73,6 +76,23 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def _exponent_of(currency_column: str, kind: str) -> Callable[[ExecutionContext], int | None]:
+    """A column default: the exponent the library writes the row's currency at, right now.
+
+    Computed at insert from the row's own currency, so every write path
+    records the units of the amounts it stores (``_store/_units.py``).
+    """
+
+    def default(context: ExecutionContext) -> int | None:
+        currency = context.get_current_parameters().get(currency_column)  # type: ignore[attr-defined]
+        if currency is None:
+            return None
+        info = currency_info(currency)
+        return info.exponent if kind == "iso" else info.stripe_exponent
+
+    return default
 
 
 def check_prefix(prefix: str) -> str:
@@ -124,6 +144,8 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("code", String(200), nullable=False),
         Column("kind", String(16), nullable=False),
         Column("currency", String(3), nullable=False),
+        # The exponent this account's postings and balances are written at (0006).
+        Column("exponent", SmallInteger, nullable=False, default=_exponent_of("currency", "iso")),
         Column("allow_overdraft", Boolean, nullable=False),
         Column("balance_shards", SmallInteger, nullable=False),
         Column("metadata", Json, nullable=False),
@@ -224,6 +246,9 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("user_id", String(64), nullable=True),
         Column("currency", String(3), nullable=False),
         Column("local_amount_minor", BigInteger, nullable=False),
+        Column(
+            "local_exponent", SmallInteger, nullable=False, default=_exponent_of("currency", "iso")
+        ),
         Column("usd_price_minor", BigInteger, nullable=False),
         Column("rate", String(40), nullable=False),
         Column("quote", Json, nullable=False),
@@ -311,8 +336,9 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
     )
 
     # Coin purchases through Stripe Checkout (migration 0004): the state the
-    # webhooks converge on. Amounts: *_usd_minor in US cents; stripe_amount
-    # and refunded_stripe_amount in Stripe's units for ``currency``.
+    # webhooks converge on. Amounts: *_usd_minor in US cents; local_amount_minor
+    # at local_exponent; stripe_amount, refunded_stripe_amount and the disputes'
+    # amounts in Stripe's units for ``currency`` (stripe_exponent; 0006).
     purchases = Table(
         f"{p}purchases",
         md,
@@ -326,7 +352,16 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("price_usd_minor", BigInteger, nullable=False),
         Column("currency", String(3), nullable=False),
         Column("local_amount_minor", BigInteger, nullable=False),
+        Column(
+            "local_exponent", SmallInteger, nullable=False, default=_exponent_of("currency", "iso")
+        ),
         Column("stripe_amount", BigInteger, nullable=False),
+        Column(
+            "stripe_exponent",
+            SmallInteger,
+            nullable=False,
+            default=_exponent_of("currency", "stripe"),
+        ),
         Column("status", String(16), nullable=False),
         Column("checkout_session_id", String(255), nullable=True),
         Column("checkout_url", String(2000), nullable=True),
@@ -415,6 +450,8 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("stripe_payout_status", String(16), nullable=True),
         Column("payout_currency", String(3), nullable=True),
         Column("payout_stripe_amount", BigInteger, nullable=True),
+        # Set with payout_currency (the row is inserted before Stripe names it).
+        Column("payout_stripe_exponent", SmallInteger, nullable=True),
         Column("exchange_rate", String(40), nullable=True),
         Column("failure_code", String(100), nullable=True),
         Column("failure_message", String(1000), nullable=True),
