@@ -35,7 +35,10 @@ PLATFORM_SECRET = "whsec_platform_test"
 
 @pytest.fixture
 def fake() -> Iterator[FakeStripe]:
+    """A Stripe whose platform balance has USD 10,000.00 available to transfer (the gifts in
+    these tests are funded without Stripe charges)."""
     with FakeStripe() as fake:
+        fake.top_up(1_000_000)
         yield fake
 
 
@@ -573,6 +576,9 @@ class TestWebhooks:
         payouts = world.payouts()
         client = stripe_client(world.fake)
         options = {"stripe_account": world.account}
+        client.v1.transfers.create(  # the account's own money, from outside these payouts
+            params={"amount": 200, "currency": "usd", "destination": world.account}
+        )
         stranger = client.v1.payouts.create(
             params={"amount": 100, "currency": "usd", "metadata": {"payout_id": "pyt_other"}},
             options=options,
