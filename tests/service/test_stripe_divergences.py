@@ -152,7 +152,7 @@ class TestR3FailedRefunds:
         books.deliver(books.fake.fail_refund(refund.id))
         books.assert_books_match_stripe()
         assert any(e.topic == "purchase.refund_failed" for e in books.economy.outbox.pending())
-        assert books.ledger.balance("platform:unapplied_payments").posted_minor == -499
+        assert books.ledger.balance("platform:unapplied_payments").posted_minor == 499
 
 
 # -- R4: transfers refused with balance_insufficient --------------------------------------
@@ -227,11 +227,11 @@ class TestR5Chargebacks:
         books.economy.send_gift("alice", "bob", "rose", 30, idempotency_key="g1")  # 300 spent
         self.dispute_lost(books, purchase)
         balances = books.ledger.balances(
-            ["platform:chargeback_losses", "platform:receivables_allowance", "user:alice:receivable"]
+            ["platform:refund_losses", "platform:receivables_allowance", "user:alice:receivable"]
         )
         assert balances["user:alice:receivable"].posted_minor == 300
         assert balances["platform:receivables_allowance"].posted_minor == -300
-        assert balances["platform:chargeback_losses"].posted_minor == 300
+        assert balances["platform:refund_losses"].posted_minor == 300
         with pytest.raises(SpendingBlocked):
             books.economy.send_gift("alice", "bob", "rose", 1, idempotency_key="g2")
         written = books.payments.write_off("alice", reason="uncollectable", idempotency_key="w1")
@@ -249,7 +249,7 @@ class TestR5Chargebacks:
         self.dispute_lost(books, purchase)
         books.buy()
         balances = books.ledger.balances(
-            ["platform:chargeback_losses", "platform:receivables_allowance", "user:alice:receivable"]
+            ["platform:refund_losses", "platform:receivables_allowance", "user:alice:receivable"]
         )
         assert [b.posted_minor for b in balances.values()] == [0, 0, 0]
         assert books.economy.wallet("alice").coins == 200
@@ -263,7 +263,7 @@ class TestR5Chargebacks:
         dispute = self.dispute_lost(books, purchase)
         assert books.deliver(books.fake.dispute_funds_reinstated(dispute)) == "restored"
         assert books.economy.earnings("bob").pending_minor == 200
-        assert books.ledger.balance("platform:gift_revenue").posted_minor == -300
+        assert books.ledger.balance("platform:gift_revenue").posted_minor == 300
         books.assert_books_match_stripe()
 
 

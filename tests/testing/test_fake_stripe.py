@@ -507,7 +507,7 @@ def test_refunds(fake, client):
         options={"idempotency_key": "refund:1"},
     )
     assert (partial.amount, partial.charge, partial.status) == (199, charge.id, "succeeded")
-    assert set(partial.to_dict()) == set(FIXTURES["refund"])
+    assert set(FIXTURES["refund"]) <= set(partial.to_dict())
     event, created = fake.events[-2:]
     assert (event["type"], created["type"]) == ("charge.refunded", "refund.created")
     assert created["data"]["object"]["id"] == partial.id

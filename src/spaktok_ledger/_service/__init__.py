@@ -1,5 +1,6 @@
 """The gift-economy use cases host apps call from their endpoints."""
 
+from spaktok_ledger._service._debts import WriteOff
 from spaktok_ledger._service._gifts import (
     PLATFORM_ACCOUNTS,
     ActivityItem,
@@ -16,7 +17,9 @@ from spaktok_ledger._service._gifts import (
 from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox, OutboxEvent
 from spaktok_ledger._service._payments import (
+    PURCHASE_EVENTS,
     CheckoutResult,
+    EarlyFraudWarningPolicy,
     FraudDecision,
     FraudPolicy,
     Payments,
@@ -35,10 +38,12 @@ from spaktok_ledger._service._quotes import Pricing, QuoteStore
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
+    "PURCHASE_EVENTS",
     "ActivityItem",
     "ActivityPage",
     "CheckoutResult",
     "ConnectedAccount",
+    "EarlyFraudWarningPolicy",
     "EarningsBalance",
     "FraudDecision",
     "FraudPolicy",
@@ -61,5 +66,6 @@ __all__ = [
     "VelocityLimits",
     "WalletBalance",
     "WalletCredit",
+    "WriteOff",
     "check_party_id",
 ]

@@ -145,6 +145,8 @@ class _Moves(_StripeState):
             payment_method=charge["payment_method"],
             reason=reason,
             status=status,
+            failure_balance_transaction=None,
+            failure_reason=None,
         )
         if status == "pending":
             refund["pending_reason"] = "processing"
