@@ -186,7 +186,7 @@ def test_reconcile_payouts(tmp_path, monkeypatch) -> None:
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     with FakeStripe() as fake, Ledger(url) as ledger:
-        economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]))
+        economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]), hold_days=0)
         economy.setup()
         economy.register_streamer("bob")
         economy.credit_purchase("al", coins=50_000, price_usd_minor=50_000, idempotency_key="p")

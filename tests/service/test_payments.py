@@ -60,7 +60,7 @@ def fake(clock) -> FakeStripe:
 
 @pytest.fixture
 def shop(ledger: Ledger, clock, fake: FakeStripe):
-    economy = GiftEconomy(ledger, GIFTS, clock=clock)
+    economy = GiftEconomy(ledger, GIFTS, hold_days=0, clock=clock)
     economy.setup()
     economy.register_streamer("bob")
     rates = StaticRateProvider(

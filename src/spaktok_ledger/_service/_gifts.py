@@ -78,6 +78,8 @@ __all__ = [
 ]
 
 MAX_QUANTITY: Final = 10_000
+# Streamer shares wait a week before they can be paid out: why, in docs/gifts.md.
+DEFAULT_HOLD_DAYS: Final = 7
 REVENUE_SHARDS: Final = 16
 EARNINGS_SHARDS: Final = 8
 
@@ -344,7 +346,7 @@ class GiftEconomy:
         gifts: GiftCatalogue | None = None,
         *,
         split: RevenueSplit | None = None,
-        hold_days: int = 0,
+        hold_days: int = DEFAULT_HOLD_DAYS,
         coin_value_usd_minor: int = 1,
         clock: Clock | None = None,
         earnings_shards: int = EARNINGS_SHARDS,
