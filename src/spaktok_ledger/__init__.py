@@ -173,6 +173,12 @@ from spaktok_ledger._service._gateway import (
     TransferSnapshot,
     WebhookEvent,
 )
+from spaktok_ledger._service._reconcile import (
+    BalanceCheck,
+    Drift,
+    ReconcileReport,
+    Reconciliation,
+)
 from spaktok_ledger._service._webhooks import WebhookResult
 from spaktok_ledger._split import (
     RevenueSplit,
@@ -210,6 +216,7 @@ __all__ = [
     "AmountBelowMinimum",
     "AmountMismatch",
     "Balance",
+    "BalanceCheck",
     "BalanceTxn",
     "CheckoutRequest",
     "CheckoutResult",
@@ -222,6 +229,7 @@ __all__ = [
     "CurrencyInfo",
     "CurrencyMismatch",
     "DisputeSnapshot",
+    "Drift",
     "EarlyFraudWarningPolicy",
     "EarningsBalance",
     "Entry",
@@ -287,6 +295,8 @@ __all__ = [
     "RateError",
     "RateStale",
     "RateUnavailable",
+    "ReconcileReport",
+    "Reconciliation",
     "RefundPolicy",
     "RefundSnapshot",
     "Retry",

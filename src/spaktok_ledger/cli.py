@@ -639,6 +639,148 @@ def cmd_reconcile_payouts(ctx: Context) -> int:
     return EXIT_OK if all(d.resolved for d in found) else EXIT_FAILED
 
 
+def _money_services(ctx: Context, ledger: Ledger) -> tuple[Any, Any]:
+    """Payments and payouts on the ledger, for commands that talk to Stripe (no webhooks:
+    they fetch from Stripe, so the endpoints' secrets are not needed)."""
+    from spaktok_ledger._service import GiftEconomy, Payments, Payouts, Pricing
+    from spaktok_ledger.fx import StaticRateProvider
+
+    gateway = _gateway()
+    economy = GiftEconomy(ledger)
+    pricing = Pricing(ledger, _pack_catalogue(ctx), StaticRateProvider({}))
+    payouts = Payouts(
+        economy,
+        gateway,
+        connect_webhook_secret=os.environ.get("STRIPE_CONNECT_WEBHOOK_SECRET", "unused"),
+        manual_payouts=ctx.args.manual,
+    )
+    payments = Payments(
+        economy,
+        pricing,
+        gateway,
+        webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET", "unused"),
+        transfer_events=payouts.handle_event,
+    )
+    return payments, payouts
+
+
+def cmd_reconcile(ctx: Context) -> int:
+    from spaktok_ledger._service import Reconciliation
+
+    bars: dict[str, Progress] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bars.setdefault(stage, ctx.progress(stage))(done, total)
+
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        payments, payouts = _money_services(ctx, ledger)
+        report = Reconciliation(payments, payouts).run(on_progress=progress)
+
+    def human() -> None:
+        table(
+            ctx.out,
+            ["stripe account", "currency", "ledger", "stripe available", "stripe pending"],
+            [
+                [
+                    b.stripe_account,
+                    b.currency,
+                    money(b.ledger_minor, b.currency),
+                    money(b.stripe_available_minor, b.currency),
+                    money(b.stripe_pending_minor, b.currency),
+                ]
+                for b in report.balances
+            ],
+            right=[2, 3, 4],
+        )
+        if report.events_applied:
+            ctx.out.write(f"\n{len(report.events_applied)} missed event(s) applied\n")
+        if report.drift:
+            ctx.out.write("\n")
+            table(
+                ctx.out,
+                ["drift", "stripe account", "currency", "transaction", "repaired", "detail"],
+                [
+                    [
+                        d.kind,
+                        d.stripe_account,
+                        d.currency,
+                        d.txn_id or "",
+                        "yes" if d.repaired else "NO",
+                        d.detail,
+                    ]
+                    for d in report.drift
+                ],
+            )
+        for error in report.errors:
+            ctx.err.write(f"error: {error}\n")
+        ctx.out.write(
+            f"\n{report.transactions_checked} balance transaction(s) checked: "
+            + (
+                "the books agree with Stripe\n"
+                if report.ok
+                else f"{len(report.unresolved)} drift(s) left: see docs/operations.md\n"
+            )
+        )
+
+    ctx.emit(report.to_dict(), human)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _ledger_only_payments(ctx: Context, ledger: Ledger) -> Any:
+    from spaktok_ledger._service import GiftEconomy, Payments, Pricing
+    from spaktok_ledger.fx import StaticRateProvider
+
+    return Payments(
+        GiftEconomy(ledger),
+        Pricing(ledger, _pack_catalogue(ctx), StaticRateProvider({})),
+        _NoGateway(),
+        webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET", "unused"),
+    )
+
+
+def cmd_debts(ctx: Context) -> int:
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        payments = _ledger_only_payments(ctx, ledger)
+        owed = payments.debts(limit=ctx.args.limit)
+    data = {"debts": [{"user_id": u, "debt_usd_minor": a} for u, a in owed]}
+
+    def human() -> None:
+        if not owed:
+            ctx.out.write("no viewer owes anything\n")
+            return
+        table(ctx.out, ["user", "owes"], [[u, money(a)] for u, a in owed], right=[1])
+
+    ctx.emit(data, human)
+    return EXIT_OK
+
+
+def cmd_write_off(ctx: Context) -> int:
+    with ctx.ledger() as ledger:
+        ledger.check_schema()
+        payments = _ledger_only_payments(ctx, ledger)
+        done = payments.write_off(
+            ctx.args.user, reason=ctx.args.reason, idempotency_key=ctx.args.idempotency_key
+        )
+    ctx.emit(
+        done.to_dict(),
+        lambda: ctx.out.write(
+            f"wrote off {money(done.amount_usd_minor)} owed by {done.user_id}"
+            + (" (already done)" if done.replayed else "")
+            + "\n"
+        ),
+    )
+    return EXIT_OK
+
+
+class _NoGateway:
+    """For commands that only read and write the ledger: any Stripe call is a bug."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise UsageError(f"this command does not talk to Stripe (it asked for {name})")
+
+
 def cmd_demo(ctx: Context) -> int:
     from spaktok_ledger._demo import run_demo
 
@@ -724,6 +866,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--days", type=int, default=14, help="also recheck payouts settled lately")
     p.add_argument("--manual", action="store_true", help="the platform runs manual payouts")
+    p = add(
+        "reconcile",
+        cmd_reconcile,
+        "prove the books equal Stripe: sweep missed events, match every balance transaction, "
+        "compare balances; exit 1 on drift ($STRIPE_SECRET_KEY)",
+    )
+    p.add_argument("--manual", action="store_true", help="the platform runs manual payouts")
+    p.add_argument("--packs", help="pack catalogue .toml/.json (default: $SPAKTOK_PACKS or demo)")
+    p = add("debts", cmd_debts, "viewers who owe money after refunds or chargebacks")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--packs", help=argparse.SUPPRESS)
+    p = add("write-off", cmd_write_off, "give up a viewer's debt (the loss is already booked)")
+    p.add_argument("user")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--idempotency-key", required=True, help="a key for this decision")
+    p.add_argument("--packs", help=argparse.SUPPRESS)
     p = add("quote", cmd_quote, "a coin pack's price in a currency or locale")
     p.add_argument("pack")
     p.add_argument("--currency", help="ISO 4217 code (default: the locale's, else USD)")

@@ -18,6 +18,8 @@ from spaktok_ledger import (
     Payments,
     Payouts,
     Pricing,
+    ReconcileReport,
+    Reconciliation,
     StripeGateway,
 )
 from spaktok_ledger.fx import StaticRateProvider
@@ -110,10 +112,16 @@ class Books:
         available, pending = self.fake.balance(account).get(currency.lower(), (0, 0))
         return available + pending
 
+    def reconcile(self) -> ReconcileReport:
+        return Reconciliation(self.payments, self.payouts).run()
+
     def assert_books_match_stripe(self, currencies: tuple[str, ...] = ("USD",)) -> None:
-        """The ledger's Stripe balance per currency is Stripe's (available + pending)."""
+        """The ledger's Stripe balance per currency is Stripe's (available + pending), and
+        reconcile() finds nothing to repair and nothing left."""
         for currency in currencies:
             assert self.ledger_stripe_balance(currency) == self.stripe_balance(currency), currency
+        report = self.reconcile()
+        assert report.ok and not report.drift, report.to_dict()
         assert self.ledger.verify().ok
 
 

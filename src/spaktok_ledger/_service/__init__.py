@@ -35,14 +35,22 @@ from spaktok_ledger._service._payouts import (
     Payouts,
 )
 from spaktok_ledger._service._quotes import Pricing, QuoteStore
+from spaktok_ledger._service._reconcile import (
+    BalanceCheck,
+    Drift,
+    ReconcileReport,
+    Reconciliation,
+)
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
     "PURCHASE_EVENTS",
     "ActivityItem",
     "ActivityPage",
+    "BalanceCheck",
     "CheckoutResult",
     "ConnectedAccount",
+    "Drift",
     "EarlyFraudWarningPolicy",
     "EarningsBalance",
     "FraudDecision",
@@ -61,6 +69,8 @@ __all__ = [
     "Purchase",
     "QuoteStore",
     "RadarPolicy",
+    "ReconcileReport",
+    "Reconciliation",
     "RefundPolicy",
     "Streamer",
     "VelocityLimits",

@@ -61,6 +61,12 @@ class BalanceTxn:
     created: int = 0
     account: str | None = None
     """The connected account whose balance it is (``None``: the platform's)."""
+    charge_id: str | None = None
+    """For a charge, refund, refund failure or dispute: the charge it belongs to."""
+    transfer_id: str | None = None
+    """For a transfer, its reversal, or the payment it made on a connected account."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The source object's metadata (a payout's ``payout_id``, a charge's ``purchase_id``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,10 @@ class _PayoutReconcile(_PayoutEvents):
                 found.append(item)
         return found
 
+    def reconcile_payout(self, payout_id: str) -> PayoutDiscrepancy | None:
+        """Compare one payout with Stripe and fix the safe cases (None: it agreed)."""
+        return self._reconcile_one(self.payout(payout_id))
+
     def _reconcile_one(self, record: PayoutRecord) -> PayoutDiscrepancy | None:
         def item(
             problem: str, detail: str, resolved: bool, stripe: str | None

@@ -553,7 +553,8 @@ class StripeGateway:
             self._pages(
                 "list balance transactions",
                 self._client.v1.balance_transactions.list,
-                {"created": {"gte": created_gte}},
+                # the source says what the money belongs to (a charge, a payout...)
+                {"created": {"gte": created_gte}, "expand": ["data.source"]},
                 account,
             )
         )

@@ -50,6 +50,9 @@ def _metadata(data: Mapping[str, Any]) -> dict[str, str]:
 
 def balance_txn(data: Mapping[str, Any], account: str | None = None) -> BalanceTxn:
     rate = data.get("exchange_rate")
+    source = data.get("source")
+    source = source if isinstance(source, Mapping) else {}
+    kind = source.get("object")
     return BalanceTxn(
         id=str(data.get("id")),
         type=str(data.get("type") or ""),
@@ -65,7 +68,14 @@ def balance_txn(data: Mapping[str, Any], account: str | None = None) -> BalanceT
         available_on=int(data.get("available_on") or 0),
         created=int(data.get("created") or 0),
         account=account,
-    )
+        # With ``expand=["data.source"]`` (reconciliation): what the source belongs to.
+        charge_id=str(source["id"]) if kind == "charge" and not source.get("source_transfer")
+        else _id(source.get("charge")) if kind in ("refund", "dispute") else None,
+        transfer_id=str(source["id"]) if kind == "transfer"
+        else _id(source.get("transfer")) if kind == "transfer_reversal"
+        else _id(source.get("source_transfer")) if kind == "charge" else None,
+        metadata=_metadata(source),
+    )  # fmt: skip
 
 
 def _expanded_txn(value: object, account: str | None = None) -> BalanceTxn | None:
