@@ -379,3 +379,29 @@ class TestAlsoFound:
         books.deliver(books.fake.events[-2])
         assert books.economy.wallet("alice").coins == 0
         books.assert_books_match_stripe()
+
+    def test_chargeback_of_a_refunded_payment_is_a_loss(self, books) -> None:
+        """Found by the scenario machine: refunded, then charged back anyway. Stripe takes
+        the money twice; the second time is a loss, not an FX result."""
+        purchase = books.buy()
+        books.deliver(books.fake.refund(purchase.charge_id))
+        dispute = books.fake.dispute(purchase.charge_id)["data"]["object"]["id"]
+        books.deliver(books.fake.dispute_funds_withdrawn(dispute))
+        loss = books.ledger.balances(["platform:refund_losses", "platform:fx_gain_loss"])
+        assert (loss["platform:refund_losses"].posted_minor, loss["platform:fx_gain_loss"].posted_minor) == (499, 0)
+        books.assert_books_match_stripe()
+
+    def test_chargeback_of_a_refunded_refused_payment(self, books) -> None:
+        """Found by the scenario machine: refused and refunded, then charged back anyway."""
+        purchase = books.buy(risk_level="highest")
+        books.deliver(books.fake.events[-2])  # charge.refunded
+        charge = books.charge_of(purchase.id)
+        dispute = books.fake.dispute(charge)["data"]["object"]["id"]
+        books.deliver(books.fake.dispute_funds_withdrawn(dispute))
+        balances = books.ledger.balances(
+            ["platform:refund_losses", "platform:fx_gain_loss", "platform:unapplied_payments"]
+        )
+        assert balances["platform:refund_losses"].posted_minor == 499
+        assert balances["platform:fx_gain_loss"].posted_minor == 0
+        assert balances["platform:unapplied_payments"].posted_minor == 0
+        books.assert_books_match_stripe()

@@ -15,6 +15,9 @@ the ledger is brought to:
 - ``platform:unapplied_payments`` holds, for a purchase held for review,
   refused or mismatched, the customer's money Stripe still has: it is owed
   back (or becomes coins when released);
+- ``platform:refund_losses`` takes what the customer got back twice (a
+  chargeback of a payment already refunded: Stripe withdraws the funds even so,
+  https://docs.stripe.com/disputes/how-disputes-work);
 - ``platform:fx_gain_loss`` takes the rest: what Stripe settled against the
   USD list price.
 
@@ -33,9 +36,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
 from spaktok_ledger._domain import AccountKind, AccountSpec, EntryDraft, EntryType, Posting
+from spaktok_ledger._service._debts import REFUND_LOSSES
 from spaktok_ledger._service._gateway import BalanceTxn
 from spaktok_ledger._service._gifts import CLEARING
-from spaktok_ledger._service._purchase_rows import _PaymentsCore, _State, share
+from spaktok_ledger._service._purchase_rows import (
+    _PaymentsCore,
+    _State,
+    disputed_amount,
+    share,
+)
 from spaktok_ledger._service._stripe_index import record_booked
 from spaktok_ledger._store import Ledger
 
@@ -73,6 +82,24 @@ def _fields(value: Any) -> dict[str, Any]:
     return {"net": net, "fee": fee, "type": kind, "currency": "USD", "amount": net + fee}
 
 
+def _merge_seen(stored: Mapping[str, Any], fresh: Sequence[BalanceTxn]) -> dict[str, Any]:
+    """The purchase's balance transactions seen so far, with those of this snapshot."""
+    seen = {k: _fields(v) for k, v in stored.items()}
+    for t in fresh:
+        seen.setdefault(
+            t.id,
+            {
+                "net": t.net_minor,
+                "fee": t.fee_minor,
+                "type": t.type,
+                "currency": t.currency,
+                "amount": t.amount_minor,
+                "rate": str(t.exchange_rate) if t.exchange_rate is not None else None,
+            },
+        )
+    return seen
+
+
 class _Settlement(_PaymentsCore):
     """Books Stripe's fees, FX and balance movements for a purchase."""
 
@@ -92,17 +119,8 @@ class _Settlement(_PaymentsCore):
         """Bring the books to the targets above (deltas only: Stripe's figures only ever
         accumulate, so a snapshot older than one already booked cannot take it back)."""
         row = s.row
-        seen = {k: _fields(v) for k, v in row["balance_txns"].items()}
-        new = [t for t in fresh if t.id not in seen]
-        for t in new:
-            seen[t.id] = {
-                "net": t.net_minor,
-                "fee": t.fee_minor,
-                "type": t.type,
-                "currency": t.currency,
-                "amount": t.amount_minor,
-                "rate": str(t.exchange_rate) if t.exchange_rate is not None else None,
-            }
+        new = sorted(t.id for t in fresh if t.id not in row["balance_txns"])
+        seen = _merge_seen(row["balance_txns"], fresh)
         row["balance_txns"] = seen
         if not any(v["type"] == "charge" for v in seen.values()):
             return
@@ -116,13 +134,19 @@ class _Settlement(_PaymentsCore):
                 totals = foreign.setdefault(v["currency"], [0, 0])
                 totals[0] += v["net"]
                 totals[1] += self._usd_value(row, v["net"], v)
+        charged = row["charged_stripe_amount"] or row["stripe_amount"]
+        twice = max(row["refunded_stripe_amount"] + disputed_amount(row["disputes"]) - charged, 0)
+        over = share(row["price_usd_minor"], twice, row["stripe_amount"])
         unapplied = 0
         if row["status"] in _UNAPPLIED_STATUSES:
-            unapplied = sum(self._usd_value(row, v["amount"], v) for v in seen.values())
+            # What Stripe still holds of the customer's money; a second return of the
+            # same money is the loss above, not something the customer owes.
+            unapplied = over + sum(self._usd_value(row, v["amount"], v) for v in seen.values())
         d_net = net_usd - row["settled_net_usd_minor"]
         d_fee = fee_usd - row["settled_fee_usd_minor"]
         d_clear = row["clearing_usd_minor"] - row["settled_clearing_usd_minor"]
         d_unapplied = unapplied - row["unapplied_usd_minor"]
+        d_over = over - row["over_returned_usd_minor"]
         booked = row["settled_foreign"]
         legs: list[Posting] = []
         d_exchange = 0
@@ -133,7 +157,7 @@ class _Settlement(_PaymentsCore):
                 open_currency_accounts(tx, currency)
                 legs.append(Posting(stripe_balance_account(currency), d_local, currency))
                 legs.append(Posting(f"{EXCHANGE}:{currency}", -d_local, currency))
-        fx = d_clear + d_unapplied - d_net - d_fee - d_exchange
+        fx = d_clear + d_unapplied - d_net - d_fee - d_exchange - d_over
         if d_exchange:
             open_currency_accounts(tx, next(iter(foreign)))
         legs += [
@@ -143,6 +167,7 @@ class _Settlement(_PaymentsCore):
                 (PAYMENT_FEES, d_fee),
                 (CLEARING, -d_clear),
                 (UNAPPLIED, -d_unapplied),
+                (REFUND_LOSSES, d_over),
                 (EXCHANGE, d_exchange),
                 (FX_GAIN_LOSS, fx),
             )
@@ -162,7 +187,7 @@ class _Settlement(_PaymentsCore):
                         "fee_usd_minor": d_fee,
                         "fx_usd_minor": -fx,
                         "unapplied_usd_minor": d_unapplied,
-                        "balance_transactions": sorted(t.id for t in new),
+                        "balance_transactions": new,
                         "counterparty": "stripe",
                     },
                     effective_at=now,
@@ -174,6 +199,7 @@ class _Settlement(_PaymentsCore):
         row["settled_fee_usd_minor"] = fee_usd
         row["settled_clearing_usd_minor"] = row["clearing_usd_minor"]
         row["unapplied_usd_minor"] = unapplied
+        row["over_returned_usd_minor"] = over
         row["settled_foreign"] = {c: [n, u] for c, (n, u) in foreign.items()}
         record_booked(
             tx.connection(),

@@ -403,6 +403,8 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("fraud_warning", String(255), nullable=True),
         # What Stripe charged (Stripe's units; differs from stripe_amount on a mismatch).
         Column("charged_stripe_amount", BigInteger, nullable=True),
+        # Returned twice (a chargeback of a refunded payment): booked as a loss.
+        Column("over_returned_usd_minor", BigInteger, nullable=False, server_default=text("0")),
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
         CheckConstraint(

@@ -351,8 +351,10 @@ class _Simulator(_StripeAPI):
             charge = self._require(charge_id, "charge")
             if charge["status"] != "succeeded":
                 raise ValueError(f"charge {charge_id} is {charge['status']}: nothing to dispute")
-            if self._open_dispute(charge_id) is not None:
-                raise ValueError(f"charge {charge_id} already has an open dispute")
+            if charge["disputed"]:
+                # One dispute per charge: the charge's ``disputed`` flag, and the card
+                # networks do not give a cardholder the same money back twice.
+                raise ValueError(f"charge {charge_id} has already been disputed")
             now = self._now()
             dispute = fixture("dispute")
             dispute["evidence_details"].update(due_by=now + 7 * _DAY, past_due=False)

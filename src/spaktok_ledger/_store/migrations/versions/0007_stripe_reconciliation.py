@@ -38,6 +38,7 @@ def upgrade() -> None:
         _zero("unapplied_usd_minor"),
         sa.Column("fraud_warning", sa.String(255), nullable=True),
         sa.Column("charged_stripe_amount", sa.BigInteger, nullable=True),
+        _zero("over_returned_usd_minor"),
     ):
         op.add_column(f"{p}purchases", column)
     op.add_column(f"{p}connected_accounts", sa.Column("service_agreement", sa.String(16)))
@@ -98,6 +99,7 @@ def downgrade() -> None:
         batch.drop_column("service_agreement")
     with op.batch_alter_table(f"{p}purchases") as batch:
         for name in (
+            "over_returned_usd_minor",
             "charged_stripe_amount",
             "fraud_warning",
             "unapplied_usd_minor",
