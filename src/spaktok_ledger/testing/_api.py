@@ -87,11 +87,17 @@ class _StripeAPI(_ConnectAPI):
                 self._retrieve_simple("balance_transaction"),
             ),
             ("POST", r"/v1/refunds", self._create_refund),
-            ("GET", r"/v1/refunds", self._list_refunds),
+            ("GET", r"/v1/refunds", self._list_of_a_payment("refund", "/v1/refunds")),
             ("GET", r"/v1/refunds/([^/]+)", self._retrieve_simple("refund")),
-            ("GET", r"/v1/disputes", self._list_disputes),
+            ("GET", r"/v1/disputes", self._list_of_a_payment("dispute", "/v1/disputes")),
             ("GET", r"/v1/disputes/([^/]+)", self._retrieve_simple("dispute")),
-            ("GET", r"/v1/radar/early_fraud_warnings", self._list_early_fraud_warnings),
+            (
+                "GET",
+                r"/v1/radar/early_fraud_warnings",
+                self._list_of_a_payment(
+                    "radar.early_fraud_warning", "/v1/radar/early_fraud_warnings"
+                ),
+            ),
             (
                 "GET",
                 r"/v1/radar/early_fraud_warnings/([^/]+)",
@@ -445,49 +451,25 @@ class _StripeAPI(_ConnectAPI):
         )
         return self._render(refund, call)
 
-    def _list_refunds(self, call: _Call) -> JSON:
-        check_known_params(call.params, _LIST_PARAMS | {"charge", "payment_intent"})
-        charge = str_param(call.params, "charge")
-        intent = str_param(call.params, "payment_intent")
-        return self._list(
-            call,
-            "refund",
-            "/v1/refunds",
-            lambda obj: (
-                (charge is None or obj["charge"] == charge)
-                and (intent is None or obj["payment_intent"] == intent)
-            ),
-        )
+    def _list_of_a_payment(self, object_type: str, url: str) -> Callable[[_Call], JSON]:
+        """A list filtered by ``charge`` or ``payment_intent``: refunds, disputes
+        (https://docs.stripe.com/api/disputes/list), early fraud warnings."""
 
-    def _list_disputes(self, call: _Call) -> JSON:
-        # Disputes can be listed by charge or PaymentIntent
-        # (https://docs.stripe.com/api/disputes/list).
-        check_known_params(call.params, _LIST_PARAMS | {"charge", "payment_intent"})
-        charge = str_param(call.params, "charge")
-        intent = str_param(call.params, "payment_intent")
-        return self._list(
-            call,
-            "dispute",
-            "/v1/disputes",
-            lambda obj: (
-                (charge is None or obj["charge"] == charge)
-                and (intent is None or obj["payment_intent"] == intent)
-            ),
-        )
+        def listing(call: _Call) -> JSON:
+            check_known_params(call.params, _LIST_PARAMS | {"charge", "payment_intent"})
+            wanted = {
+                name: value
+                for name in ("charge", "payment_intent")
+                if (value := str_param(call.params, name)) is not None
+            }
+            return self._list(
+                call,
+                object_type,
+                url,
+                lambda obj: all(obj.get(name) == value for name, value in wanted.items()),
+            )
 
-    def _list_early_fraud_warnings(self, call: _Call) -> JSON:
-        check_known_params(call.params, _LIST_PARAMS | {"charge", "payment_intent"})
-        charge = str_param(call.params, "charge")
-        intent = str_param(call.params, "payment_intent")
-        return self._list(
-            call,
-            "radar.early_fraud_warning",
-            "/v1/radar/early_fraud_warnings",
-            lambda obj: (
-                (charge is None or obj["charge"] == charge)
-                and (intent is None or obj.get("payment_intent") == intent)
-            ),
-        )
+        return listing
 
     def _retrieve_balance(self, call: _Call) -> JSON:
         """The account's balance per currency, available and pending
