@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TextIO
 
 from spaktok_ledger._catalogue import CoinPack, Gift, GiftCatalogue, PackCatalogue
+from spaktok_ledger._cli_base import money, table
 from spaktok_ledger._errors import InsufficientFunds
 from spaktok_ledger._format import format_price
 from spaktok_ledger._service import GiftEconomy, Payments, Payouts, Pricing
 from spaktok_ledger._store import Ledger
 from spaktok_ledger._stripe import StripeGateway
-from spaktok_ledger.cli import money, print_trial_balance, table
+from spaktok_ledger.cli import print_trial_balance
 from spaktok_ledger.fx import StaticRateProvider
 from spaktok_ledger.testing import FakeClock, FakeStripe, signed_event, stripe_client
 
