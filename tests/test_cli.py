@@ -186,13 +186,14 @@ def test_reconcile_payouts(tmp_path, monkeypatch) -> None:
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     with FakeStripe() as fake, Ledger(url) as ledger:
-        economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]))
+        economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]), hold_days=0)
         economy.setup()
         economy.register_streamer("bob")
         economy.credit_purchase("al", coins=50_000, price_usd_minor=50_000, idempotency_key="p")
         economy.send_gift("al", "bob", "rocket", 10, idempotency_key="g")
         payouts = Payouts(economy, StripeGateway(stripe_client(fake)), connect_webhook_secret="x")
         payouts.link_account("bob", fake.create_account(onboarded=True)["id"])
+        fake.top_up(100_000)  # the gifts were funded outside Stripe
         fake.drop_next("POST", "/v1/transfers")
         with pytest.raises(PaymentProviderError):
             payouts.request_payout("bob", 6000, idempotency_key="p1")

@@ -71,3 +71,11 @@ def test_package_import_creates_no_engine() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "0 False False"
+
+
+def test_services_speak_the_gateway_port_only() -> None:
+    """The services never import the Stripe adapter nor the SDK: Stripe's payload shapes
+    are read in spaktok_ledger._stripe, which turns them into the port's types."""
+    for path in sorted((PACKAGE / "_service").glob("*.py")):
+        for name in _imports(path):
+            assert not name.startswith(("spaktok_ledger._stripe", "stripe")), (path.name, name)

@@ -256,7 +256,14 @@ def build_services(settings: Settings | None = None, *, ledger: Ledger | None = 
     if ledger is None:
         ledger = Ledger(settings.database_url, prefix=settings.table_prefix)
     try:
-        economy = GiftEconomy(ledger, gifts, coin_value_usd_minor=packs.coin_value_usd_minor)
+        economy = GiftEconomy(
+            ledger,
+            gifts,
+            coin_value_usd_minor=packs.coin_value_usd_minor,
+            # Shares payable at once, so the example's story fits in one run; in
+            # production keep the 7-day default hold period (docs/gifts.md).
+            hold_days=0,
+        )
         economy.setup()
         pricing = Pricing(
             ledger,

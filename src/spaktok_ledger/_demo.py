@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import TextIO
 
 from spaktok_ledger._catalogue import CoinPack, Gift, GiftCatalogue, PackCatalogue
+from spaktok_ledger._cli_base import money, table
 from spaktok_ledger._errors import InsufficientFunds
 from spaktok_ledger._format import format_price
 from spaktok_ledger._service import GiftEconomy, Payments, Payouts, Pricing
 from spaktok_ledger._store import Ledger
 from spaktok_ledger._stripe import StripeGateway
-from spaktok_ledger.cli import money, print_trial_balance, table
+from spaktok_ledger.cli import print_trial_balance
 from spaktok_ledger.fx import StaticRateProvider
-from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
+from spaktok_ledger.testing import FakeClock, FakeStripe, signed_event, stripe_client
 
 __all__ = ["run_demo"]
 
@@ -57,8 +58,11 @@ def run_demo(file: str, out: TextIO) -> int:
     path = Path(file)
     _fresh(path)
     out.write(f"spaktok-ledger demo on {path} (embedded SQLite, created fresh)\n\n")
-    with Ledger(f"sqlite:///{path}") as ledger:
-        economy = GiftEconomy(ledger, GIFTS)
+    # One clock for the ledger and the fake Stripe, so the story can let days pass:
+    # card funds become available after two days, gift shares mature after the hold.
+    clock = FakeClock()
+    with Ledger(f"sqlite:///{path}", clock=clock) as ledger:
+        economy = GiftEconomy(ledger, GIFTS, clock=clock)
         economy.setup()
         economy.register_streamer("bob")
         economy.register_streamer("lena", streamer_bps=5000)
@@ -67,10 +71,12 @@ def run_demo(file: str, out: TextIO) -> int:
             "   split) and lena (partner: 50/50)\n"
         )
 
-        with FakeStripe() as fake:
-            pricing = Pricing(ledger, PACKS, StaticRateProvider(DEMO_RATES))
+        with FakeStripe(clock=clock) as fake:
+            pricing = Pricing(ledger, PACKS, StaticRateProvider(DEMO_RATES, clock=clock))
             gateway = StripeGateway(stripe_client(fake, timeout=10))
-            payments = Payments(economy, pricing, gateway, webhook_secret=WEBHOOK_SECRET)
+            payments = Payments(
+                economy, pricing, gateway, webhook_secret=WEBHOOK_SECRET, clock=clock
+            )
             _buy_coins(out, fake, pricing, payments)
             out.write("\n3. a burst of gifts during two streams\n")
             _gift_burst(out, economy)
@@ -81,9 +87,10 @@ def run_demo(file: str, out: TextIO) -> int:
                 connect_webhook_secret=CONNECT_SECRET,
                 manual_payouts=True,
                 minimum_usd_minor=500,  # USD 5.00 for the demo (the default is USD 50.00)
+                clock=clock,
             )
             payments.transfer_events = payouts.handle_event
-            _cash_out(out, fake, economy, payouts)
+            _cash_out(out, fake, clock, economy, payouts)
         _report(out, ledger, economy)
         report = ledger.verify()
         out.write(f"\nverify: {'ok' if report.ok else report.problems}\n")
@@ -177,12 +184,22 @@ def _connect(fake: FakeStripe, payouts: Payouts, event: dict[str, object]) -> st
     return payouts.handle_webhook(body, signature).outcome
 
 
-def _cash_out(out: TextIO, fake: FakeStripe, economy: GiftEconomy, payouts: Payouts) -> None:
+def _cash_out(
+    out: TextIO, fake: FakeStripe, clock: FakeClock, economy: GiftEconomy, payouts: Payouts
+) -> None:
     out.write("\n5. bob cashes out through Stripe Connect (manual bank payouts)\n")
+    days = max(economy.hold_days, 2)
+    clock.advance(days=days)
+    matured = sum(m.amount_minor for m in economy.mature_earnings())
+    out.write(
+        f"   {days} days later: the card payments' funds are available at Stripe, and "
+        f"{money(matured)} of gift shares matured (a {economy.hold_days}-day hold period "
+        "against chargeback fraud)\n"
+    )
     account = payouts.create_express_account("bob", country="DE", email="bob@example.com")
     out.write(
-        f"   Express account {account.account_id}: KYC {account.kyc_status}, "
-        f"payouts enabled: {account.payouts_enabled}\n"
+        f"   Express account {account.account_id} in DE (cross-border: the recipient service "
+        f"agreement): KYC {account.kyc_status}, payouts enabled: {account.payouts_enabled}\n"
     )
     outcome = _connect(fake, payouts, fake.onboard_account(account.account_id))
     status = payouts.account_status("bob")
@@ -190,21 +207,39 @@ def _cash_out(out: TextIO, fake: FakeStripe, economy: GiftEconomy, payouts: Payo
     out.write(f"   account.updated -> {outcome}: KYC {status.kyc_status}\n")
     first = payouts.request_payout("bob", 500, idempotency_key="demo-payout-1")
     out.write(
-        f"   payout {first.payout_id} of {money(500)} requested: transfer made, "
-        f"bank payout {first.status}; in payout {money(economy.earnings('bob').in_payout_minor)}\n"
+        f"   payout {first.payout_id} of {money(500)} requested: transfer made, it arrives "
+        f"as {first.arrival_stripe_amount} {first.arrival_currency} cents; "
+        f"in payout {money(economy.earnings('bob').in_payout_minor)}\n"
     )
+    clock.advance(days=1)  # transfers to recipient accounts are available a day later
+    payouts.reconcile()  # the periodic job makes the bank payout, in the account's currency
+    first = payouts.payout(first.payout_id)
     assert first.stripe_payout_id is not None
     outcome = _connect(fake, payouts, fake.pay_payout(first.stripe_payout_id))
-    out.write(f"   payout.paid -> {outcome}: settled against platform:stripe_balance\n")
+    out.write(
+        f"   a day later: bank payout of {first.payout_stripe_amount} {first.payout_currency} "
+        f"cents; payout.paid -> {outcome}\n"
+    )
     second = payouts.request_payout("bob", 600, idempotency_key="demo-payout-2")
-    available = economy.earnings("bob").available_minor
+    clock.advance(days=1)
+    payouts.reconcile()
+    second = payouts.payout(second.payout_id)
     assert second.stripe_payout_id is not None
     outcome = _connect(
         fake, payouts, fake.fail_payout(second.stripe_payout_id, failure_code="account_closed")
     )
+    waiting = payouts.payout(second.payout_id)
     out.write(
         f"   a second payout of {money(600)} fails at the bank (account_closed) -> {outcome}: "
-        f"available {money(available)} -> {money(economy.earnings('bob').available_minor)}\n"
+        f"Stripe returned {waiting.on_account_minor} {waiting.arrival_currency} cents to the "
+        "connected account, where it waits\n"
+    )
+    again = payouts.repay(second.payout_id)
+    assert again.stripe_payout_id is not None
+    outcome = _connect(fake, payouts, fake.pay_payout(again.stripe_payout_id))
+    out.write(
+        f"   bob fixes his bank details; repay() pays it out again from the account (no second "
+        f"transfer) -> payout.paid -> {outcome}\n"
     )
 
 

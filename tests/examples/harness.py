@@ -308,7 +308,9 @@ class AppContract:
         assert self.snapshot(api, "alice")[0]["wallet"]["coins"] == 0  # not paid yet
 
         # Stripe: the customer pays, the signed webhook credits the coins (once).
-        paid = fake.complete_checkout(bought["checkout_session_id"], exchange_rate=EUR_SETTLEMENT)
+        paid = fake.complete_checkout(  # funds available at once, like Stripe's 0077 test card
+            bought["checkout_session_id"], exchange_rate=EUR_SETTLEMENT, available_now=True
+        )
         credited = self.deliver(api, "/api/payments/webhook", paid, SECRET)
         assert credited.status_code == 200, credited.text
         assert credited.json()["outcome"] == "credited"
@@ -457,7 +459,9 @@ class AppContract:
     ) -> None:
         """A forged or missing Stripe-Signature is a 400; the genuine delivery still credits."""
         bought = self.checkout(api, "erin", "buy-erin")
-        paid = fake.complete_checkout(bought["checkout_session_id"], exchange_rate=EUR_SETTLEMENT)
+        paid = fake.complete_checkout(  # funds available at once, like Stripe's 0077 test card
+            bought["checkout_session_id"], exchange_rate=EUR_SETTLEMENT, available_now=True
+        )
         before = self.snapshot(api, "erin")
         forged = self.deliver(api, "/api/payments/webhook", paid, "whsec_someone_else")
         problem(forged, 400, "webhook_verification_error")

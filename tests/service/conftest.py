@@ -13,7 +13,7 @@ GIFTS = GiftCatalogue(
 
 @pytest.fixture
 def economy(ledger: Ledger, clock) -> GiftEconomy:
-    economy = GiftEconomy(ledger, GIFTS, clock=clock)
+    economy = GiftEconomy(ledger, GIFTS, hold_days=0, clock=clock)  # shares payable at once
     economy.setup()
     return economy
 

@@ -47,7 +47,7 @@ def _worker(url: str, prefix: str, seed: int, ops: int, queue: mp.Queue) -> None
     rng = random.Random(seed)
     result: dict = {"receipts": {}, "refused": 0, "errors": []}
     ledger = Ledger(url, prefix=prefix)
-    economy = GiftEconomy(ledger, GIFTS)
+    economy = GiftEconomy(ledger, GIFTS, hold_days=0)
     try:
         for _ in range(ops):
             sender = rng.choice(SENDERS)
@@ -73,7 +73,7 @@ def _worker(url: str, prefix: str, seed: int, ops: int, queue: mp.Queue) -> None
 
 def _storm(url: str, prefix: str, workers: int = 4, ops: int = 150) -> None:
     ledger = Ledger(url, prefix=prefix)
-    economy = GiftEconomy(ledger, GIFTS)
+    economy = GiftEconomy(ledger, GIFTS, hold_days=0)
     economy.setup()
     for streamer in STREAMERS:
         economy.register_streamer(streamer)

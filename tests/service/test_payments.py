@@ -60,7 +60,7 @@ def fake(clock) -> FakeStripe:
 
 @pytest.fixture
 def shop(ledger: Ledger, clock, fake: FakeStripe):
-    economy = GiftEconomy(ledger, GIFTS, clock=clock)
+    economy = GiftEconomy(ledger, GIFTS, hold_days=0, clock=clock)
     economy.setup()
     economy.register_streamer("bob")
     rates = StaticRateProvider(
@@ -386,8 +386,9 @@ class TestRefundsAndDisputes:
         assert deliver(payments, completed).outcome == "no_change"
         assert economy.wallet("alice").coins == 0
 
-    def test_unknown_purchase_is_parked_then_applied(self, shop, fake) -> None:
-        """An event for a purchase the database does not know is parked, never lost."""
+    def test_unknown_purchase_is_found_from_stripe(self, shop, fake) -> None:
+        """An event about a purchase the database does not know yet is resolved from Stripe
+        (the PaymentIntent's Checkout Session and its metadata), not parked."""
         economy, pricing, payments = shop
         quote = pricing.quote("starter", currency="EUR", user_id="dora")
         client = stripe_client(fake)
@@ -402,12 +403,20 @@ class TestRefundsAndDisputes:
         completed = fake.complete_checkout(session.id, exchange_rate=Decimal("1.07"))
         charge = payments.gateway.purchase_state(session.id).charge_id
         refund = fake.refund(charge, amount_minor=100)
-        assert deliver(payments, refund).outcome == "parked"
-        assert deliver(payments, completed).outcome == "credited"  # adopted from metadata
-        # the completion retried the parked refund for the same purchase
+        assert deliver(payments, refund).outcome == "credited"  # adopted, then clawed back
         assert payments.purchase("pur_lost").refunded_stripe_amount == 100
+        assert deliver(payments, completed).outcome == "no_change"
         assert economy.wallet("dora").coins == 500 - 107
         assert payments.retry_parked() == []
+
+    def test_event_about_no_purchase_is_parked(self, shop, fake) -> None:
+        """A refund of a payment that came from no Checkout Session is parked, not lost."""
+        _, _, payments = shop
+        event = {"id": "evt_foreign", "object": "event", "type": "charge.refunded",
+                 "created": int(time.time()), "data": {"object": {
+                     "id": "ch_foreign", "object": "charge", "payment_intent": "pi_foreign"}}}
+        assert deliver(payments, event).outcome == "parked"
+        assert [r.outcome for r in payments.retry_parked()] == ["parked"]
 
 
 class TestFraud:
@@ -432,7 +441,8 @@ class TestFraud:
                                        exchange_rate=Decimal("1.07"))
         assert deliver(payments, event).outcome == "refused"
         refund = [r for r in fake.requests if r.path == "/v1/refunds"][-1]
-        assert refund.headers["Idempotency-Key"] == f"refund:{result.purchase_id}:refused"
+        # The key names what is refunded: a retry refunds it once.
+        assert refund.headers["Idempotency-Key"] == f"refund:{result.purchase_id}:refused:466"
         assert not _has_wallet(economy, "alice") or economy.wallet("alice").coins == 0
 
     def test_held_then_refused(self, shop, fake) -> None:
@@ -503,15 +513,13 @@ class TestOrderAndRetryEdgeCases:
 
     def test_an_older_snapshot_cannot_undo_settlement(self, shop, fake) -> None:
         """Two refund webhooks racing: the one holding the older snapshot commits last."""
-        from spaktok_ledger._service._webhooks import event_from_payload
-
         economy, _, payments = shop
         result, purchase = self.paid(shop, fake, fee_minor=45)
         first = fake.refund(purchase.charge_id, amount_minor=100)
-        stale = payments.gateway.purchase_state(result.checkout_session_id, [])
+        stale = payments.gateway.purchase_state(result.checkout_session_id)
         deliver(payments, fake.refund(purchase.charge_id, amount_minor=100))
-        payments._converge(event_from_payload(first), purchase.id, stale)
-        state = payments.gateway.purchase_state(result.checkout_session_id, [])
+        payments._converge(payments.gateway.parse_event(first), purchase.id, stale)
+        state = payments.gateway.purchase_state(result.checkout_session_id)
         net = sum(t.net_minor for t in state.balance_transactions)
         books = economy.ledger.balances(["platform:stripe_balance", "platform:stripe_clearing"])
         assert books["platform:stripe_balance"].posted_minor == net
@@ -548,7 +556,7 @@ class TestOrderAndRetryEdgeCases:
         assert deliver(payments, event).outcome == "refused"
         assert deliver(payments, event).outcome == "duplicate"
         payments.retry_refunds()
-        state = payments.gateway.purchase_state(result.checkout_session_id, [])
+        state = payments.gateway.purchase_state(result.checkout_session_id)
         assert state.amount_refunded == state.stripe_amount
         payments.sync(result.purchase_id)
         assert payments.retry_refunds() == []

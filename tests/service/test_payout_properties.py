@@ -2,14 +2,17 @@
 
 On top of the gift machine's rules (credits, gifts, splits, blocks, time and
 maturation), streamers request payouts (valid or not, sometimes retried),
-and Stripe pays, fails, cancels, or fails a payout after paying it; every
-webhook goes through the real SDK and FakeStripe, and old deliveries are
-replayed. After every step, for each streamer:
+and Stripe pays, fails, cancels, or fails a payout after paying it; a failed
+bank payout's money waits on the connected account until it is paid out
+again (``repay``) or pulled back (``recall``). Every webhook goes through the
+real SDK and FakeStripe, and old deliveries are replayed. After every step,
+for each streamer:
 
-    earnings (pending + available) = received shares - settled payouts - in-flight holds
+    earnings (pending + available) = received shares - settled payouts - in-flight money
 
-and ``payouts_in_flight`` holds exactly the in-flight payouts, the Stripe
-balance is down by exactly the settled payouts, and ``verify()`` is clean.
+and ``payouts_in_flight`` holds exactly the in-flight payouts (on their way or
+waiting on the connected account), the platform's Stripe balance is down by
+exactly what was transferred and not pulled back, and ``verify()`` is clean.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ class PayoutMachine(GiftMachine):
             minimum_usd_minor=MINIMUM,
         )
         self.settled = dict.fromkeys(STREAMERS, 0)
-        # payout id -> (streamer, amount, Stripe payout id); open: not yet paid or failed.
+        # payout id -> (streamer, amount, Stripe payout id); open: not yet paid or failed;
+        # waiting: the bank payout failed, the money is on the connected account.
+        self.waiting: dict[str, tuple[str, int, str]] = {}
         # Rules draw from these in insertion order: payout ids are random, so sorting
         # them would make the same draws pick different payouts from run to run.
         self.open: dict[str, tuple[str, int, str]] = {}
@@ -79,7 +84,8 @@ class PayoutMachine(GiftMachine):
         return self.payouts.handle_webhook(*signed_event(event, SECRET)).outcome
 
     def in_flight(self, streamer: str) -> int:
-        return sum(amount for s, amount, _ in self.open.values() if s == streamer)
+        moving = [*self.open.values(), *self.waiting.values()]
+        return sum(amount for s, amount, _ in moving if s == streamer)
 
     @rule(streamer=st.sampled_from(STREAMERS), wait=st.booleans())
     def a_fan_sends_a_rocket(self, streamer: str, wait: bool) -> None:
@@ -146,7 +152,7 @@ class PayoutMachine(GiftMachine):
         else:
             stripe_event = self.fake.cancel_payout(stripe_id)
         assert self.deliver(stripe_event) == how
-        self.model.available[streamer] += amount
+        self.waiting[payout_id] = (streamer, amount, stripe_id)
 
     @precondition(lambda self: bool(self.paid))
     @rule(data=st.data())
@@ -155,8 +161,28 @@ class PayoutMachine(GiftMachine):
         streamer, amount, stripe_id = self.paid.pop(payout_id)
         assert self.deliver(self.fake.fail_payout(stripe_id)) == "failed"
         self.settled[streamer] -= amount
-        self.model.available[streamer] += amount
+        self.waiting[payout_id] = (streamer, amount, stripe_id)
         event("payout failed after paid")
+
+    @precondition(lambda self: bool(self.waiting))
+    @rule(data=st.data())
+    def the_bank_is_fixed_and_repaid(self, data) -> None:
+        payout_id = data.draw(st.sampled_from(list(self.waiting)))
+        streamer, amount, _ = self.waiting.pop(payout_id)
+        again = self.payouts.repay(payout_id)
+        assert again.status == "in_transit" and again.stripe_payout_id is not None
+        self.open[payout_id] = (streamer, amount, again.stripe_payout_id)
+        event("payout repaid from the connected account")
+
+    @precondition(lambda self: bool(self.waiting))
+    @rule(data=st.data())
+    def the_money_is_recalled(self, data) -> None:
+        payout_id = data.draw(st.sampled_from(list(self.waiting)))
+        streamer, amount, _ = self.waiting.pop(payout_id)
+        recalled = self.payouts.recall(payout_id, idempotency_key=f"recall-{payout_id}")
+        assert recalled.status == "reversed"
+        self.model.available[streamer] += amount
+        event("payout recalled")
 
     @precondition(lambda self: bool(self.delivered))
     @rule(data=st.data())
@@ -176,12 +202,14 @@ class PayoutMachine(GiftMachine):
             )
             assert earnings.in_payout_minor == in_flight
         stripe_balance = self.economy.ledger.balance("platform:stripe_balance").posted_minor
-        assert stripe_balance == -sum(self.settled.values())
+        moving = sum(self.in_flight(streamer) for streamer in STREAMERS)
+        assert stripe_balance == -sum(self.settled.values()) - moving
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeStripe]:
     with FakeStripe() as fake:
+        fake.top_up(100_000_000)  # the gifts are funded without Stripe charges
         yield fake
 
 

@@ -35,7 +35,10 @@ PLATFORM_SECRET = "whsec_platform_test"
 
 @pytest.fixture
 def fake() -> Iterator[FakeStripe]:
+    """A Stripe whose platform balance has USD 10,000.00 available to transfer (the gifts in
+    these tests are funded without Stripe charges)."""
     with FakeStripe() as fake:
+        fake.top_up(1_000_000)
         yield fake
 
 
@@ -233,7 +236,7 @@ class TestRequest:
         payout = payouts.request_payout("bob", 6000, idempotency_key="req-1")
         assert (payout.status, payout.ledger_state) == ("in_transit", "held")
         assert world.earnings() == (0, 14_000, 6000)
-        assert world.stripe_balance() == 0
+        assert world.stripe_balance() == -6000  # the transfer left the platform's balance
         bank_request = next(r for r in world.fake.requests if r.path == "/v1/payouts")
         assert bank_request.stripe_account == world.account
         assert bank_request.idempotency_key == f"payout:{payout.payout_id}:payout"
@@ -474,7 +477,8 @@ class TestStripeFailures:
 
 class TestWebhooks:
     def test_paid_then_failed(self, world: World) -> None:
-        """A paid payout that later fails is undone: money back in earnings and at Stripe."""
+        """A paid payout that later fails: Stripe puts the money back on the connected account,
+        so it stays in flight there (not back in earnings), and repay() pays it out again."""
         payouts = world.payouts(manual_payouts=True)
         payout = payouts.request_payout("bob", 6000, idempotency_key="p")
         world.deliver(payouts, world.fake.pay_payout(payout.stripe_payout_id))
@@ -482,51 +486,62 @@ class TestWebhooks:
         failed = world.fake.fail_payout(payout.stripe_payout_id, failure_code="account_closed")
         assert world.deliver(payouts, failed).outcome == "failed"
         done = payouts.payout(payout.payout_id)
-        assert (done.status, done.ledger_state, done.returned_usd_minor) == (
-            "failed",
-            "settled",
-            6000,
-        )
+        assert (done.status, done.ledger_state, done.returned_usd_minor) == ("failed", "held", 0)
         assert (done.failure_code, done.paid_out_usd_minor) == ("account_closed", 0)
-        assert world.earnings() == (0, 20_000, 0) and world.stripe_balance() == 0
-        items = world.economy.history(streamer_id="bob", types=["payout"]).items
-        assert items[0].changes == {"earnings": 6000, "payouts_in_flight": -6000}
-        assert "returned to earnings (failed: account_closed)" in items[0].description
-        assert sum(i.change_minor for i in items) == 0
+        assert done.awaiting_repayment and done.on_account_minor == 6000
+        assert world.earnings() == (0, 14_000, 6000) and world.stripe_balance() == -6000
+        assert world.fake.balance(world.account)["usd"] == (6000, 0)
+        ledger = world.economy.ledger
+        assert ledger.balance("streamer:bob:stripe_balance:USD").posted_minor == 6000
         assert world.topics() == ["payout.requested", "payout.paid", "payout.failed"]
+        again = payouts.repay(payout.payout_id)
+        assert again.status == "in_transit" and len(world.transfers()) == 1
+        world.deliver(payouts, world.fake.pay_payout(again.stripe_payout_id))
+        assert world.earnings() == (0, 14_000, 0)
+        assert ledger.balance("streamer:bob:stripe_balance:USD").posted_minor == 0
+        assert world.fake.balance(world.account)["usd"] == (0, 0)
         assert world.economy.ledger.verify().ok
 
-    def test_failed_then_a_second_request(self, world: World) -> None:
-        """A payout failing before paid voids its hold; the streamer can request again."""
+    def test_failed_then_recalled_and_a_second_request(self, world: World) -> None:
+        """A payout failing before paid waits on the connected account; recall() pulls it
+        back to the platform and earnings, and the streamer can request again."""
         payouts = world.payouts(manual_payouts=True)
         first = payouts.request_payout("bob", 20_000, idempotency_key="p1")
         with pytest.raises(InsufficientFunds):
             payouts.request_payout("bob", 6000, idempotency_key="p2")
         world.deliver(payouts, world.fake.fail_payout(first.stripe_payout_id))
-        assert payouts.payout(first.payout_id).ledger_state == "voided"
-        assert world.earnings() == (0, 20_000, 0)
+        assert payouts.payout(first.payout_id).ledger_state == "held"
+        with pytest.raises(InsufficientFunds):
+            payouts.request_payout("bob", 6000, idempotency_key="p2")
+        recalled = payouts.recall(first.payout_id, idempotency_key="r1")
+        assert (recalled.status, recalled.ledger_state) == ("reversed", "voided")
+        assert world.earnings() == (0, 20_000, 0) and world.stripe_balance() == 0
         second = payouts.request_payout("bob", 6000, idempotency_key="p2")
         world.deliver(payouts, world.fake.pay_payout(second.stripe_payout_id))
         assert world.earnings() == (0, 14_000, 0) and world.stripe_balance() == -6000
         assert len(world.transfers()) == 2
+        with pytest.raises(InvalidInput):
+            payouts.repay(second.payout_id)
+        assert world.economy.ledger.verify().ok
 
     def test_canceled_payout(self, world: World) -> None:
-        """payout.canceled returns the money like a failure."""
+        """payout.canceled leaves the money on the connected account, like a failure."""
         payouts = world.payouts(manual_payouts=True)
         payout = payouts.request_payout("bob", 6000, idempotency_key="p")
         result = world.deliver(payouts, world.fake.cancel_payout(payout.stripe_payout_id))
         assert result.outcome == "canceled"
         assert payouts.payout(payout.payout_id).status == "canceled"
-        assert world.earnings() == (0, 20_000, 0)
+        assert world.earnings() == (0, 14_000, 6000)
+        assert world.fake.balance(world.account)["usd"] == (6000, 0)
 
     def test_transfer_reversals(self, world: World) -> None:
         """transfer.reversed returns what was reversed, partly then fully, and never twice."""
         payouts = world.payouts()
         payout = payouts.request_payout("bob", 6000, idempotency_key="p")
         part = world.fake.reverse_transfer(payout.transfer_id, amount_minor=2000)
-        rest = world.fake.reverse_transfer(payout.transfer_id)
         assert world.deliver(payouts, part).outcome == "returned"
         assert world.earnings() == (0, 16_000, 0)
+        rest = world.fake.reverse_transfer(payout.transfer_id)
         assert world.deliver(payouts, rest).outcome == "reversed"
         assert world.deliver(payouts, part).duplicate
         done = payouts.payout(payout.payout_id)
@@ -548,8 +563,8 @@ class TestWebhooks:
             world.deliver(payouts, event)
         assert world.snapshot() == before
         done = payouts.payout(payout.payout_id)
-        assert (done.status, done.ledger_state) == ("failed", "voided")
-        assert world.earnings() == (0, 20_000, 0) and world.stripe_balance() == 0
+        assert (done.status, done.ledger_state) == ("failed", "held")
+        assert world.earnings() == (0, 14_000, 6000) and world.stripe_balance() == -6000
 
     def test_paid_arriving_before_the_transfer_was_recorded(self, world: World) -> None:
         """A payout.paid for a payout whose transfer response was lost re-fetches the transfer."""
@@ -573,6 +588,9 @@ class TestWebhooks:
         payouts = world.payouts()
         client = stripe_client(world.fake)
         options = {"stripe_account": world.account}
+        client.v1.transfers.create(  # the account's own money, from outside these payouts
+            params={"amount": 200, "currency": "usd", "destination": world.account}
+        )
         stranger = client.v1.payouts.create(
             params={"amount": 100, "currency": "usd", "metadata": {"payout_id": "pyt_other"}},
             options=options,
@@ -630,8 +648,9 @@ class TestReconcile:
         world.fake.fail_payout(payout.stripe_payout_id)
         (item,) = payouts.reconcile()
         assert (item.status_before, item.status_after, item.resolved) == ("paid", "failed", True)
-        assert world.earnings() == (0, 20_000, 0) and world.stripe_balance() == 0
-        assert payouts.reconcile() == []
+        assert world.earnings() == (0, 14_000, 6000) and world.stripe_balance() == -6000
+        (waiting,) = payouts.reconcile()  # the money waits on the connected account
+        assert (waiting.problem, waiting.resolved) == ("awaiting_repayment", False)
         assert world.economy.ledger.verify().ok
 
     def test_reversal_without_webhook_and_unsafe_cases(self, world: World) -> None:

@@ -70,7 +70,7 @@ def test_app_role_runs_the_economy_but_cannot_rewrite_history(app_url, prefix: s
     url, _role = app_url
     engine = create_engine(url)
     ledger = Ledger(engine, prefix=prefix)
-    economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]))
+    economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]), hold_days=0)
     economy.setup()  # works as the app: the schema is current, nothing to migrate
     economy.register_streamer("bob")
     with FakeStripe() as fake:

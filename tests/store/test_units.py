@@ -385,7 +385,9 @@ def test_a_bank_payout_records_stripe_units(ledger, engine, prefix):
     from spaktok_ledger import Payouts, StripeGateway
     from spaktok_ledger.testing import FakeStripe, stripe_client
 
-    economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", coins=5000)]))
+    # hold_days=0: the gift's share is payable at once; the top-up is the money the
+    # platform transfers (these gifts are funded without Stripe charges).
+    economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", coins=5000)]), hold_days=0)
     economy.setup()
     economy.open_user("alice")
     economy.credit_purchase("alice", coins=100_000, price_usd_minor=100_000,
@@ -393,6 +395,7 @@ def test_a_bank_payout_records_stripe_units(ledger, engine, prefix):
     economy.register_streamer("bob")
     economy.send_gift("alice", "bob", "rocket", 10, idempotency_key="g")
     with FakeStripe() as fake:
+        fake.top_up(1_000_000)
         account = fake.create_account(onboarded=True)["id"]
         payouts = Payouts(economy, StripeGateway(stripe_client(fake, timeout=10)),
                           connect_webhook_secret="whsec_units", manual_payouts=True)

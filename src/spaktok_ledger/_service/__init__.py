@@ -1,5 +1,6 @@
 """The gift-economy use cases host apps call from their endpoints."""
 
+from spaktok_ledger._service._debts import WriteOff
 from spaktok_ledger._service._gifts import (
     PLATFORM_ACCOUNTS,
     ActivityItem,
@@ -16,7 +17,9 @@ from spaktok_ledger._service._gifts import (
 from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox, OutboxEvent
 from spaktok_ledger._service._payments import (
+    PURCHASE_EVENTS,
     CheckoutResult,
+    EarlyFraudWarningPolicy,
     FraudDecision,
     FraudPolicy,
     Payments,
@@ -32,13 +35,23 @@ from spaktok_ledger._service._payouts import (
     Payouts,
 )
 from spaktok_ledger._service._quotes import Pricing, QuoteStore
+from spaktok_ledger._service._reconcile import (
+    BalanceCheck,
+    Drift,
+    ReconcileReport,
+    Reconciliation,
+)
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
+    "PURCHASE_EVENTS",
     "ActivityItem",
     "ActivityPage",
+    "BalanceCheck",
     "CheckoutResult",
     "ConnectedAccount",
+    "Drift",
+    "EarlyFraudWarningPolicy",
     "EarningsBalance",
     "FraudDecision",
     "FraudPolicy",
@@ -56,10 +69,13 @@ __all__ = [
     "Purchase",
     "QuoteStore",
     "RadarPolicy",
+    "ReconcileReport",
+    "Reconciliation",
     "RefundPolicy",
     "Streamer",
     "VelocityLimits",
     "WalletBalance",
     "WalletCredit",
+    "WriteOff",
     "check_party_id",
 ]

@@ -1,16 +1,17 @@
 """The payment-gateway port: what the services need from Stripe, in our own types.
 
-A small ``typing.Protocol`` (the services never see ``stripe.*``); the
-adapter is :class:`spaktok_ledger.StripeGateway` (the official SDK). Amounts
-here are in **Stripe's units** for the currency (``stripe_amount``: ISK x100,
-three-decimal currencies as Stripe counts them), as Stripe reports them;
-the services convert with :func:`spaktok_ledger.from_stripe_amount`.
-Currencies are upper-case ISO codes.
+A small ``typing.Protocol`` (the services never see ``stripe.*`` nor Stripe's
+JSON); the adapter is :class:`spaktok_ledger.StripeGateway` (the official SDK),
+which also turns webhook payloads into these types. Amounts here are in
+**Stripe's units** for the currency (``stripe_amount``: ISK x100,
+three-decimal currencies as Stripe counts them), as Stripe reports them; the
+services convert with :func:`spaktok_ledger.from_stripe_amount`. Currencies
+are upper-case ISO codes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -21,12 +22,81 @@ __all__ = [
     "CheckoutSession",
     "ConnectedAccountState",
     "DisputeSnapshot",
+    "EventSubject",
     "PaymentGateway",
     "PayoutSnapshot",
     "PurchaseSnapshot",
+    "RefundSnapshot",
+    "SessionRef",
+    "StripeBalance",
     "TransferSnapshot",
     "WebhookEvent",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceTxn:
+    """A Stripe balance transaction: one movement of one Stripe balance.
+
+    Amounts are Stripe's integers for ``currency`` (for USD: cents).
+    """
+
+    id: str
+    type: str
+    """``charge``, ``refund``, ``refund_failure``, ``adjustment`` (disputes), ``transfer``,
+    ``transfer_refund``, ``payment``, ``payment_refund``, ``payout``, ``payout_failure``,
+    ``payout_cancel``, ``topup``..."""
+    currency: str
+    amount_minor: int
+    """Gross: positive money in, negative money out."""
+    fee_minor: int
+    net_minor: int
+    """``amount_minor - fee_minor``: what the balance changed by."""
+    exchange_rate: Decimal | None
+    source_id: str | None = None
+    """The object that moved the money (``ch_``, ``re_``, ``du_``, ``tr_``, ``po_``...)."""
+    status: str = "pending"
+    """``pending`` or ``available``."""
+    available_on: int = 0
+    created: int = 0
+    account: str | None = None
+    """The connected account whose balance it is (``None``: the platform's)."""
+    charge_id: str | None = None
+    """For a charge, refund, refund failure or dispute: the charge it belongs to."""
+    transfer_id: str | None = None
+    """For a transfer, its reversal, or the payment it made on a connected account."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The source object's metadata (a payout's ``payout_id``, a charge's ``purchase_id``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StripeBalance:
+    """One currency of an account's Stripe balance."""
+
+    currency: str
+    available_minor: int
+    pending_minor: int
+
+    @property
+    def total_minor(self) -> int:
+        return self.available_minor + self.pending_minor
+
+
+@dataclass(frozen=True, slots=True)
+class EventSubject:
+    """What a webhook event is about, read from its object by the adapter."""
+
+    kind: str
+    """The object's type: ``checkout.session``, ``charge``, ``refund``, ``dispute``,
+    ``radar.early_fraud_warning``, ``payout``, ``transfer``, ``account``..."""
+    id: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    client_reference_id: str | None = None
+    charge_id: str | None = None
+    payment_intent_id: str | None = None
+    payout: PayoutSnapshot | None = None
+    transfer: TransferSnapshot | None = None
+    account: ConnectedAccountState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +107,12 @@ class WebhookEvent:
     type: str
     created: int
     """Seconds since the epoch, when Stripe created the event."""
-    data_object: Mapping[str, Any]
+    subject: EventSubject
     account: str | None = None
     """The connected account (``acct_...``) for Connect events."""
     livemode: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """The event as Stripe sent it (kept when an event is parked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,22 +147,29 @@ class CheckoutSession:
 
 
 @dataclass(frozen=True, slots=True)
-class BalanceTxn:
-    """A Stripe balance transaction, in the platform's settlement currency.
-
-    Amounts are Stripe's integers for ``currency`` (for USD: cents).
-    """
+class SessionRef:
+    """The Checkout Session a payment came from (found from its PaymentIntent)."""
 
     id: str
-    type: str
-    """``charge``, ``refund``, ``adjustment`` (disputes), ``payment_refund``..."""
+    metadata: Mapping[str, str]
+    client_reference_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundSnapshot:
+    id: str
+    stripe_amount: int
     currency: str
-    amount_minor: int
-    """Gross: positive money in, negative money out."""
-    fee_minor: int
-    net_minor: int
-    """``amount_minor - fee_minor``."""
-    exchange_rate: Decimal | None
+    status: str
+    """``pending``, ``requires_action``, ``succeeded``, ``failed`` or ``canceled``."""
+    failure_reason: str | None = None
+    balance_transaction: BalanceTxn | None = None
+    failure_balance_transaction: BalanceTxn | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Whether the money is (or is on its way) back with the customer."""
+        return self.status not in ("failed", "canceled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +208,18 @@ class PurchaseSnapshot:
     charge_id: str | None = None
     charge_status: str | None = None
     amount_refunded: int = 0
-    """Cumulative, in Stripe's units for ``currency``."""
+    """Cumulative, in Stripe's units for ``currency`` (failed refunds excluded)."""
     risk_level: str | None = None
     risk_score: int | None = None
     balance_transactions: tuple[BalanceTxn, ...] = ()
-    """The charge's and its refunds' balance transactions (disputes carry their own)."""
+    """The charge's, its refunds' and refund failures' balance transactions (disputes
+    carry their own)."""
     disputes: tuple[DisputeSnapshot, ...] = ()
+    """Every dispute of the charge, listed at Stripe."""
+    refunds: tuple[RefundSnapshot, ...] = ()
+    """Every refund of the charge (all pages)."""
+    early_fraud_warnings: tuple[str, ...] = ()
+    """Ids of the charge's actionable Radar early fraud warnings."""
 
     @property
     def paid(self) -> bool:
@@ -155,6 +239,8 @@ class ConnectedAccountState:
     disabled_reason: str | None = None
     default_currency: str | None = None
     country: str | None = None
+    service_agreement: str | None = None
+    """``full`` or ``recipient`` (cross-border accounts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +254,13 @@ class TransferSnapshot:
     reversed_stripe_amount: int
     reversed: bool
     metadata: Mapping[str, str] = field(default_factory=dict)
+    balance_transaction: BalanceTxn | None = None
+    """The platform's side (``type=transfer``), when Stripe's answer included it."""
+    destination_payment_id: str | None = None
+    """The ``py_`` payment the transfer created on the connected account."""
+    source_transaction: str | None = None
+    reversal_transactions: tuple[BalanceTxn, ...] = ()
+    """The platform's ``transfer_refund`` transactions of its reversals."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +277,8 @@ class PayoutSnapshot:
     arrival_date: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     balance_transaction: BalanceTxn | None = None
+    failure_balance_transaction: BalanceTxn | None = None
+    """Where a failed or canceled payout's money came back (the same account's balance)."""
 
 
 class PaymentGateway(Protocol):
@@ -196,20 +291,41 @@ class PaymentGateway(Protocol):
         (``WebhookVerificationError`` / ``WebhookPayloadError``)."""
         ...
 
+    def parse_event(self, data: Mapping[str, Any]) -> WebhookEvent:
+        """An event already verified (a parked payload, or one listed from the API)."""
+        ...
+
+    def list_events(
+        self, types: Sequence[str], *, created_gte: int, account: str | None = None
+    ) -> Iterator[WebhookEvent]:
+        """Events of ``types`` created at or after ``created_gte``, oldest first."""
+        ...
+
     def create_checkout_session(self, request: CheckoutRequest) -> CheckoutSession: ...
 
     def expire_checkout_session(self, session_id: str) -> None: ...
 
-    def purchase_state(
-        self, session_id: str, dispute_ids: Sequence[str] = ()
-    ) -> PurchaseSnapshot: ...
+    def purchase_state(self, session_id: str) -> PurchaseSnapshot: ...
+
+    def session_for_payment(self, payment_intent_id: str) -> SessionRef | None: ...
 
     def refund(
-        self, payment_intent_id: str, stripe_amount: int | None, idempotency_key: str
+        self,
+        payment_intent_id: str,
+        stripe_amount: int | None,
+        idempotency_key: str,
+        *,
+        reason: str | None = None,
     ) -> str: ...
 
     def create_express_account(
-        self, *, country: str, email: str | None, metadata: Mapping[str, str], idempotency_key: str
+        self,
+        *,
+        country: str,
+        email: str | None,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        service_agreement: str = "full",
     ) -> ConnectedAccountState: ...
 
     def create_onboarding_link(self, account_id: str, refresh_url: str, return_url: str) -> str: ...
@@ -224,11 +340,20 @@ class PaymentGateway(Protocol):
         transfer_group: str,
         metadata: Mapping[str, str],
         idempotency_key: str,
+        source_transaction: str | None = None,
     ) -> TransferSnapshot: ...
 
     def find_transfers(self, transfer_group: str) -> Sequence[TransferSnapshot]: ...
 
     def retrieve_transfer(self, transfer_id: str) -> TransferSnapshot: ...
+
+    def transfer_arrival(self, transfer: TransferSnapshot) -> BalanceTxn | None:
+        """The destination's side of a transfer: what arrived, in which currency."""
+        ...
+
+    def reverse_transfer(
+        self, transfer_id: str, stripe_amount: int | None, idempotency_key: str
+    ) -> TransferSnapshot: ...
 
     def create_payout(
         self,
@@ -243,3 +368,11 @@ class PaymentGateway(Protocol):
     def retrieve_payout(self, account: str, payout_id: str) -> PayoutSnapshot: ...
 
     def list_payouts(self, account: str, *, limit: int = 100) -> Sequence[PayoutSnapshot]: ...
+
+    def balance(self, account: str | None = None) -> Sequence[StripeBalance]: ...
+
+    def balance_transactions(
+        self, *, created_gte: int, account: str | None = None
+    ) -> Iterator[BalanceTxn]:
+        """Every balance transaction created at or after ``created_gte``, oldest first."""
+        ...

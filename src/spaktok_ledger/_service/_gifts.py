@@ -57,6 +57,7 @@ from spaktok_ledger._errors import (
     UnknownUser,
 )
 from spaktok_ledger._money import check_minor
+from spaktok_ledger._service._debts import recovery_legs
 from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox
 from spaktok_ledger._split import BPS_TOTAL, RevenueSplit
@@ -77,6 +78,8 @@ __all__ = [
 ]
 
 MAX_QUANTITY: Final = 10_000
+# Streamer shares wait a week before they can be paid out: why, in docs/gifts.md.
+DEFAULT_HOLD_DAYS: Final = 7
 REVENUE_SHARDS: Final = 16
 EARNINGS_SHARDS: Final = 8
 
@@ -91,6 +94,10 @@ PLATFORM_ACCOUNTS: Final = (
     ("platform:fx_gain_loss", AccountKind.REVENUE, 4),
     ("platform:refund_losses", AccountKind.EXPENSE, 1),
     ("platform:adjustments", AccountKind.EXPENSE, 1),
+    # Contra-asset: the allowance against viewers' debts (see _debts.py).
+    ("platform:receivables_allowance", AccountKind.ASSET, 1),
+    # Payments received that are not (yet) coins: held for review, refused, mismatched.
+    ("platform:unapplied_payments", AccountKind.LIABILITY, 1),
 )
 GIFT_REVENUE = "platform:gift_revenue"
 CLEARING = "platform:stripe_clearing"
@@ -339,7 +346,7 @@ class GiftEconomy:
         gifts: GiftCatalogue | None = None,
         *,
         split: RevenueSplit | None = None,
-        hold_days: int = 0,
+        hold_days: int = DEFAULT_HOLD_DAYS,
         coin_value_usd_minor: int = 1,
         clock: Clock | None = None,
         earnings_shards: int = EARNINGS_SHARDS,
@@ -806,6 +813,7 @@ class GiftEconomy:
                 legs.append(Posting.credit(wallet_account(user), face - repaid))
             if repaid:
                 legs.append(Posting.credit(receivable_account(user), repaid))
+                legs.extend(recovery_legs(tx, repaid))
             if price != face:
                 legs.append(Posting(COIN_PRICING, face - price))
             draft = EntryDraft(
@@ -933,6 +941,7 @@ class GiftEconomy:
                     (
                         Posting.debit(wallet_account(user), amount),
                         Posting.credit(receivable_account(user), amount),
+                        *recovery_legs(tx, amount),
                     ),
                     f"repay:{key}",
                     description=f"debt repaid from {user}'s coins",

@@ -10,73 +10,50 @@ How a webhook is applied
 
 Deliveries are at-least-once and unordered, so no handler trusts the order
 or the event's own snapshot. For any event about a purchase, the service
-re-fetches the purchase from Stripe (session, payment intent, charge with its
-refunds and balance transactions, disputes) and *converges* the ledger on it,
-in one transaction that also records the event id:
-
-1. paid and not yet credited -> check amount and currency against the
-   quote, ask the fraud policy, then credit the coins (or hold them, or
-   refuse);
-2. refunded or disputed (funds withdrawn) -> claw back the matching share of
-   the coins; a dispute won (funds reinstated) -> restore them;
-3. balance transactions known -> book Stripe's fees and the FX difference so
-   that ``platform:stripe_clearing`` holds only what Stripe has not settled
-   and ``platform:stripe_balance`` what it has.
-
-Cumulative Stripe figures (``amount_refunded``, balance transactions) make
-every step idempotent; a stale snapshot never undoes a newer one because
-refunds and dispute withdrawals only ever move forward here.
+re-fetches the purchase from Stripe (session, payment intent, charge, every
+refund, every dispute of the charge, early fraud warnings, balance
+transactions) and *converges* the ledger on it, in one transaction that also
+records the event id (``_purchase_flow.py``). The parts: checkout creation
+(``_checkout.py``), the purchase flow, refunds and disputes
+(``_clawbacks.py``), settlement (``_settlement.py``), debts (``_debts.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from fractions import Fraction
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from spaktok_ledger._clock import Clock
-from spaktok_ledger._currency import is_stripe_chargeable, to_stripe_amount
+from spaktok_ledger._currency import to_stripe_amount
 from spaktok_ledger._domain import EntryDraft, EntryType, Posting
-from spaktok_ledger._errors import (
-    FraudRejected,
-    IdempotencyConflict,
-    InsufficientFunds,
-    InvalidInput,
-    LedgerError,
-    PaymentProviderError,
-    UnknownPurchase,
-    UnsupportedCurrency,
-)
-from spaktok_ledger._pricing import Quote, check_quote_valid, check_stripe_minimum
-from spaktok_ledger._service._gateway import (
-    CheckoutRequest,
-    DisputeSnapshot,
-    PaymentGateway,
-    PurchaseSnapshot,
-    WebhookEvent,
-)
-from spaktok_ledger._service._gifts import (
-    CLEARING,
-    COIN_PRICING,
-    GiftEconomy,
-    receivable_account,
-    wallet_account,
-)
+from spaktok_ledger._errors import InvalidInput, LedgerError, UnknownPurchase
+from spaktok_ledger._service._checkout import _Checkout
+from spaktok_ledger._service._debts import ALLOWANCE, REFUND_LOSSES, WriteOff, outstanding_allowance
+from spaktok_ledger._service._gateway import PaymentGateway, SessionRef, WebhookEvent
+from spaktok_ledger._service._gifts import GiftEconomy, receivable_account
 from spaktok_ledger._service._ids import check_party_id
+from spaktok_ledger._service._purchase_flow import _PurchaseFlow
+from spaktok_ledger._service._purchase_rows import (
+    EarlyFraudWarningPolicy,
+    RefundPolicy,
+    _State,
+    check_text,
+    load_row,
+    purchase_of,
+)
 from spaktok_ledger._service._quotes import Pricing
 from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookInbox, WebhookResult
 from spaktok_ledger._store import Ledger
 
 __all__ = [
+    "PURCHASE_EVENTS",
     "CheckoutResult",
+    "EarlyFraudWarningPolicy",
     "FraudDecision",
     "FraudPolicy",
     "Payments",
@@ -86,28 +63,29 @@ __all__ = [
     "VelocityLimits",
 ]
 
-STRIPE_BALANCE = "platform:stripe_balance"
-PAYMENT_FEES = "platform:payment_fees"
-FX_GAIN_LOSS = "platform:fx_gain_loss"
-REFUND_LOSSES = "platform:refund_losses"
 CHECKOUT_TTL_DEFAULT = timedelta(hours=1)
 
-
-class RefundPolicy(StrEnum):
-    """What happens to coins already spent when their purchase is refunded or disputed.
-
-    ``WALLET_DEBT`` (the default): the wallet is emptied and the rest becomes
-    the user's debt (``user:{id}:receivable``); spending is blocked
-    (``SpendingBlocked``) until a later purchase repays it. The platform keeps
-    a claim instead of a loss, and a fraudster cannot gift again.
-
-    ``PLATFORM_LOSS``: the wallet is emptied and the rest is booked as the
-    platform's loss in ``platform:refund_losses``; the user can buy and
-    spend again at once.
-    """
-
-    WALLET_DEBT = "wallet_debt"
-    PLATFORM_LOSS = "platform_loss"
+PURCHASE_EVENTS = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.async_payment_failed",
+        "checkout.session.expired",
+        "charge.refunded",
+        "charge.refund.updated",
+        "refund.created",
+        "refund.updated",
+        "refund.failed",
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+        "charge.dispute.closed",
+        "radar.early_fraud_warning.created",
+        "radar.early_fraud_warning.updated",
+    }
+)
+"""The platform endpoint's events (subscribe to these in the Dashboard)."""
 
 
 class FraudDecision(StrEnum):
@@ -217,11 +195,16 @@ class Purchase:
     charge_id: str | None
     credit_entry_id: int | None
     refunded_stripe_amount: int
+    """Refunded (or on its way), in Stripe's units; refunds that failed do not count."""
     clawed_coins: int
     risk_level: str | None
     risk_score: int | None
     note: str | None
     created_at: datetime
+    refund_due: bool = False
+    """A refund the library owes and has not seen at Stripe yet."""
+    fraud_warning: str | None = None
+    """The Radar early fraud warning on the charge, if any (``issfr_...``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -235,38 +218,12 @@ class Purchase:
             "status": self.status,
             "checkout_session_id": self.checkout_session_id,
             "clawed_coins": self.clawed_coins,
+            "refund_due": self.refund_due,
             "created_at": self.created_at.isoformat(),
         }
 
 
-@dataclass(slots=True)
-class _State:
-    """A purchase row being converged, plus what the transaction decided."""
-
-    row: dict[str, Any]
-    outcomes: list[str] = field(default_factory=list)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-
-_REFUNDED_ENTRY = {True: EntryType.DISPUTE, False: EntryType.REFUND}
-_PURCHASE_EVENTS = frozenset(
-    {
-        "checkout.session.completed",
-        "checkout.session.async_payment_succeeded",
-        "checkout.session.async_payment_failed",
-        "checkout.session.expired",
-        "charge.refunded",
-        "charge.refund.updated",
-        "charge.dispute.created",
-        "charge.dispute.updated",
-        "charge.dispute.funds_withdrawn",
-        "charge.dispute.funds_reinstated",
-        "charge.dispute.closed",
-    }
-)
-
-
-class Payments:
+class Payments(_Checkout, _PurchaseFlow):
     """Coin purchases through Stripe Checkout.
 
     ``webhook_secret`` is the platform endpoint's signing secret
@@ -284,6 +241,9 @@ class Payments:
         fraud_policy: FraudPolicy | None = None,
         velocity: VelocityLimits | None = None,
         refund_refused: bool = True,
+        refund_mismatched: bool = True,
+        early_fraud_warnings: EarlyFraudWarningPolicy = EarlyFraudWarningPolicy.REFUND,
+        claw_back_gifts: bool = True,
         payment_method_types: Sequence[str] | None = None,
         checkout_ttl: timedelta = CHECKOUT_TTL_DEFAULT,
         tolerance_seconds: int = 300,
@@ -293,7 +253,14 @@ class Payments:
         """``transfer_events``: where ``transfer.*`` events go. Stripe sends them to
         the *platform* endpoint (transfers are the platform's objects), but they
         belong to payouts: pass ``payouts.handle_event`` (or set the attribute
-        after building the payouts service)."""
+        after building the payouts service).
+
+        ``refund_mismatched``: refund a payment Stripe took for another amount or
+        currency than the quote (nothing is credited for it).
+        ``early_fraud_warnings``: what a Radar early fraud warning does
+        (:class:`EarlyFraudWarningPolicy`). ``claw_back_gifts``: a chargeback takes
+        back the gift shares still in their hold period (docs/stripe.md).
+        """
         if not isinstance(webhook_secret, str) or not webhook_secret:
             raise InvalidInput("webhook_secret is required (the endpoint's whsec_... secret)")
         if not timedelta(minutes=30) <= checkout_ttl <= timedelta(hours=24):
@@ -304,13 +271,16 @@ class Payments:
         self.ledger = economy.ledger
         self._secret = webhook_secret
         self.refund_policy = RefundPolicy(refund_policy)
-        self.fraud_policy: FraudPolicy = fraud_policy or RadarPolicy()
+        self.fraud_policy = fraud_policy or RadarPolicy()
         self.velocity = velocity if velocity is not None else VelocityLimits()
         self.refund_refused = refund_refused
+        self.refund_mismatched = refund_mismatched
+        self.warning_policy = EarlyFraudWarningPolicy(early_fraud_warnings)
+        self.claw_back_gifts = claw_back_gifts
         self.payment_method_types = tuple(payment_method_types) if payment_method_types else None
         self.checkout_ttl = checkout_ttl
         self.tolerance_seconds = tolerance_seconds
-        self.clock: Clock = clock or self.ledger.now
+        self.clock = clock or self.ledger.now
         self.inbox = WebhookInbox(self.ledger)
         self.transfer_events = transfer_events
         self._t = self.ledger.tables.purchases
@@ -318,241 +288,22 @@ class Payments:
     def __repr__(self) -> str:  # never show the secret
         return f"Payments(policy={self.refund_policy.value})"
 
-    # -- checkout ----------------------------------------------------------------
-
-    def create_checkout(
-        self,
-        user_id: str | int,
-        quote_id: str,
-        *,
-        success_url: str,
-        cancel_url: str,
-        idempotency_key: str,
-        customer_email: str | None = None,
-    ) -> CheckoutResult:
-        """Create a hosted Checkout Session charging exactly the quoted amount.
-
-        Records the pending purchase first; every refusal (unknown or expired
-        quote, a quote for someone else, a currency Stripe cannot charge, an
-        amount under Stripe's minimum, a velocity limit) happens before any
-        Stripe call. Idempotent by key: a retry returns the same session
-        (Stripe is called with a key derived from the purchase, so even a
-        retry after a timeout never creates a second session).
-        """
-        user = check_party_id(user_id, "user_id")
-        key = _check_text(idempotency_key, "idempotency_key", 200)
-        for name, url in (("success_url", success_url), ("cancel_url", cancel_url)):
-            if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-                raise InvalidInput(f"{name} must be an http(s) URL")
-        purchase_id = "pur_" + hashlib.sha256(f"{user}\x00{key}".encode()).hexdigest()[:24]
-        request_hash = _hash(
-            {"user": user, "quote": quote_id, "success": success_url, "cancel": cancel_url}
-        )
-        existing = self._find(purchase_id)
-        if existing is not None:
-            if existing["request_hash"] != request_hash:
-                raise IdempotencyConflict(
-                    f"idempotency key {key!r} was used for another checkout",
-                    purchase_id=purchase_id,
-                )
-            if existing["checkout_session_id"]:
-                return _result(existing, replayed=True)
-            row = existing
-        else:
-            row = self._new_purchase(purchase_id, user, quote_id, request_hash)
-        quote = self.pricing.store.get(row["quote_id"])
-        pack = self.pricing.catalogue.get(quote.pack_id)
-        session = self.gateway_call(
-            row,
-            lambda: self.gateway.create_checkout_session(
-                CheckoutRequest(
-                    purchase_id=purchase_id,
-                    user_id=user,
-                    pack_id=pack.id,
-                    quote_id=quote.id,
-                    product_name=f"{pack.name}: {quote.total_coins} coins",
-                    currency=quote.currency,
-                    stripe_amount=row["stripe_amount"],
-                    success_url=success_url,
-                    cancel_url=cancel_url,
-                    payment_method_types=self.payment_method_types,
-                    idempotency_key=f"checkout:{purchase_id}",
-                    expires_at=int(
-                        (row["checkout_expires_at"] or self.clock() + self.checkout_ttl).timestamp()
-                    ),
-                    customer_email=customer_email,
-                )
-            ),
-        )
-        if session.stripe_amount != row["stripe_amount"] or session.currency != row["currency"]:
-            raise PaymentProviderError(
-                "Stripe created a session for another amount than the quote",
-                purchase_id=purchase_id,
-            )
-        now = self.clock()
-        t = self._t
-
-        def opened(tx: Ledger) -> dict[str, Any]:
-            conn = tx.connection()
-            conn.execute(
-                t.update()
-                .where(t.c.id == purchase_id, t.c.status.in_(["creating", "error"]))
-                .values(
-                    checkout_session_id=session.id,
-                    checkout_url=session.url,
-                    status="open",
-                    note=None,
-                    updated_at=now,
-                )
-            )
-            found = _row(conn, t, purchase_id)
-            assert found is not None
-            return found
-
-        return _result(self.ledger.atomic(opened))
-
-    def gateway_call(self, row: Mapping[str, Any], call: Callable[[], Any]) -> Any:
-        """Call Stripe for a purchase; on failure record it on the purchase and re-raise."""
-        try:
-            return call()
-        except PaymentProviderError as exc:
-            t = self._t
-            now = self.clock()
-            note = str(exc)[:1000]
-
-            def failed(tx: Ledger) -> None:
-                tx.connection().execute(
-                    t.update()
-                    .where(t.c.id == row["id"], t.c.status.in_(["creating", "error"]))
-                    .values(status="error", note=note, updated_at=now)
-                )
-
-            self.ledger.atomic(failed)
-            raise
-
-    def _new_purchase(
-        self, purchase_id: str, user: str, quote_id: str, request_hash: str
-    ) -> dict[str, Any]:
-        now = self.clock()
-        quote = self.pricing.store.get(quote_id)
-        owner = self._quote_owner(quote_id)
-        if owner is not None and owner != user:
-            raise InvalidInput("this quote was made for another user", quote_id=quote_id)
-        check_quote_valid(quote, now)
-        pack = self.pricing.catalogue.get(quote.pack_id)
-        if (pack.usd_price_minor, pack.total_coins) != (quote.usd_price_minor, quote.total_coins):
-            raise InvalidInput(
-                f"pack {pack.id} changed since quote {quote.id}: ask for a new quote",
-                quote_id=quote.id,
-            )
-        if not is_stripe_chargeable(quote.currency):
-            raise UnsupportedCurrency(
-                f"Stripe cannot charge {quote.currency}", currency=quote.currency
-            )
-        check_stripe_minimum(quote.local_amount_minor, quote.currency, quote.rate)
-        stripe_amount = to_stripe_amount(quote.local_amount_minor, quote.currency)
-        self._check_velocity(user, quote, now)
-        self.economy.open_user(user)
-        values = {
-            "id": purchase_id,
-            "user_id": user,
-            "pack_id": pack.id,
-            "quote_id": quote.id,
-            "request_hash": request_hash,
-            "coins": quote.total_coins,
-            "face_value_usd_minor": quote.face_value_usd_minor,
-            "price_usd_minor": quote.usd_price_minor,
-            "currency": quote.currency,
-            "local_amount_minor": quote.local_amount_minor,
-            "stripe_amount": stripe_amount,
-            "status": "creating",
-            "disputes": {},
-            "balance_txns": {},
-            # Fixed once: a retried create must send Stripe the same parameters.
-            "checkout_expires_at": now + self.checkout_ttl,
-            "created_at": now,
-            "updated_at": now,
-        }
-        t = self._t
-
-        def insert(tx: Ledger) -> dict[str, Any]:
-            conn = tx.connection()
-            found = _row(conn, t, purchase_id)
-            if found is not None:  # a concurrent retry got here first
-                if found["request_hash"] != request_hash:
-                    raise IdempotencyConflict("idempotency key was used for another checkout")
-                return found
-            conn.execute(t.insert(), values)
-            inserted = _row(conn, t, purchase_id)
-            assert inserted is not None
-            return inserted
-
-        return self.ledger.atomic(insert)
-
-    def _quote_owner(self, quote_id: str) -> str | None:
-        q = self.ledger.tables.quotes
-        return self.ledger.read(
-            lambda conn: conn.execute(sa.select(q.c.user_id).where(q.c.id == quote_id)).scalar()
-        )
-
-    def _check_velocity(self, user: str, quote: Quote, now: datetime) -> None:
-        limits = self.velocity
-        if limits.max_purchases_per_hour is None and limits.max_usd_minor_per_day is None:
-            return
-        t = self._t
-        live = ~t.c.status.in_(["failed", "expired", "error", "refused"])
-
-        def counts(conn: Connection) -> tuple[int, int]:
-            hour = conn.execute(
-                sa.select(sa.func.count()).where(
-                    t.c.user_id == user, live, t.c.created_at > now - timedelta(hours=1)
-                )
-            ).scalar_one()
-            day = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(t.c.price_usd_minor), 0)).where(
-                    t.c.user_id == user, live, t.c.created_at > now - timedelta(days=1)
-                )
-            ).scalar_one()
-            return int(hour), int(day)
-
-        hour, day = self.ledger.read(counts)
-        if limits.max_purchases_per_hour is not None and hour >= limits.max_purchases_per_hour:
-            raise FraudRejected(
-                f"user {user} reached {limits.max_purchases_per_hour} purchases in an hour",
-                user_id=user,
-                limit="purchases_per_hour",
-            )
-        if (
-            limits.max_usd_minor_per_day is not None
-            and day + quote.usd_price_minor > limits.max_usd_minor_per_day
-        ):
-            raise FraudRejected(
-                f"user {user} would exceed {limits.max_usd_minor_per_day} US cents "
-                "of purchases in a day",
-                user_id=user,
-                limit="usd_per_day",
-            )
-
     # -- reads -------------------------------------------------------------------
-
-    def _find(self, purchase_id: str) -> dict[str, Any] | None:
-        return self.ledger.read(lambda conn: _row(conn, self._t, purchase_id))
 
     def purchase(self, purchase_id: str) -> Purchase:
         """A purchase and its status (``UnknownPurchase`` if none)."""
         row = self._find(purchase_id)
         if row is None:
             raise UnknownPurchase(f"no purchase {purchase_id!r}", purchase_id=purchase_id)
-        return _purchase(row)
+        return purchase_of(row)
 
     def purchases(self, user_id: str | int, *, limit: int = 50) -> list[Purchase]:
         """A user's purchases, newest first."""
         user = check_party_id(user_id, "user_id")
         t = self._t
-        query = sa.select(t).where(t.c.user_id == user).order_by(t.c.created_at.desc()).limit(limit)
-        return self.ledger.read(
-            lambda conn: [_purchase(dict(r._mapping)) for r in conn.execute(query)]
-        )
+        query = sa.select(t.c.id).where(t.c.user_id == user).order_by(t.c.created_at.desc())
+        ids = self.ledger.read(lambda conn: list(conn.execute(query.limit(limit)).scalars()))
+        return [self.purchase(purchase_id) for purchase_id in ids]
 
     # -- webhooks ----------------------------------------------------------------
 
@@ -571,33 +322,31 @@ class Payments:
         return self.handle_event(event)
 
     def handle_event(self, event: WebhookEvent) -> WebhookResult:
-        """Apply an already verified event (parked events are retried through this)."""
+        """Apply an already verified event (parked and swept events come through here)."""
         if event.type.startswith("transfer.") and self.transfer_events is not None:
             return self.transfer_events(event)
         if self.inbox.status(event.id) in ("processed", "ignored"):
             return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
-        if event.type not in _PURCHASE_EVENTS:
+        if event.type not in PURCHASE_EVENTS:
             # Not recorded: an event meant for the other endpoint (a misconfigured
             # subscription) must stay free to be applied there.
             return WebhookResult(event.id, event.type, "ignored")
-        obj = event.data_object
-        dispute_id = str(obj["id"]) if event.type.startswith("charge.dispute.") else None
-        session_id = str(obj["id"]) if event.type.startswith("checkout.session.") else None
-        purchase_id = self._purchase_id_for(obj, session_id)
-        row = self._find(purchase_id) if purchase_id else None
-        if row is None and session_id is not None:
-            row = self._adopt(obj)
+        subject = event.subject
+        session_id = subject.id if subject.kind == "checkout.session" else None
+        row = self._row_for(event)
         if row is None:
-            if event.type.startswith("checkout.session.") and not obj.get("metadata"):
+            if session_id is not None and not subject.metadata:
                 return self._ignore(event, "ignored_foreign_session")
             self.inbox.park(
                 event,
                 "platform",
                 reason="no purchase for this event yet",
-                subject_id=purchase_id,
+                subject_id=subject.metadata.get("purchase_id"),
                 now=self.clock(),
             )
-            return WebhookResult(event.id, event.type, "parked", purchase_id)
+            return WebhookResult(
+                event.id, event.type, "parked", subject.metadata.get("purchase_id")
+            )
         session = row["checkout_session_id"] or session_id
         if session is None:
             self.inbox.park(
@@ -608,31 +357,51 @@ class Payments:
                 now=self.clock(),
             )
             return WebhookResult(event.id, event.type, "parked", row["id"])
-        disputes = sorted({*row["disputes"], *([dispute_id] if dispute_id else [])})
-        snapshot = self.gateway.purchase_state(session, disputes)
+        snapshot = self.gateway.purchase_state(session)
         result = self._converge(event, row["id"], snapshot)
-        if session_id is not None and result.outcome != "duplicate":
+        if result.outcome != "duplicate":
             self.retry_parked(subject_id=row["id"])
         return result
 
-    def _purchase_id_for(self, obj: Mapping[str, Any], session_id: str | None) -> str | None:
-        metadata = obj.get("metadata") or {}
-        if isinstance(metadata, Mapping) and metadata.get("purchase_id"):
-            return str(metadata["purchase_id"])
-        if session_id is not None:
-            found = self._by_column(self._t.c.checkout_session_id, session_id)
-            if found is None and obj.get("client_reference_id"):
-                return str(obj["client_reference_id"])
-            return found
-        charge = obj.get("charge") if obj.get("object") == "dispute" else obj.get("id")
-        intent = obj.get("payment_intent")
-        if isinstance(charge, str):
-            found = self._by_column(self._t.c.charge_id, charge)
-            if found is not None:
-                return found
-        if isinstance(intent, str):
-            return self._by_column(self._t.c.payment_intent_id, intent)
-        return None
+    def _row_for(self, event: WebhookEvent) -> dict[str, Any] | None:
+        """The purchase an event is about, from its metadata, ids, or Stripe itself.
+
+        An event about a charge (a refund, a dispute, a fraud warning) can beat
+        its purchase's ``checkout.session.completed``: the purchase is then found
+        from Stripe (the Checkout Session of the PaymentIntent), never parked
+        behind a completion that may already have been answered.
+        """
+        subject = event.subject
+        t = self._t
+        if subject.kind == "checkout.session":
+            purchase_id = subject.metadata.get("purchase_id") or self._by_column(
+                t.c.checkout_session_id, subject.id
+            )
+            row = self._find(purchase_id) if purchase_id else None
+            if row is None and subject.client_reference_id:
+                row = self._find(subject.client_reference_id)
+            return row or self._adopt(
+                SessionRef(subject.id, subject.metadata, subject.client_reference_id)
+            )
+        purchase_id = subject.metadata.get("purchase_id")
+        if not purchase_id and subject.charge_id:
+            purchase_id = self._by_column(t.c.charge_id, subject.charge_id)
+        if not purchase_id and subject.payment_intent_id:
+            purchase_id = self._by_column(t.c.payment_intent_id, subject.payment_intent_id)
+        row = self._find(purchase_id) if purchase_id else None
+        if row is not None and row["checkout_session_id"]:
+            return row
+        if subject.payment_intent_id:
+            ref = self.gateway.session_for_payment(subject.payment_intent_id)
+            if ref is not None:
+                return row or self._find_session(ref) or self._adopt(ref)
+        return row
+
+    def _find_session(self, ref: SessionRef) -> dict[str, Any] | None:
+        purchase_id = ref.metadata.get("purchase_id") or self._by_column(
+            self._t.c.checkout_session_id, ref.id
+        )
+        return self._find(purchase_id) if purchase_id else None
 
     def _by_column(self, column: Any, value: str) -> str | None:
         t = self._t
@@ -640,14 +409,13 @@ class Payments:
             lambda conn: conn.execute(sa.select(t.c.id).where(column == value)).scalar()
         )
 
-    def _adopt(self, session: Mapping[str, Any]) -> dict[str, Any] | None:
+    def _adopt(self, session: SessionRef) -> dict[str, Any] | None:
         """A session we have no row for, but whose metadata names a stored quote:
         record the purchase (the create call's answer was lost) and carry on."""
-        metadata = session.get("metadata") or {}
         try:
-            purchase_id = str(metadata["purchase_id"])
-            user = check_party_id(metadata["user_id"], "user_id")
-            quote = self.pricing.store.get(str(metadata["quote_id"]))
+            purchase_id = str(session.metadata["purchase_id"])
+            user = check_party_id(session.metadata["user_id"], "user_id")
+            quote = self.pricing.store.get(str(session.metadata["quote_id"]))
         except (KeyError, LedgerError):
             return None
         self.economy.open_user(user)
@@ -665,7 +433,7 @@ class Payments:
             "local_amount_minor": quote.local_amount_minor,
             "stripe_amount": to_stripe_amount(quote.local_amount_minor, quote.currency),
             "status": "open",
-            "checkout_session_id": str(session["id"]),
+            "checkout_session_id": session.id,
             "disputes": {},
             "balance_txns": {},
             "note": "adopted from a webhook: the checkout call's answer was lost",
@@ -676,9 +444,9 @@ class Payments:
 
         def insert(tx: Ledger) -> dict[str, Any]:
             conn = tx.connection()
-            if _row(conn, t, purchase_id) is None:
+            if load_row(conn, t, purchase_id) is None:
                 conn.execute(t.insert(), values)
-            found = _row(conn, t, purchase_id)
+            found = load_row(conn, t, purchase_id)
             assert found is not None
             return found
 
@@ -707,375 +475,49 @@ class Payments:
     ) -> list[WebhookResult]:
         """Apply parked events again (oldest first); those still unknown stay parked."""
         results = []
-        for event in self.inbox.parked("platform", limit=limit):
+        for payload in self.inbox.parked("platform", limit=limit):
+            event = self.gateway.parse_event(payload)
             if subject_id is not None:
-                about = self._purchase_id_for(event.data_object, None)
-                if about != subject_id:
+                about = event.subject.metadata.get("purchase_id")
+                known = self._row_for_known(event)
+                if subject_id not in (about, known):
                     continue
             results.append(self.handle_event(event))
         return results
 
+    def _row_for_known(self, event: WebhookEvent) -> str | None:
+        """The purchase a parked event is about, from local ids only (no Stripe call)."""
+        subject = event.subject
+        t = self._t
+        for column, value in (
+            (t.c.checkout_session_id, subject.id if subject.kind == "checkout.session" else None),
+            (t.c.charge_id, subject.charge_id),
+            (t.c.payment_intent_id, subject.payment_intent_id),
+        ):
+            if value:
+                found = self._by_column(column, value)
+                if found:
+                    return found
+        return None
+
     def sync(self, purchase_id: str) -> Purchase:
-        """Re-fetch a purchase from Stripe and converge the ledger on it (reconciliation)."""
+        """Re-fetch a purchase from Stripe and converge the ledger on it: refunds and
+        disputes nobody told us about are found from the charge."""
         row = self._find(purchase_id)
         if row is None:
             raise UnknownPurchase(f"no purchase {purchase_id!r}", purchase_id=purchase_id)
         if row["checkout_session_id"] is None:
-            return _purchase(row)
-        snapshot = self.gateway.purchase_state(row["checkout_session_id"], sorted(row["disputes"]))
+            return purchase_of(row)
+        snapshot = self.gateway.purchase_state(row["checkout_session_id"])
         self._converge(None, purchase_id, snapshot)
         return self.purchase(purchase_id)
 
-    # -- converging on Stripe's state -------------------------------------------
-
-    def _converge(
-        self, event: WebhookEvent | None, purchase_id: str, snapshot: PurchaseSnapshot
-    ) -> WebhookResult:
-        now = self.clock()
-        event_id = event.id if event else "sync"
-        event_type = event.type if event else "sync"
-
-        def run(tx: Ledger) -> _State:
-            conn = tx.connection()
-            row = _row(conn, self._t, purchase_id, lock=True)
-            assert row is not None
-            if event is not None:
-                self.inbox.record(
-                    conn, event, "platform", outcome="applied", subject_id=purchase_id, now=now
-                )
-            row["version"] += 1
-            state = _State(row)
-            self._apply(tx, state, snapshot, event_type, now)
-            self._save(conn, state, now)
-            self._write_events(conn, state, now)
-            outcome = state.outcomes[0] if state.outcomes else "no_change"
-            if event is not None:
-                wt = self.inbox._t  # the outcome is known only now
-                conn.execute(wt.update().where(wt.c.event_id == event.id).values(outcome=outcome))
-            return state
-
-        for attempt in range(3):
-            try:
-                state = self.ledger.atomic(run)
-                break
-            except DuplicateDelivery:
-                return WebhookResult(event_id, event_type, "duplicate", purchase_id, duplicate=True)
-            except InsufficientFunds:
-                # A gift or a credit moved the wallet between our read and our
-                # write (the ledger's own guard caught it): converge again.
-                if attempt == 2:
-                    raise
-        self._send_due_refund(state.row, snapshot)
-        outcome = state.outcomes[0] if state.outcomes else "no_change"
-        return WebhookResult(event_id, event_type, outcome, purchase_id)
-
-    def _write_events(self, conn: Connection, state: _State, now: datetime) -> None:
-        row = state.row
-        for index, (topic, payload) in enumerate(state.events):
-            self.economy.outbox.write(
-                conn,
-                topic,
-                f"{topic}:{row['id']}:{row['version']}:{index}",
-                payload,
-                entry_id=payload.get("entry_id"),
-                now=now,
-            )
-
-    def _send_due_refund(self, row: Mapping[str, Any], snapshot: PurchaseSnapshot | None) -> None:
-        """A refused purchase's refund, after commit; kept due until Stripe shows it.
-
-        A failure here is not fatal: ``refund_due`` stays set, and the next
-        event about the purchase, ``sync()`` or ``retry_refunds()`` sends it
-        again (same idempotency key, so Stripe refunds once).
-        """
-        if not row["refund_due"] or not row["payment_intent_id"]:
-            return
-        if snapshot is not None and snapshot.amount_refunded >= row["stripe_amount"]:
-            return
-        try:
-            self.gateway.refund(
-                row["payment_intent_id"], None, idempotency_key=f"refund:{row['id']}:refused"
-            )
-        except PaymentProviderError as exc:
-            t = self._t
-            note = f"refund due, Stripe refused for now: {exc}"[:1000]
-            self.ledger.atomic(
-                lambda tx: tx.connection().execute(
-                    t.update().where(t.c.id == row["id"]).values(note=note)
-                )
-            )
-
     def retry_refunds(self, *, limit: int = 100) -> list[Purchase]:
-        """Send again the refunds of refused purchases that Stripe has not shown yet."""
+        """Send again the refunds the library owes that Stripe has not shown yet."""
         t = self._t
         query = sa.select(t.c.id).where(t.c.refund_due.is_(True)).order_by(t.c.updated_at)
         ids = self.ledger.read(lambda conn: list(conn.execute(query.limit(limit)).scalars()))
         return [self.sync(purchase_id) for purchase_id in ids]
-
-    def _apply(
-        self, tx: Ledger, s: _State, snap: PurchaseSnapshot, event_type: str, now: datetime
-    ) -> None:
-        row = s.row
-        row["payment_intent_id"] = snap.payment_intent_id or row["payment_intent_id"]
-        row["charge_id"] = snap.charge_id or row["charge_id"]
-        if snap.risk_level is not None:
-            row["risk_level"], row["risk_score"] = snap.risk_level, snap.risk_score
-        status = row["status"]
-        if row["refund_due"] and snap.amount_refunded >= row["stripe_amount"]:
-            row["refund_due"] = False
-        settled = status in ("credited", "held", "refused", "mismatch")
-        if not snap.paid and status in ("failed", "expired"):
-            return  # final: an older snapshot must not reopen it
-        if not snap.paid and not settled:
-            if snap.session_status == "expired":
-                row["status"] = "expired"
-                s.outcomes.append("expired")
-            elif event_type == "checkout.session.async_payment_failed" or (
-                snap.payment_intent_status in ("requires_payment_method", "canceled")
-                and snap.session_status == "complete"
-            ):
-                row["status"] = "failed"
-                s.outcomes.append("failed")
-                s.events.append(("purchase.failed", {"purchase_id": row["id"]}))
-            elif snap.session_status == "complete":
-                row["status"] = "waiting"
-                s.outcomes.append("waiting")
-            return
-        if snap.paid and not settled:
-            self._credit(tx, s, snap, now)
-        self._converge_clawback(tx, s, snap, now)
-        self._settle(tx, s, snap, now)
-
-    def _credit(self, tx: Ledger, s: _State, snap: PurchaseSnapshot, now: datetime) -> None:
-        row = s.row
-        if snap.currency != row["currency"] or snap.stripe_amount != row["stripe_amount"]:
-            row["status"] = "mismatch"
-            row["note"] = (
-                f"Stripe charged {snap.stripe_amount} {snap.currency}, the quote was "
-                f"{row['stripe_amount']} {row['currency']}: nothing credited"
-            )[:1000]
-            s.outcomes.append("amount_mismatch")
-            s.events.append(
-                (
-                    "purchase.amount_mismatch",
-                    {
-                        "purchase_id": row["id"],
-                        "charged": [snap.stripe_amount, snap.currency],
-                        "quoted": [row["stripe_amount"], row["currency"]],
-                    },
-                )
-            )
-            return
-        decision = self.fraud_policy.decide(_purchase(row), snap.risk_level, snap.risk_score)
-        if decision is FraudDecision.REFUSE:
-            row["status"] = "refused"
-            row["note"] = f"refused by the fraud policy (Radar: {snap.risk_level})"
-            s.outcomes.append("refused")
-            s.events.append(("purchase.refused", {"purchase_id": row["id"]}))
-            row["refund_due"] = self.refund_refused
-            return
-        held = decision is FraudDecision.HOLD
-        credit = self.economy.using(tx).credit_purchase(
-            row["user_id"],
-            coins=row["coins"],
-            price_usd_minor=row["price_usd_minor"],
-            idempotency_key=f"purchase:{row['id']}:credit",
-            description=f"{row['coins']} coins ({row['pack_id']}), Stripe checkout",
-            metadata=self._entry_metadata(row, snap),
-            hold=held,
-        )
-        row["credit_entry_id"] = credit.entry_id
-        row["held"] = held
-        row["status"] = "held" if held else "credited"
-        if not held:
-            row["clearing_usd_minor"] += row["price_usd_minor"]
-        s.outcomes.append("held" if held else "credited")
-        s.events.append(
-            (
-                "purchase.held" if held else "purchase.credited",
-                {
-                    "purchase_id": row["id"],
-                    "user_id": row["user_id"],
-                    "coins": row["coins"],
-                    "entry_id": credit.entry_id,
-                },
-            )
-        )
-
-    def _entry_metadata(self, row: Mapping[str, Any], snap: PurchaseSnapshot) -> dict[str, Any]:
-        return {
-            "purchase_id": row["id"],
-            "pack_id": row["pack_id"],
-            "quote_id": row["quote_id"],
-            "currency": row["currency"],
-            "local_amount_minor": row["local_amount_minor"],
-            "stripe": {
-                "checkout_session": snap.session_id,
-                "payment_intent": snap.payment_intent_id,
-                "charge": snap.charge_id,
-            },
-            "counterparty": "stripe",
-        }
-
-    # -- refunds and disputes -----------------------------------------------------
-
-    def _converge_clawback(
-        self, tx: Ledger, s: _State, snap: PurchaseSnapshot, now: datetime
-    ) -> None:
-        row = s.row
-        if row["status"] not in ("credited", "held"):
-            row["refunded_stripe_amount"] = max(row["refunded_stripe_amount"], snap.amount_refunded)
-            return
-        row["refunded_stripe_amount"] = max(row["refunded_stripe_amount"], snap.amount_refunded)
-        disputes = _merge_disputes(row["disputes"], snap.disputes)
-        row["disputes"] = disputes
-        disputed = sum(
-            d["amount"] for d in disputes.values() if d["withdrawn"] and not d["reinstated"]
-        )
-        target_local = min(row["refunded_stripe_amount"] + disputed, row["stripe_amount"])
-        target = _share(row["coins"], target_local, row["stripe_amount"])
-        if target == row["clawed_coins"]:
-            return
-        by_dispute = disputed > 0 and row["refunded_stripe_amount"] < target_local
-        if row["status"] == "held":
-            self._release_held_after_refund(tx, s, target, now)
-            return
-        if target > row["clawed_coins"]:
-            self._claw_back(tx, s, target, by_dispute, now)
-        else:
-            self._restore(tx, s, target, now)
-
-    def _list_price(self, row: Mapping[str, Any], coins: int) -> int:
-        """The share of the USD list price that ``coins`` of this purchase stand for."""
-        return _share(row["price_usd_minor"], coins, row["coins"])
-
-    def _claw_back(
-        self, tx: Ledger, s: _State, target: int, by_dispute: bool, now: datetime
-    ) -> None:
-        row = s.row
-        user = row["user_id"]
-        coins = target - row["clawed_coins"]
-        value = coins * self.economy.coin_value_usd_minor
-        list_price = self._list_price(row, target) - self._list_price(row, row["clawed_coins"])
-        available = tx.balance(wallet_account(user)).available_minor
-        from_wallet = min(value, available)
-        rest = value - from_wallet
-        legs = []
-        if from_wallet:
-            legs.append(Posting.debit(wallet_account(user), from_wallet))
-        if rest:
-            spent_to = (
-                receivable_account(user)
-                if self.refund_policy is RefundPolicy.WALLET_DEBT
-                else REFUND_LOSSES
-            )
-            legs.append(Posting.debit(spent_to, rest))
-            if self.refund_policy is RefundPolicy.PLATFORM_LOSS:
-                row["loss_usd_minor"] += rest
-        if list_price != value:
-            legs.append(Posting(COIN_PRICING, list_price - value))
-        if list_price:
-            legs.append(Posting.credit(CLEARING, list_price))
-        entry = tx.post(
-            EntryDraft(
-                _REFUNDED_ENTRY[by_dispute],
-                tuple(legs),
-                f"purchase:{row['id']}:{row['version']}:clawback",
-                description=(
-                    f"{'chargeback' if by_dispute else 'refund'}: {coins} coins of "
-                    f"purchase {row['id']} clawed back"
-                ),
-                metadata={
-                    "purchase_id": row["id"],
-                    "coins": coins,
-                    "from_wallet_usd_minor": from_wallet,
-                    "spent_usd_minor": rest,
-                    "policy": self.refund_policy.value,
-                    "counterparty": "stripe",
-                },
-                effective_at=now,
-            )
-        )
-        row["clawed_coins"] = target
-        row["clearing_usd_minor"] -= list_price
-        s.outcomes.append("clawed_back")
-        s.events.append(
-            (
-                "wallet.debited",
-                {
-                    "purchase_id": row["id"],
-                    "user_id": user,
-                    "coins": coins,
-                    "debt_usd_minor": rest if self.refund_policy is RefundPolicy.WALLET_DEBT else 0,
-                    "entry_id": entry.id,
-                },
-            )
-        )
-
-    def _restore(self, tx: Ledger, s: _State, target: int, now: datetime) -> None:
-        """Funds reinstated (a dispute won): give back what the clawback took."""
-        row = s.row
-        user = row["user_id"]
-        coins = row["clawed_coins"] - target
-        value = coins * self.economy.coin_value_usd_minor
-        list_price = self._list_price(row, row["clawed_coins"]) - self._list_price(row, target)
-        loss_back = min(row["loss_usd_minor"], value)
-        debt = tx.balance(receivable_account(user)).posted_minor
-        repay = min(debt, value - loss_back)
-        to_wallet = value - loss_back - repay
-        legs = [Posting.debit(CLEARING, list_price)] if list_price else []
-        if loss_back:
-            legs.append(Posting.credit(REFUND_LOSSES, loss_back))
-        if repay:
-            legs.append(Posting.credit(receivable_account(user), repay))
-        if to_wallet:
-            legs.append(Posting.credit(wallet_account(user), to_wallet))
-        if list_price != value:
-            legs.append(Posting(COIN_PRICING, value - list_price))
-        entry = tx.post(
-            EntryDraft(
-                EntryType.DISPUTE,
-                tuple(legs),
-                f"purchase:{row['id']}:{row['version']}:restore",
-                description=f"dispute won: {coins} coins of purchase {row['id']} restored",
-                metadata={"purchase_id": row["id"], "coins": coins, "counterparty": "stripe"},
-                effective_at=now,
-            )
-        )
-        row["clawed_coins"] = target
-        row["loss_usd_minor"] -= loss_back
-        row["clearing_usd_minor"] += list_price
-        s.outcomes.append("restored")
-        s.events.append(
-            (
-                "wallet.credited",
-                {"purchase_id": row["id"], "user_id": user, "coins": coins, "entry_id": entry.id},
-            )
-        )
-
-    def _release_held_after_refund(self, tx: Ledger, s: _State, target: int, now: datetime) -> None:
-        """A refund or chargeback on coins still held for review: void the hold and
-        credit only what remains (the refunded coins were never spendable)."""
-        row = s.row
-        tx.void_hold(row["credit_entry_id"], metadata={"reason": "refunded while held"})
-        remaining = row["coins"] - target
-        row["held"] = False
-        row["clawed_coins"] = target
-        if remaining:
-            credit = self.economy.using(tx).credit_purchase(
-                row["user_id"],
-                coins=remaining,
-                price_usd_minor=self._list_price(row, remaining),
-                idempotency_key=f"purchase:{row['id']}:{row['version']}:credit-rest",
-                description=f"{remaining} coins of purchase {row['id']} (rest after a refund)",
-                metadata={"purchase_id": row["id"], "counterparty": "stripe"},
-            )
-            row["credit_entry_id"] = credit.entry_id
-            row["clearing_usd_minor"] += self._list_price(row, remaining)
-            row["status"] = "credited"
-        else:
-            row["status"] = "refused"
-        s.outcomes.append("clawed_back")
 
     # -- fraud review -------------------------------------------------------------
 
@@ -1085,7 +527,7 @@ class Payments:
 
         def run(tx: Ledger) -> None:
             conn = tx.connection()
-            row = _row(conn, self._t, purchase_id, lock=True)
+            row = load_row(conn, self._t, purchase_id, lock=True)
             if row is None:
                 raise UnknownPurchase(f"no purchase {purchase_id!r}", purchase_id=purchase_id)
             if row["status"] != "held":
@@ -1096,7 +538,9 @@ class Payments:
             row["clearing_usd_minor"] += row["price_usd_minor"]
             # Held coins skipped the debt repayment a plain credit makes first.
             self.economy.using(tx).repay_debt(row["user_id"], f"purchase:{row['id']}:release")
-            self._save(conn, _State(row), now)
+            state = _State(row)
+            self._settle(tx, state, (), now)  # the money held for review becomes coins
+            self._save(conn, state, now)
 
         self.ledger.atomic(run)
         return self.purchase(purchase_id)
@@ -1107,7 +551,7 @@ class Payments:
 
         def run(tx: Ledger) -> dict[str, Any]:
             conn = tx.connection()
-            row = _row(conn, self._t, purchase_id, lock=True)
+            row = load_row(conn, self._t, purchase_id, lock=True)
             if row is None:
                 raise UnknownPurchase(f"no purchase {purchase_id!r}", purchase_id=purchase_id)
             if row["status"] != "held":
@@ -1115,21 +559,31 @@ class Payments:
             tx.void_hold(row["credit_entry_id"], metadata={"reason": "refused after review"})
             row["version"] += 1
             row["status"], row["held"], row["refund_due"] = "refused", False, refund
-            self._save(conn, _State(row), now)
+            state = _State(row)
+            self._settle(tx, state, (), now)
+            self._save(conn, state, now)
             return row
 
         row = self.ledger.atomic(run)
-        self._send_due_refund(row, None)
+        self._send_due_refund(row)
         return self.purchase(purchase_id)
 
     def refund(
         self, purchase_id: str, *, local_amount_minor: int | None = None, idempotency_key: str
     ) -> str:
         """Ask Stripe to refund a purchase (all of it, or part in its currency's minor
-        units). The coins are clawed back when Stripe's ``charge.refunded`` arrives."""
+        units). The coins are clawed back when Stripe's ``charge.refunded`` arrives.
+
+        Works as soon as Stripe has the payment, even if its webhook has not
+        arrived yet (the purchase is synced from Stripe first).
+        """
         row = self._find(purchase_id)
         if row is None:
             raise UnknownPurchase(f"no purchase {purchase_id!r}", purchase_id=purchase_id)
+        if not row["payment_intent_id"]:
+            self.sync(purchase_id)
+            row = self._find(purchase_id)
+            assert row is not None
         if not row["payment_intent_id"]:
             raise InvalidInput(f"purchase {purchase_id} has not been paid")
         amount = None
@@ -1137,172 +591,81 @@ class Payments:
             if not 0 < local_amount_minor <= row["local_amount_minor"]:
                 raise InvalidInput("refund amount must be positive and at most the price")
             amount = to_stripe_amount(local_amount_minor, row["currency"])
-        key = _check_text(idempotency_key, "idempotency_key", 200)
+        key = check_text(idempotency_key, "idempotency_key", 200)
         return str(
             self.gateway.refund(row["payment_intent_id"], amount, f"refund:{purchase_id}:{key}")
         )
 
-    # -- fees and FX ---------------------------------------------------------------
+    # -- debts ---------------------------------------------------------------------
 
-    def _settle(self, tx: Ledger, s: _State, snap: PurchaseSnapshot, now: datetime) -> None:
-        """Book Stripe's fees and the FX difference once its figures are known.
-
-        Target: ``stripe_balance`` holds the net Stripe reported (charge,
-        refunds, dispute withdrawals and reinstatements), ``payment_fees`` the
-        fees, ``stripe_clearing`` nothing for this purchase, and the rest (list
-        price in USD vs what Stripe settled) goes to ``fx_gain_loss``.
-        """
-        row = s.row
-        fresh = [
-            *snap.balance_transactions,
-            *(t for d in snap.disputes for t in d.balance_transactions),
-        ]
-        if any(t.currency != "USD" for t in fresh):
-            row["note"] = "settlement skipped: Stripe settles this account in another currency"
-            return
-        # Balance transactions only ever accumulate at Stripe: merging what this
-        # snapshot shows into what earlier ones showed means a snapshot taken
-        # before a concurrent event's can never take settlement back.
-        seen = row["balance_txns"]
-        for t in fresh:
-            seen[t.id] = [t.net_minor, t.fee_minor, t.type]
-        if not any(kind == "charge" for _, _, kind in seen.values()):
-            return
-        if row["status"] not in ("credited", "refused"):
-            return
-        if row["status"] == "refused" and row["refunded_stripe_amount"] < row["stripe_amount"]:
-            return  # the money is still ours to refund: settle once it has gone back
-        net = sum(n for n, _, _ in seen.values())
-        fee = sum(f for _, f, _ in seen.values())
-        d_net = net - row["settled_net_usd_minor"]
-        d_fee = fee - row["settled_fee_usd_minor"]
-        d_clear = row["clearing_usd_minor"] - row["settled_clearing_usd_minor"]
-        fx = d_clear - d_net - d_fee
-        if not (d_net or d_fee or d_clear):
-            return
-        legs = [
-            Posting(code, amount)
-            for code, amount in (
-                (STRIPE_BALANCE, d_net),
-                (PAYMENT_FEES, d_fee),
-                (CLEARING, -d_clear),
-                (FX_GAIN_LOSS, fx),
-            )
-            if amount
-        ]
-        tx.post(
-            EntryDraft(
-                EntryType.FEE,
-                tuple(legs),
-                f"purchase:{row['id']}:{row['version']}:settle",
-                description=f"Stripe settlement of purchase {row['id']}: fees and FX",
-                metadata={
-                    "purchase_id": row["id"],
-                    "net_usd_minor": d_net,
-                    "fee_usd_minor": d_fee,
-                    "fx_usd_minor": -fx,
-                    "balance_transactions": sorted(seen),
-                    "counterparty": "stripe",
-                },
-                effective_at=now,
-            )
+    def debts(self, *, limit: int = 100) -> list[tuple[str, int]]:
+        """Viewers who owe money (``(user_id, US cents)``), largest debt first."""
+        t = self.ledger.tables
+        accounts, balances = t.accounts, t.balances
+        owed = sa.func.sum(balances.c.posted)
+        query = (
+            sa.select(accounts.c.code, owed)
+            .join(balances, balances.c.account_id == accounts.c.id)
+            .where(accounts.c.code.like("user:%:receivable"))
+            .group_by(accounts.c.code)
+            .having(owed > 0)
+            .order_by(owed.desc(), accounts.c.code)
+            .limit(limit)
         )
-        row["settled_net_usd_minor"] = net
-        row["settled_fee_usd_minor"] = fee
-        row["settled_clearing_usd_minor"] = row["clearing_usd_minor"]
-        s.outcomes.append("settled")
+        rows = self.ledger.read(lambda conn: list(conn.execute(query)))
+        return [(code.split(":")[1], int(amount)) for code, amount in rows]
 
-    def _save(self, conn: Connection, s: _State, now: datetime) -> None:
-        row = s.row
-        t = self._t
-        values = {k: v for k, v in row.items() if k not in ("id", "created_at")}
-        values["updated_at"] = now
-        conn.execute(t.update().where(t.c.id == row["id"]).values(**values))
+    def write_off(self, user_id: str | int, *, reason: str, idempotency_key: str) -> WriteOff:
+        """Give up a viewer's debt (``user:{id}:receivable``): the loss was booked when
+        Stripe took the money back, so this only removes the claim and its allowance
+        (Dr ``platform:receivables_allowance`` / Cr receivable). Spending is no
+        longer blocked. Idempotent by key."""
+        user = check_party_id(user_id, "user_id")
+        reason = check_text(reason, "reason", 500)
+        key = check_text(idempotency_key, "idempotency_key", 200)
+        now = self.clock()
 
+        def run(tx: Ledger) -> WriteOff:
+            ledger_key = f"write_off:{user}:{key}"
+            request = {"op": "write_off", "user": user, "reason": reason}
+            try:
+                debt = tx.balance(receivable_account(user)).posted_minor
+            except LedgerError:
+                debt = 0
+            if debt <= 0:
+                try:
+                    done = tx.entry_by_key(ledger_key)
+                except LedgerError:
+                    return WriteOff(user, 0, None, reason)
+                amount = sum(-p.amount_minor for p in done.postings if p.amount_minor < 0)
+                return WriteOff(user, amount, done.id, reason, replayed=True)
+            covered = min(debt, outstanding_allowance(tx))
+            legs = [Posting.credit(receivable_account(user), debt)]
+            if covered:
+                legs.append(Posting.debit(ALLOWANCE, covered))
+            if debt - covered:  # a debt from before the allowance existed
+                legs.append(Posting.debit(REFUND_LOSSES, debt - covered))
+            entry = tx.post(
+                EntryDraft(
+                    EntryType.ADJUSTMENT,
+                    tuple(legs),
+                    ledger_key,
+                    description=f"debt of {user} written off: {reason}",
+                    metadata={"user": user, "reason": reason, "write_off_usd_minor": debt},
+                    effective_at=now,
+                ),
+                request=request,
+            )
+            amount = sum(-p.amount_minor for p in entry.postings if p.amount_minor < 0)
+            if not entry.replayed:
+                self.economy.outbox.write(
+                    tx.connection(),
+                    "wallet.debt_written_off",
+                    f"wallet.debt_written_off:{entry.id}",
+                    {"user_id": user, "amount_usd_minor": amount, "reason": reason},
+                    entry_id=entry.id,
+                    now=now,
+                )
+            return WriteOff(user, amount, entry.id, reason, replayed=entry.replayed)
 
-# -- helpers -------------------------------------------------------------------------
-
-
-def _row(
-    conn: Connection, t: sa.Table, purchase_id: str, *, lock: bool = False
-) -> dict[str, Any] | None:
-    query = sa.select(t).where(t.c.id == purchase_id)
-    if lock:
-        query = query.with_for_update()
-    found = conn.execute(query).first()
-    if found is None:
-        return None
-    row = dict(found._mapping)
-    row["disputes"] = dict(row["disputes"] or {})
-    row["balance_txns"] = dict(row["balance_txns"] or {})
-    return row
-
-
-def _purchase(row: Mapping[str, Any]) -> Purchase:
-    return Purchase(
-        id=row["id"],
-        user_id=row["user_id"],
-        pack_id=row["pack_id"],
-        quote_id=row["quote_id"],
-        coins=row["coins"],
-        face_value_usd_minor=row["face_value_usd_minor"],
-        price_usd_minor=row["price_usd_minor"],
-        currency=row["currency"],
-        local_amount_minor=row["local_amount_minor"],
-        stripe_amount=row["stripe_amount"],
-        status=row["status"],
-        checkout_session_id=row["checkout_session_id"],
-        checkout_url=row["checkout_url"],
-        payment_intent_id=row["payment_intent_id"],
-        charge_id=row["charge_id"],
-        credit_entry_id=row["credit_entry_id"],
-        refunded_stripe_amount=row["refunded_stripe_amount"],
-        clawed_coins=row["clawed_coins"],
-        risk_level=row["risk_level"],
-        risk_score=row["risk_score"],
-        note=row["note"],
-        created_at=row["created_at"],
-    )
-
-
-def _result(row: Mapping[str, Any], *, replayed: bool = False) -> CheckoutResult:
-    return CheckoutResult(
-        purchase_id=row["id"],
-        checkout_session_id=row["checkout_session_id"],
-        url=row["checkout_url"],
-        currency=row["currency"],
-        amount_minor=row["local_amount_minor"],
-        replayed=replayed,
-    )
-
-
-def _merge_disputes(stored: Mapping[str, Any], fresh: Sequence[DisputeSnapshot]) -> dict[str, Any]:
-    """Dispute states only move forward: withdrawn and reinstated never become false."""
-    merged = {k: dict(v) for k, v in stored.items()}
-    for d in fresh:
-        old = merged.get(d.id, {"withdrawn": False, "reinstated": False})
-        merged[d.id] = {
-            "status": d.status,
-            "amount": d.stripe_amount,
-            "withdrawn": bool(old.get("withdrawn")) or d.funds_withdrawn,
-            "reinstated": bool(old.get("reinstated")) or d.funds_reinstated,
-        }
-    return merged
-
-
-def _share(total: int, part: int, whole: int) -> int:
-    """``total x part / whole`` rounded half up (exact at the ends: 0 and ``total``)."""
-    if whole <= 0:
-        return 0
-    value = Fraction(total * part, whole)
-    return int(value + Fraction(1, 2)) if value >= 0 else -int(-value + Fraction(1, 2))
-
-
-def _hash(data: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def _check_text(value: object, name: str, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise InvalidInput(f"{name} must be a non-empty string of at most {limit} characters")
-    return value
+        return self.ledger.atomic(run)

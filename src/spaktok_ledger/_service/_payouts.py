@@ -13,17 +13,21 @@ The accounting (USD minor units; ``A`` the payout, ``R`` a returned part):
 step                    entries                                                     ledger call
 ======================  ==========================================================  ===========
 request                 Dr ``earnings`` A / Cr ``payouts_in_flight`` A, pending      ``hold``
-paid (settled)          the hold posted; Dr ``payouts_in_flight`` A /               ``post_hold``
+automatic: transferred  the hold posted; Dr ``payouts_in_flight`` A /               ``post_hold``
                         Cr ``platform:stripe_balance`` A                            + ``post``
-failed before settled   the hold voided                                             ``void_hold``
-failed after settled    both settlement entries reversed                            ``reverse``
+manual                  the money follows Stripe: platform -> the connected         ``post``
+                        account's balance -> on its way to the bank -> paid, and
+                        back to the connected account when a bank payout fails
+                        (``_payout_facts.py`` has the table)
+refused by Stripe       the hold voided                                             ``void_hold``
 partly reversed         Dr ``platform:stripe_balance`` R / Cr ``earnings`` R          ``post``
 ======================  ==========================================================  ===========
 
-*Settled* means: with manual payouts (``manual_payouts=True``), Stripe says
-the connected account's Payout is ``paid``; with Stripe's automatic payout
-schedule, the Transfer to the connected account exists (the money is then
-the streamer's, and Stripe pays their bank on its own schedule).
+With Stripe's automatic payout schedule the Transfer settles the payout (the
+money is then the streamer's, and Stripe pays their bank on its own
+schedule). With manual payouts (``manual_payouts=True``) the platform pays
+each bank payout out of the connected account, and a failed one leaves the
+money there (:meth:`Payouts.repay`).
 
 Every step is driven by *facts* from Stripe kept on the payout's row (the
 transfer, its reversed amount, the bank payout's status), and the ledger is
@@ -40,256 +44,54 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any, Final, Literal
+from datetime import datetime
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spaktok_ledger._clock import Clock
-from spaktok_ledger._currency import from_stripe_amount, to_major
 from spaktok_ledger._domain import EntryDraft, EntryType, Posting
 from spaktok_ledger._errors import (
     Conflict,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidInput,
-    PaymentProviderError,
     PayoutBelowMinimum,
     PayoutLimitExceeded,
     PayoutsNotEnabled,
-    UnknownPayout,
     UnknownStreamer,
 )
 from spaktok_ledger._money import check_minor
-from spaktok_ledger._service._gateway import (
-    ConnectedAccountState,
-    PaymentGateway,
-    PayoutSnapshot,
-    TransferSnapshot,
-    WebhookEvent,
-)
+from spaktok_ledger._service._gateway import ConnectedAccountState, PaymentGateway
 from spaktok_ledger._service._gifts import GiftEconomy, earnings_account
 from spaktok_ledger._service._ids import check_party_id
-from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookInbox, WebhookResult
+from spaktok_ledger._service._payout_reconcile import _PayoutReconcile
+from spaktok_ledger._service._payout_rows import (
+    _ACCOUNT_ID,
+    DEFAULT_MINIMUM_USD_MINOR,
+    MAX_LIST,
+    ConnectedAccount,
+    Facts,
+    PayoutDiscrepancy,
+    PayoutRecord,
+    account_of,
+    check_key,
+    cross_border,
+    record_of,
+    replace_replayed,
+    state_values,
+    usd,
+)
+from spaktok_ledger._service._webhooks import WebhookInbox
 from spaktok_ledger._store import Ledger
-from spaktok_ledger._store._units import expected_exponent
-from spaktok_ledger._stripe import account_state, payout_snapshot, transfer_snapshot
 
 __all__ = ["ConnectedAccount", "PayoutDiscrepancy", "PayoutRecord", "Payouts"]
 
-STRIPE_BALANCE: Final = "platform:stripe_balance"
-DEFAULT_MINIMUM_USD_MINOR: Final = 5000
-OPEN_STATUSES: Final = ("pending", "transferred", "in_transit")
-MAX_LIST: Final = 500
-_ACCOUNT_ID = re.compile(r"^acct_[A-Za-z0-9]{1,250}$")
-# How far a bank payout's status has got: a later status never goes back.
-_BANK_RANK: Final[Mapping[str | None, int]] = {
-    None: 0,
-    "pending": 1,
-    "in_transit": 2,
-    "paid": 3,
-    "failed": 4,
-    "canceled": 4,
-}
-_PAYOUT_EVENTS: Final = frozenset(
-    {"payout.created", "payout.updated", "payout.paid", "payout.failed", "payout.canceled"}
-)
-_TRANSFER_EVENTS: Final = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
-
-PayoutStatus = Literal[
-    "pending", "transferred", "in_transit", "paid", "failed", "canceled", "reversed"
-]
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
 
 
-# -- results -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectedAccount:
-    """A streamer's Stripe Connect account and its KYC state (``GET /api/payouts/account``)."""
-
-    streamer_id: str
-    account_id: str
-    """The connected account, ``acct_...``."""
-    payouts_enabled: bool
-    charges_enabled: bool
-    details_submitted: bool
-    currently_due: tuple[str, ...]
-    """Requirements Stripe needs now (``individual.verification.document``...)."""
-    past_due: tuple[str, ...]
-    """Requirements whose deadline has passed: they disable the account."""
-    disabled_reason: str | None
-    """Stripe's ``requirements.disabled_reason`` (``requirements.past_due``...)."""
-    default_currency: str | None
-    """The currency Stripe pays the streamer's bank in."""
-    country: str | None
-    updated_at: datetime
-
-    @property
-    def kyc_status(self) -> str:
-        """``onboarding`` (details not submitted), ``pending_verification`` (submitted,
-        Stripe is checking), ``restricted`` (something past due, or disabled for another
-        reason) or ``enabled``."""
-        if self.payouts_enabled:
-            return "enabled"
-        if not self.details_submitted:
-            return "onboarding"
-        if self.past_due or self.disabled_reason not in (None, "requirements.pending_verification"):
-            return "restricted"
-        return "pending_verification"
-
-    @property
-    def requirements_due(self) -> tuple[str, ...]:
-        """Past-due requirements first, then the other currently due ones."""
-        return tuple(dict.fromkeys((*self.past_due, *self.currently_due)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "streamer_id": self.streamer_id,
-            "account_id": self.account_id,
-            "kyc_status": self.kyc_status,
-            "payouts_enabled": self.payouts_enabled,
-            "charges_enabled": self.charges_enabled,
-            "details_submitted": self.details_submitted,
-            "currently_due": list(self.currently_due),
-            "past_due": list(self.past_due),
-            "disabled_reason": self.disabled_reason,
-            "default_currency": self.default_currency,
-            "country": self.country,
-            "updated_at": self.updated_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PayoutRecord:
-    """One payout request and where it stands (the answer to ``POST /api/payouts/request``)."""
-
-    payout_id: str
-    streamer_id: str
-    account_id: str
-    amount_usd_minor: int
-    status: PayoutStatus
-    """``pending`` (held; the transfer is not confirmed yet), ``transferred`` (the money
-    is on the connected account), ``in_transit`` (manual payouts: the bank payout is on
-    its way), ``paid``, ``failed``, ``canceled``, ``reversed`` (the transfer was pulled
-    back). After ``failed``/``canceled``/``reversed`` the money is back in earnings."""
-    mode: Literal["automatic", "manual"]
-    ledger_state: Literal["held", "settled", "voided"]
-    """The ledger's side: the hold is open, or posted and paid out, or voided."""
-    returned_usd_minor: int
-    """Returned to earnings after settlement (a reversal or a failure after ``paid``)."""
-    transfer_id: str | None
-    transfer_reversed_minor: int
-    stripe_payout_id: str | None
-    """Manual payouts: the Payout on the connected account (``po_...``)."""
-    stripe_payout_status: str | None
-    payout_currency: str | None
-    """What reached the bank, as Stripe reports it (manual payouts)."""
-    payout_stripe_amount: int | None
-    """In Stripe's units for ``payout_currency``."""
-    exchange_rate: Decimal | None
-    failure_code: str | None
-    failure_message: str | None
-    last_error: str | None
-    """The last Stripe error met while driving the payout, or a note for review."""
-    hold_entry_id: int
-    settlement_entry_id: int | None
-    created_at: datetime
-    updated_at: datetime
-    replayed: bool = field(default=False, compare=False)
-    """True when this answers a retried request (same idempotency key)."""
-
-    @property
-    def transfer_group(self) -> str:
-        return f"payout:{self.payout_id}"
-
-    @property
-    def is_open(self) -> bool:
-        """Still waiting for Stripe (a transfer or a bank payout to confirm)."""
-        return self.status in OPEN_STATUSES
-
-    @property
-    def paid_out_usd_minor(self) -> int:
-        """What has left the platform for good: settled, minus what came back."""
-        if self.ledger_state != "settled":
-            return 0
-        return self.amount_usd_minor - self.returned_usd_minor
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "payout_id": self.payout_id,
-            "streamer_id": self.streamer_id,
-            "account_id": self.account_id,
-            "amount_usd_minor": self.amount_usd_minor,
-            "status": self.status,
-            "mode": self.mode,
-            "ledger_state": self.ledger_state,
-            "returned_usd_minor": self.returned_usd_minor,
-            "transfer_id": self.transfer_id,
-            "transfer_group": self.transfer_group,
-            "transfer_reversed_minor": self.transfer_reversed_minor,
-            "stripe_payout_id": self.stripe_payout_id,
-            "stripe_payout_status": self.stripe_payout_status,
-            "payout_currency": self.payout_currency,
-            "payout_stripe_amount": self.payout_stripe_amount,
-            "exchange_rate": str(self.exchange_rate) if self.exchange_rate is not None else None,
-            "failure_code": self.failure_code,
-            "failure_message": self.failure_message,
-            "last_error": self.last_error,
-            "hold_entry_id": self.hold_entry_id,
-            "settlement_entry_id": self.settlement_entry_id,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PayoutDiscrepancy:
-    """A payout whose ledger state and Stripe state disagreed (``reconcile()``)."""
-
-    payout_id: str
-    streamer_id: str
-    problem: str
-    """``transfer_not_recorded``, ``transfer_missing``, ``bank_payout_missing``,
-    ``bank_payout_not_recorded``, ``bank_status_changed``, ``transfer_reversed``,
-    ``multiple_transfers``, ``transfer_mismatch``, ``needs_review``, ``stripe_error``."""
-    detail: str
-    status_before: str
-    status_after: str
-    stripe_status: str | None
-    """The bank payout's status (manual payouts) or the transfer's, at Stripe."""
-    resolved: bool
-    """True when reconcile() brought the ledger in line; False: a person must look."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "payout_id": self.payout_id,
-            "streamer_id": self.streamer_id,
-            "problem": self.problem,
-            "detail": self.detail,
-            "status_before": self.status_before,
-            "status_after": self.status_after,
-            "stripe_status": self.stripe_status,
-            "resolved": self.resolved,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    """What Stripe says about a payout, to merge into its row (only ever forwards)."""
-
-    transfer: TransferSnapshot | None = None
-    bank: PayoutSnapshot | None = None
-
-
-# -- the service -----------------------------------------------------------------------
-
-
-class Payouts:
+class Payouts(_PayoutReconcile):
     """Streamer payouts through Stripe Connect, over a :class:`GiftEconomy`.
 
     ``connect_webhook_secret`` is the signing secret of the Connect webhook
@@ -299,6 +101,8 @@ class Payouts:
     calendar month. ``manual_payouts=True`` makes a Stripe Payout on the
     connected account after each Transfer (for accounts on a manual payout
     schedule); otherwise Stripe's automatic schedule pays the bank.
+    ``platform_country`` (the platform's Stripe account's country) decides which
+    streamers' accounts are cross-border.
 
     >>> payouts = Payouts(economy, StripeGateway(api_key=...),  # doctest: +SKIP
     ...                   connect_webhook_secret="whsec_...")
@@ -314,6 +118,7 @@ class Payouts:
         daily_cap_usd_minor: int | None = None,
         monthly_cap_usd_minor: int | None = None,
         manual_payouts: bool = False,
+        platform_country: str = "US",
         tolerance_seconds: int = 300,
         clock: Clock | None = None,
     ) -> None:
@@ -329,6 +134,10 @@ class Payouts:
                 raise InvalidInput(f"{name}_cap_usd_minor must be at least minimum_usd_minor")
         if not isinstance(manual_payouts, bool):
             raise InvalidInput("manual_payouts must be a bool")
+        if not isinstance(platform_country, str) or not re.fullmatch(
+            r"[A-Za-z]{2}", platform_country
+        ):
+            raise InvalidInput("platform_country must be an ISO 3166 alpha-2 code")
         if (
             isinstance(tolerance_seconds, bool)
             or not isinstance(tolerance_seconds, int)
@@ -342,6 +151,7 @@ class Payouts:
         self.daily_cap_usd_minor = daily_cap_usd_minor
         self.monthly_cap_usd_minor = monthly_cap_usd_minor
         self.manual_payouts = manual_payouts
+        self.platform_country = platform_country.upper()
         self.tolerance_seconds = tolerance_seconds
         self.clock: Clock = clock or economy.clock
         self.inbox = WebhookInbox(self.ledger)
@@ -370,18 +180,27 @@ class Payouts:
     def create_express_account(
         self, streamer_id: str | int, *, country: str, email: str | None = None
     ) -> ConnectedAccount:
-        """Create an Express account for a streamer (once: later calls return the linked one)."""
+        """Create an Express account for a streamer (once: later calls return the linked one).
+
+        An account outside the platform's region is created under the ``recipient``
+        service agreement, the only one cross-border payouts work with (it can
+        receive transfers, not take payments), https://docs.stripe.com/connect/service-agreement-types.
+        """
         streamer = self._registered(streamer_id)
         if not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country):
             raise InvalidInput(f"country must be an ISO 3166 alpha-2 code, got {country!r}")
         existing = self.account_status(streamer)
         if existing is not None:
             return existing
+        country = country.upper()
         state = self.gateway.create_express_account(
-            country=country.upper(),
+            country=country,
             email=email,
             metadata={"streamer_id": streamer},
             idempotency_key=f"{self.ledger.prefix}express:{streamer}",
+            service_agreement=(
+                "recipient" if cross_border(self.platform_country, country) else "full"
+            ),
         )
         return self._store_account(streamer, state)
 
@@ -410,7 +229,7 @@ class Payouts:
         row = self.ledger.read(
             lambda conn: conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).first()
         )
-        return None if row is None else _account(row)
+        return None if row is None else account_of(row)
 
     def _registered(self, streamer_id: str | int) -> str:
         return self.economy.streamer(streamer_id).streamer_id
@@ -430,7 +249,7 @@ class Payouts:
                     account_id=state.id,
                     streamer_id=owner,
                 )
-            values = _state_values(state)
+            values = state_values(state)
             current = conn.execute(
                 sa.select(t.c.streamer_id).where(t.c.streamer_id == streamer).with_for_update()
             ).first()
@@ -448,7 +267,7 @@ class Payouts:
                     t.update().where(t.c.streamer_id == streamer).values(updated_at=now, **values)
                 )
             row = conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).one()
-            return _account(row)
+            return account_of(row)
 
         return self.ledger.atomic(run)
 
@@ -484,12 +303,13 @@ class Payouts:
         ``InsufficientFunds`` (more than the *available* earnings: matured and
         not already held), ``PayoutLimitExceeded`` (daily/monthly cap).
         ``PaymentProviderError``: Stripe refused the transfer (the hold is
-        voided, ``retryable`` false) or could not be reached (``retryable``:
-        the payout stays ``pending``; retry with the same key, or let
-        :meth:`reconcile` finish it).
+        voided, ``retryable`` false), could not be reached, or has not the funds
+        available yet (``balance_insufficient``, after trying a charge as
+        ``source_transaction``) (``retryable``: the payout stays ``pending``;
+        retry with the same key, or let :meth:`reconcile` finish it).
         """
         streamer = check_party_id(streamer_id, "streamer_id")
-        key = _check_key(idempotency_key)
+        key = check_key(idempotency_key)
         amount: int | None
         if amount_usd_minor == "all":
             amount = None
@@ -515,7 +335,7 @@ class Payouts:
         if not record.is_open:
             return record
         advanced = self._advance(record)
-        return _replace_replayed(advanced, record.replayed)
+        return replace_replayed(advanced, record.replayed)
 
     def _place(
         self,
@@ -546,7 +366,7 @@ class Payouts:
                     idempotency_key=key,
                     payout_id=existing.id,
                 )
-            return _record(existing, replayed=True)
+            return record_of(existing, replayed=True)
         streamers = self._t.streamers
         found = conn.execute(
             sa.select(streamers.c.status, streamers.c.blocked_reason).where(
@@ -563,7 +383,7 @@ class Payouts:
             )
         if account is None:
             raise self._no_account(streamer)
-        state = _account(account)
+        state = account_of(account)
         if not state.payouts_enabled:
             due = state.requirements_due
             reason = state.disabled_reason or (
@@ -607,7 +427,7 @@ class Payouts:
                     Posting.credit(earnings_account(streamer, "payouts_in_flight"), wanted),
                 ),
                 f"payout:{payout_id}:hold",
-                description=f"Payout {payout_id} requested: USD {_usd(wanted)}",
+                description=f"Payout {payout_id} requested: USD {usd(wanted)}",
                 metadata={
                     "payout_id": payout_id,
                     "streamer": streamer,
@@ -645,10 +465,6 @@ class Payouts:
         )
         return record
 
-    @property
-    def _mode(self) -> Literal["automatic", "manual"]:
-        return "manual" if self.manual_payouts else "automatic"
-
     def _check_caps(self, conn: Connection, streamer: str, wanted: int, now: datetime) -> None:
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         month = day.replace(day=1)
@@ -684,357 +500,64 @@ class Payouts:
         ).scalar_one()
         return int(total)
 
-    # -- driving Stripe (outside any database transaction) -----------------------------
+    # -- manual payouts: the money back on the connected account -----------------------
 
-    def _advance(self, record: PayoutRecord) -> PayoutRecord:
-        """Make the Stripe calls a payout still needs; each fact is booked as it arrives."""
-        if record.status == "pending" and record.ledger_state == "held":
-            transfer = self._create_transfer(record)
-            record = self._apply(record.payout_id, _Facts(transfer=transfer))
-        if (
-            record.mode == "manual"
-            and record.status == "transferred"
-            and record.stripe_payout_id is None
-        ):
-            try:
-                bank = self.gateway.create_payout(
-                    account=record.account_id,
-                    stripe_amount=record.amount_usd_minor,
-                    currency="USD",
-                    metadata={"payout_id": record.payout_id, "streamer_id": record.streamer_id},
-                    idempotency_key=f"payout:{record.payout_id}:payout",
-                )
-            except PaymentProviderError as exc:
-                self._note(record.payout_id, f"creating the bank payout: {exc.message}")
-                if not _refused(exc):
-                    raise PaymentProviderError(
-                        f"Stripe could not be reached to create the bank payout of "
-                        f"{record.payout_id}: {exc.message}. The transfer is done; retry with "
-                        "the same idempotency key, or reconcile() will finish it",
-                        retryable=True,
-                        payout_id=record.payout_id,
-                        status=record.status,
-                    ) from exc
-                # The money is on the connected account and stays in flight in the
-                # ledger; reconcile() tries the payout again (e.g. after KYC is fixed).
-                return self.payout(record.payout_id)
-            record = self._apply(record.payout_id, _Facts(bank=bank))
-        return record
+    def repay(self, payout_id: str) -> PayoutRecord:
+        """Pay a failed or canceled bank payout out again, from the connected account.
 
-    def _create_transfer(self, record: PayoutRecord) -> TransferSnapshot:
-        try:
-            return self.gateway.create_transfer(
-                amount_usd_minor=record.amount_usd_minor,
-                destination=record.account_id,
-                transfer_group=record.transfer_group,
-                metadata={"payout_id": record.payout_id, "streamer_id": record.streamer_id},
-                idempotency_key=f"payout:{record.payout_id}",
+        Stripe returned the money to the connected account's balance (not the
+        platform's), so it is paid out from there: a new bank payout (a new
+        idempotency key), never a second transfer. Call it once the streamer has
+        fixed their bank details (``account.updated``). ``InvalidInput`` unless
+        the payout is awaiting repayment.
+        """
+        record = self.payout(payout_id)
+        if not record.awaiting_repayment:
+            raise InvalidInput(
+                f"payout {payout_id} is {record.status} ({record.ledger_state}): "
+                "only a failed or canceled bank payout can be paid out again",
+                payout_id=payout_id,
             )
-        except PaymentProviderError as exc:
-            if not _refused(exc):
-                self._note(record.payout_id, f"creating the transfer: {exc.message}")
-                raise _unknown_outcome(record, exc) from exc
-            # Refused: void the hold, but only once Stripe confirms that no
-            # transfer exists in the payout's group (an earlier attempt may have made it).
-            try:
-                found = self.gateway.find_transfers(record.transfer_group)
-            except PaymentProviderError as lookup:
-                self._note(record.payout_id, f"creating the transfer: {exc.message}")
-                raise _unknown_outcome(record, lookup) from exc
-            if found:
-                return found[0]
-            self._refuse(record.payout_id, exc)
-            raise PaymentProviderError(
-                f"Stripe refused the transfer for payout {record.payout_id}: {exc.message}. "
-                "Nothing was paid; the hold is released and the money is available again",
-                retryable=False,
-                payout_id=record.payout_id,
-                status="failed",
-                **{k: v for k, v in exc.details.items() if k not in ("payout_id", "status")},
-            ) from exc
-
-    def _refuse(self, payout_id: str, exc: PaymentProviderError) -> None:
         now = self.clock()
 
         def run(tx: Ledger) -> None:
-            conn = tx.connection()
-            row = self._lock(conn, payout_id)
-            if row.ledger_state != "held" or row.transfer_id is not None:
-                return
-            tx.void_hold(
-                row.hold_entry_id,
-                idempotency_key=f"payout:{payout_id}:void",
-                metadata={"payout_id": payout_id, "step": "refused", "reason": exc.message},
-            )
-            code = exc.details.get("stripe_code")
+            row = self._lock(tx.connection(), payout_id)
+            if not record_of(row).awaiting_repayment:
+                return  # a concurrent repay() got here first
             self._update(
-                conn,
+                tx.connection(),
                 payout_id,
                 now,
-                status="failed",
-                ledger_state="voided",
-                failure_code=str(code)[:100] if code else "transfer_refused",
-                failure_message=exc.message[:1000],
+                status="transferred",
+                stripe_payout_id=None,
+                stripe_payout_status=None,
+                payout_stripe_amount=None,
+                bank_attempts=row.bank_attempts + 1,
+                failure_code=None,
+                failure_message=None,
+                last_error=None,
             )
-            self._announce(conn, "payout.failed", f"payout.failed:{payout_id}", payout_id, now)
 
         self.ledger.atomic(run)
+        return self._advance(self.payout(payout_id))
 
-    def _note(self, payout_id: str, message: str) -> None:
-        now = self.clock()
-        self.ledger.atomic(
-            lambda tx: self._update(tx.connection(), payout_id, now, last_error=message[:1000])
+    def recall(self, payout_id: str, *, idempotency_key: str) -> PayoutRecord:
+        """Pull a manual payout's money back from the connected account to the platform
+        (a transfer reversal) and return it to the streamer's earnings; for money
+        that waits there after a failed bank payout, when it will not be re-paid."""
+        record = self.payout(payout_id)
+        if record.transfer_id is None or not record.awaiting_repayment:
+            raise InvalidInput(
+                f"payout {payout_id} has no money waiting on the connected account",
+                payout_id=payout_id,
+            )
+        key = check_key(idempotency_key)
+        transfer = self.gateway.reverse_transfer(
+            record.transfer_id, None, f"payout:{payout_id}:recall:{key}"
         )
-
-    # -- applying Stripe facts --------------------------------------------------------
-
-    def _apply(self, payout_id: str, facts: _Facts) -> PayoutRecord:
-        now = self.clock()
-
-        def run(tx: Ledger) -> PayoutRecord:
-            self._merge_and_converge(tx, self._lock(tx.connection(), payout_id), facts, now)
-            return self._load(tx.connection(), payout_id)
-
-        return self.ledger.atomic(run)
-
-    def _merge_and_converge(
-        self, tx: Ledger, row: Any, facts: _Facts, now: datetime
-    ) -> tuple[str, str]:
-        """Merge ``facts`` into the payout's row and book what they call for.
-
-        Returns ``(status, outcome)``: the new status, and what happened
-        (``paid``, ``failed``, ``canceled``, ``reversed``, ``returned``,
-        ``recorded`` when only facts changed, ``unchanged``).
-        """
-        p = dict(row._mapping)
-        before = dict(p)
-        notes: list[str] = []
-        transfer, bank = facts.transfer, facts.bank
-        if transfer is not None:
-            if (
-                transfer.destination != p["account_id"]
-                or transfer.stripe_amount != p["amount_usd_minor"]
-            ):
-                notes.append(
-                    f"transfer {transfer.id} does not match the payout "
-                    f"({transfer.stripe_amount} to {transfer.destination}): review"
-                )
-            elif p["transfer_id"] in (None, transfer.id):
-                p["transfer_id"] = transfer.id
-                p["transfer_reversed_minor"] = max(
-                    p["transfer_reversed_minor"], transfer.reversed_stripe_amount
-                )
-            else:
-                notes.append(f"a second transfer {transfer.id} exists for the payout: review")
-        if bank is not None:
-            if p["stripe_payout_id"] in (None, bank.id):
-                p["stripe_payout_id"] = bank.id
-                if _BANK_RANK.get(bank.status, 0) >= _BANK_RANK[p["stripe_payout_status"]]:
-                    p["stripe_payout_status"] = bank.status
-                p["payout_currency"] = bank.currency or p["payout_currency"]
-                p["payout_stripe_amount"] = bank.stripe_amount
-                p["payout_stripe_exponent"] = expected_exponent(p["payout_currency"], "stripe")
-                txn = bank.balance_transaction
-                if txn is not None and txn.exchange_rate is not None:
-                    p["exchange_rate"] = str(txn.exchange_rate)
-                if bank.status == "failed":
-                    p["failure_code"] = bank.failure_code or p["failure_code"]
-                    p["failure_message"] = bank.failure_message or p["failure_message"]
-            else:
-                notes.append(f"a second bank payout {bank.id} exists for the payout: review")
-        outcome = self._converge(tx, p, now, notes)
-        if notes:
-            p["last_error"] = ("review: " + "; ".join(notes))[:1000]
-        elif p["status"] != before["status"] and not str(p["last_error"]).startswith("review:"):
-            p["last_error"] = None  # progress: an earlier transient error no longer applies
-        changed = {k: v for k, v in p.items() if v != before[k]}
-        if changed:
-            self._update(tx.connection(), p["id"], now, **changed)
-        if outcome == "unchanged" and changed:
-            outcome = "recorded"
-        return p["status"], outcome
-
-    def _converge(self, tx: Ledger, p: dict[str, Any], now: datetime, notes: list[str]) -> str:
-        """Bring the ledger to the state the payout's Stripe facts call for."""
-        amount = p["amount_usd_minor"]
-        moved = p["transfer_id"] is not None or p["stripe_payout_id"] is not None
-        reversed_minor = min(p["transfer_reversed_minor"], amount)
-        bank = p["stripe_payout_status"]
-        if p["ledger_state"] == "voided" and not moved:
-            return "unchanged"  # refused by Stripe before any money moved: final
-        status: str
-        if p["mode"] == "automatic":
-            settle, back = moved, reversed_minor
-            status = "reversed" if back >= amount else "transferred" if moved else "pending"
-        elif bank in ("failed", "canceled"):
-            settle, back, status = False, amount, bank
-        else:
-            settle, back = bank == "paid", reversed_minor
-            if back >= amount:
-                status = "reversed"
-            elif bank == "paid":
-                status = "paid"
-            else:
-                status = "in_transit" if bank else "transferred" if moved else "pending"
-        p["status"] = status
-        outcome = "unchanged"
-        conn = tx.connection()
-        payout_id = p["id"]
-        meta = {
-            "payout_id": payout_id,
-            "streamer": p["streamer_id"],
-            "account": p["account_id"],
-            "stripe_transfer_id": p["transfer_id"],
-            "stripe_payout_id": p["stripe_payout_id"],
-        }
-        if p["ledger_state"] == "held":
-            if back >= amount:
-                tx.void_hold(
-                    p["hold_entry_id"],
-                    idempotency_key=f"payout:{payout_id}:void",
-                    metadata={**meta, "step": status, "failure_code": p["failure_code"]},
-                )
-                p["ledger_state"] = "voided"
-                self._announce(conn, "payout.failed", f"payout.failed:{payout_id}", p, now)
-                return status
-            if settle:
-                self._settle(tx, p, meta)
-                p["ledger_state"] = "settled"
-                self._announce(conn, "payout.paid", f"payout.paid:{payout_id}", p, now)
-                outcome = "paid"
-        if p["ledger_state"] == "settled" and back > p["returned_usd_minor"]:
-            self._return(tx, p, back, status, meta)
-            if back >= amount:
-                self._announce(conn, "payout.failed", f"payout.failed:{payout_id}", p, now)
-                return status
-            self._announce(conn, "payout.returned", f"payout.returned:{payout_id}:{back}", p, now)
-            return "paid" if outcome == "paid" else "returned"
-        if p["ledger_state"] == "voided" and (bank == "paid" or (settle and back < amount)):
-            notes.append(
-                "Stripe reports the payout paid after the ledger returned its money to earnings"
-            )
-        return outcome
-
-    def _settle(self, tx: Ledger, p: dict[str, Any], meta: dict[str, Any]) -> None:
-        payout_id, amount, streamer = p["id"], p["amount_usd_minor"], p["streamer_id"]
-        tx.post_hold(
-            p["hold_entry_id"],
-            idempotency_key=f"payout:{payout_id}:post",
-            description=f"Payout {payout_id} sent: USD {_usd(amount)}",
-            metadata={**meta, "step": "posted"},
-        )
-        bank_minor = _bank_minor(p["payout_stripe_amount"], p["payout_currency"])
-        if p["mode"] == "manual":
-            description = f"Payout {payout_id} paid to the bank" + (
-                f": {to_major(bank_minor, p['payout_currency'])} {p['payout_currency']}"
-                if bank_minor is not None
-                else ""
-            )
-        else:
-            description = f"Payout {payout_id} transferred to Stripe account {p['account_id']}"
-        settlement = tx.post(
-            EntryDraft(
-                EntryType.PAYOUT,
-                (
-                    Posting.debit(earnings_account(streamer, "payouts_in_flight"), amount),
-                    Posting.credit(STRIPE_BALANCE, amount),
-                ),
-                f"payout:{payout_id}:settle",
-                description=description,
-                metadata={
-                    **meta,
-                    "step": "settled",
-                    "mode": p["mode"],
-                    "payout_currency": p["payout_currency"],
-                    "payout_stripe_amount": p["payout_stripe_amount"],
-                    "payout_amount_minor": bank_minor,
-                    "exchange_rate": p["exchange_rate"],
-                },
-            )
-        )
-        p["settlement_entry_id"] = settlement.id
-
-    def _return(
-        self, tx: Ledger, p: dict[str, Any], back: int, status: str, meta: dict[str, Any]
-    ) -> None:
-        payout_id, amount, streamer = p["id"], p["amount_usd_minor"], p["streamer_id"]
-        returned = p["returned_usd_minor"]
-        reason = {**meta, "step": "returned", "reason": status, "failure_code": p["failure_code"]}
-        why = status + (f": {p['failure_code']}" if p["failure_code"] else "")
-        if returned == 0 and back >= amount:
-            # Paid, then failed (or fully reversed): undo both settlement entries.
-            settlement = p["settlement_entry_id"]
-            post = tx.entry_by_key(f"payout:{payout_id}:post")
-            tx.reverse(
-                settlement,
-                idempotency_key=f"payout:{payout_id}:unsettle",
-                description=f"Payout {payout_id} came back to Stripe ({why})",
-                metadata=reason,
-            )
-            tx.reverse(
-                post.id,
-                idempotency_key=f"payout:{payout_id}:unpost",
-                description=f"Payout {payout_id}: USD {_usd(amount)} returned to earnings ({why})",
-                metadata=reason,
-            )
-        else:
-            part = back - returned
-            tx.post(
-                EntryDraft(
-                    EntryType.PAYOUT,
-                    (
-                        Posting.debit(STRIPE_BALANCE, part),
-                        Posting.credit(earnings_account(streamer), part),
-                    ),
-                    f"payout:{payout_id}:return:{back}",
-                    description=f"Payout {payout_id}: USD {_usd(part)} returned to earnings "
-                    f"({why})",
-                    metadata={**reason, "returned_usd_minor": part},
-                )
-            )
-        p["returned_usd_minor"] = back
-
-    def _announce(
-        self,
-        conn: Connection,
-        topic: str,
-        dedupe_key: str,
-        payout: dict[str, Any] | str,
-        now: datetime,
-    ) -> None:
-        if isinstance(payout, str):
-            record = self._load(conn, payout)
-        else:
-            record = _record(_Row({**payout, "updated_at": now}))
-        self.economy.outbox.write(conn, topic, dedupe_key, record.to_dict(), entry_id=None, now=now)
-
-    # -- rows --------------------------------------------------------------------------
-
-    def _lock(self, conn: Connection, payout_id: str) -> Any:
-        p = self._t.payouts
-        row = conn.execute(sa.select(p).where(p.c.id == payout_id).with_for_update()).first()
-        if row is None:
-            raise UnknownPayout(f"no payout {payout_id!r}", payout_id=payout_id)
-        return row
-
-    def _load(self, conn: Connection, payout_id: str) -> PayoutRecord:
-        p = self._t.payouts
-        row = conn.execute(sa.select(p).where(p.c.id == payout_id)).first()
-        if row is None:
-            raise UnknownPayout(f"no payout {payout_id!r}", payout_id=payout_id)
-        return _record(row)
-
-    def _update(self, conn: Connection, payout_id: str, now: datetime, **values: Any) -> None:
-        p = self._t.payouts
-        conn.execute(p.update().where(p.c.id == payout_id).values(updated_at=now, **values))
+        return self._apply(payout_id, Facts(transfer=transfer))
 
     # -- reading -----------------------------------------------------------------------
-
-    def payout(self, payout_id: str) -> PayoutRecord:
-        """One payout by id (``UnknownPayout`` if none)."""
-        if not isinstance(payout_id, str):
-            raise InvalidInput("payout_id must be a string")
-        return self.ledger.read(lambda conn: self._load(conn, payout_id))
 
     def payouts(
         self, streamer_id: str | int, *, limit: int = 50, status: str | None = None
@@ -1052,458 +575,4 @@ class Payouts:
         )
         if status is not None:
             query = query.where(p.c.status == status)
-        return self.ledger.read(lambda conn: [_record(r) for r in conn.execute(query)])
-
-    # -- webhooks ----------------------------------------------------------------------
-
-    def handle_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
-        """Verify and apply one delivery to the Connect endpoint (``POST /api/payouts/webhook``).
-
-        ``payload`` is the raw request body, ``signature_header`` the
-        ``Stripe-Signature`` header. A forged, tampered or stale delivery raises
-        ``WebhookVerificationError`` (answer 400). Otherwise answer 200 with
-        the result: duplicates, stale and unknown events are answered too
-        (unknown payouts are parked, not lost: :meth:`retry_parked`). A
-        ``PaymentProviderError`` while re-fetching from Stripe means: answer
-        5xx, Stripe delivers again later.
-        """
-        event = self.gateway.parse_webhook(
-            payload, signature_header, self._secret, self.tolerance_seconds
-        )
-        return self.handle_event(event)
-
-    def handle_event(self, event: WebhookEvent) -> WebhookResult:
-        """Apply an already verified event (e.g. ``transfer.*`` events that arrive at
-        the platform endpoint and are handed on). Deduplicated like ``handle_webhook``."""
-        if self.inbox.status(event.id) in ("processed", "ignored"):
-            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
-        try:
-            if event.type == "account.updated":
-                return self._on_account_updated(event)
-            if event.type in _PAYOUT_EVENTS:
-                return self._on_payout_event(event)
-            if event.type in _TRANSFER_EVENTS:
-                return self._on_transfer_event(event)
-            # Not a payout event: nothing to do, and nothing recorded, so that an
-            # event meant for the platform endpoint is never marked as handled here.
-            return WebhookResult(event.id, event.type, "ignored")
-        except DuplicateDelivery:
-            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
-
-    def retry_parked(self, *, limit: int = 100) -> list[WebhookResult]:
-        """Handle parked Connect events again (run periodically, or after linking accounts)."""
-        return [self.handle_event(event) for event in self.inbox.parked("connect", limit=limit)]
-
-    def _ignore(self, event: WebhookEvent, outcome: str, subject: str | None) -> WebhookResult:
-        now = self.clock()
-        self.ledger.atomic(
-            lambda tx: self.inbox.record(
-                tx.connection(),
-                event,
-                "connect",
-                outcome=outcome,
-                subject_id=subject,
-                now=now,
-                ignored=True,
-            )
-        )
-        return WebhookResult(event.id, event.type, outcome, subject)
-
-    def _park(self, event: WebhookEvent, reason: str, subject: str | None) -> WebhookResult:
-        self.inbox.park(event, "connect", reason=reason, subject_id=subject, now=self.clock())
-        return WebhookResult(event.id, event.type, "parked", subject)
-
-    def _on_account_updated(self, event: WebhookEvent) -> WebhookResult:
-        data = event.data_object
-        account_id = event.account or str(data.get("id") or "")
-        t = self._t.connected_accounts
-        row = self.ledger.read(
-            lambda conn: conn.execute(sa.select(t).where(t.c.account_id == account_id)).first()
-        )
-        if row is None:
-            return self._park(event, f"no streamer is linked to account {account_id}", account_id)
-        # Fetch the current state: it is newer than any event, so the order in which
-        # account.updated deliveries arrive cannot matter.
-        try:
-            state = self.gateway.retrieve_account(account_id)
-        except PaymentProviderError:
-            if event.created < row.stripe_updated:
-                return self._ignore(event, "stale", account_id)
-            state = account_state(data)
-        now = self.clock()
-        streamer = row.streamer_id
-
-        def run(tx: Ledger) -> None:
-            conn = tx.connection()
-            self.inbox.record(
-                conn, event, "connect", outcome="kyc_updated", subject_id=account_id, now=now
-            )
-            conn.execute(
-                t.update()
-                .where(t.c.streamer_id == streamer)
-                .values(
-                    stripe_updated=sa.func.max(t.c.stripe_updated, event.created)
-                    if conn.dialect.name == "sqlite"
-                    else sa.func.greatest(t.c.stripe_updated, event.created),
-                    updated_at=now,
-                    **_state_values(state),
-                )
-            )
-
-        self.ledger.atomic(run)
-        return WebhookResult(event.id, event.type, "kyc_updated", account_id)
-
-    def _find(
-        self,
-        *,
-        payout_id: str | None = None,
-        transfer_id: str | None = None,
-        stripe_payout_id: str | None = None,
-    ) -> Any:
-        p = self._t.payouts
-        conditions = []
-        if payout_id:
-            conditions.append(p.c.id == payout_id)
-        if transfer_id:
-            conditions.append(p.c.transfer_id == transfer_id)
-        if stripe_payout_id:
-            conditions.append(p.c.stripe_payout_id == stripe_payout_id)
-        if not conditions:
-            return None
-        query = sa.select(p).where(sa.or_(*conditions)).limit(1)
-        return self.ledger.read(lambda conn: conn.execute(query).first())
-
-    def _on_payout_event(self, event: WebhookEvent) -> WebhookResult:
-        snap = payout_snapshot(event.data_object, event.account)
-        ours = snap.metadata.get("payout_id")
-        row = self._find(payout_id=ours, stripe_payout_id=snap.id)
-        if row is None:
-            if not ours and event.account and self._known_account(event.account):
-                # A payout Stripe made on the account's automatic schedule: it
-                # names none of our payouts (their transfers were the settlement).
-                return self._ignore(event, "automatic_payout", snap.id)
-            return self._park(event, f"no payout matches Stripe payout {snap.id}", snap.id)
-        if event.account is not None and event.account != row.account_id:
-            return self._ignore(event, "account_mismatch", row.id)
-        bank = snap
-        if snap.status == "paid":
-            # Re-fetch: the balance transaction (the rate) is only on the object,
-            # and a later failure may already have happened.
-            try:
-                bank = self.gateway.retrieve_payout(row.account_id, snap.id)
-            except PaymentProviderError:
-                bank = snap
-        transfer = self._missing_transfer(row)
-        return self._apply_event(event, row.id, _Facts(transfer=transfer, bank=bank))
-
-    def _on_transfer_event(self, event: WebhookEvent) -> WebhookResult:
-        snap = transfer_snapshot(event.data_object)
-        ours = snap.metadata.get("payout_id")
-        if not ours and snap.transfer_group and snap.transfer_group.startswith("payout:"):
-            ours = snap.transfer_group.removeprefix("payout:")
-        row = self._find(payout_id=ours, transfer_id=snap.id)
-        if row is None:
-            return self._park(event, f"no payout matches transfer {snap.id}", snap.id)
-        return self._apply_event(event, row.id, _Facts(transfer=snap))
-
-    def _missing_transfer(self, row: Any) -> TransferSnapshot | None:
-        """A bank-payout event for a payout whose transfer we never recorded: fetch it."""
-        if row.transfer_id is not None:
-            return None
-        found = self.gateway.find_transfers(f"payout:{row.id}")
-        return found[0] if len(found) == 1 else None
-
-    def _apply_event(self, event: WebhookEvent, payout_id: str, facts: _Facts) -> WebhookResult:
-        now = self.clock()
-
-        def run(tx: Ledger) -> str:
-            conn = tx.connection()
-            row = self._lock(conn, payout_id)
-            _status, outcome = self._merge_and_converge(tx, row, facts, now)
-            self.inbox.record(
-                conn, event, "connect", outcome=outcome, subject_id=payout_id, now=now
-            )
-            return outcome
-
-        outcome = self.ledger.atomic(run)
-        return WebhookResult(event.id, event.type, outcome, payout_id)
-
-    def _known_account(self, account_id: str) -> bool:
-        t = self._t.connected_accounts
-        return (
-            self.ledger.read(
-                lambda conn: conn.execute(
-                    sa.select(t.c.streamer_id).where(t.c.account_id == account_id)
-                ).first()
-            )
-            is not None
-        )
-
-    # -- reconciliation ----------------------------------------------------------------
-
-    def reconcile(
-        self, *, limit: int = 100, settled_within_days: int = 14
-    ) -> list[PayoutDiscrepancy]:
-        """Compare open (and recently settled) payouts with Stripe; fix the safe cases.
-
-        For each payout, Stripe's state is fetched: the transfer (by id, or by
-        ``transfer_group`` when none was recorded) and, with manual payouts,
-        the bank payout. Facts the ledger missed (a transfer whose response
-        timed out, a ``paid``/``failed`` without a webhook, a reversal) are
-        booked; a transfer that was never made is made (same idempotency key,
-        so never twice); a missing bank payout is created. What cannot be
-        decided safely (two transfers in one group, amounts that do not
-        match, money paid out after it was returned) is reported with
-        ``resolved=False``. Returns only payouts that disagreed.
-        """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
-            raise InvalidInput(f"limit must be an int from 1 to {MAX_LIST}")
-        now = self.clock()
-        cutoff = now - timedelta(days=settled_within_days)
-        p = self._t.payouts
-        query = (
-            sa.select(p)
-            .where(
-                sa.or_(
-                    p.c.status.in_(OPEN_STATUSES),
-                    sa.and_(p.c.ledger_state == "settled", p.c.updated_at >= cutoff),
-                    p.c.last_error.startswith("review:"),
-                )
-            )
-            .order_by(p.c.updated_at, p.c.id)
-            .limit(limit)
-        )
-        rows = self.ledger.read(lambda conn: list(conn.execute(query)))
-        found = []
-        for row in rows:
-            item = self._reconcile_one(_record(row))
-            if item is not None:
-                found.append(item)
-        return found
-
-    def _reconcile_one(self, record: PayoutRecord) -> PayoutDiscrepancy | None:
-        def item(
-            problem: str, detail: str, resolved: bool, stripe: str | None
-        ) -> PayoutDiscrepancy:
-            after = self.payout(record.payout_id).status if resolved else record.status
-            return PayoutDiscrepancy(
-                record.payout_id,
-                record.streamer_id,
-                problem,
-                detail,
-                record.status,
-                after,
-                stripe,
-                resolved,
-            )
-
-        try:
-            transfers: Sequence[TransferSnapshot]
-            if record.transfer_id is not None:
-                transfers = [self.gateway.retrieve_transfer(record.transfer_id)]
-            else:
-                transfers = self.gateway.find_transfers(record.transfer_group)
-            if len(transfers) > 1:
-                ids = ", ".join(t.id for t in transfers)
-                return item("multiple_transfers", f"transfers {ids} share the group", False, None)
-            transfer = transfers[0] if transfers else None
-            bank: PayoutSnapshot | None = None
-            if record.mode == "manual" and transfer is not None:
-                if record.stripe_payout_id is not None:
-                    bank = self.gateway.retrieve_payout(record.account_id, record.stripe_payout_id)
-                else:
-                    bank = next(
-                        (
-                            b
-                            for b in self.gateway.list_payouts(record.account_id)
-                            if b.metadata.get("payout_id") == record.payout_id
-                        ),
-                        None,
-                    )
-        except PaymentProviderError as exc:
-            return item("stripe_error", exc.message, False, None)
-
-        if transfer is not None and (
-            transfer.stripe_amount != record.amount_usd_minor
-            or transfer.destination != record.account_id
-        ):
-            detail = f"transfer {transfer.id}: {transfer.stripe_amount} to {transfer.destination}"
-            return item("transfer_mismatch", detail, False, "transferred")
-        stripe_status = bank.status if bank is not None else "transferred" if transfer else None
-        problem: str | None = None
-        if record.last_error and record.last_error.startswith("review:"):
-            return item("needs_review", record.last_error, False, stripe_status)
-        if transfer is None:
-            if record.status != "pending":
-                return item("needs_review", "Stripe has no transfer for this payout", False, None)
-            problem, detail = "transfer_missing", "no transfer at Stripe: made it now"
-        elif record.transfer_id is None:
-            problem, detail = "transfer_not_recorded", f"transfer {transfer.id} found at Stripe"
-        elif transfer.reversed_stripe_amount > record.transfer_reversed_minor:
-            problem = "transfer_reversed"
-            detail = (
-                f"{transfer.reversed_stripe_amount} of transfer {transfer.id} reversed at Stripe"
-            )
-        elif record.mode == "manual" and bank is None:
-            problem, detail = "bank_payout_missing", "no bank payout at Stripe: made it now"
-        elif bank is not None and record.stripe_payout_id is None:
-            problem, detail = "bank_payout_not_recorded", f"bank payout {bank.id} found at Stripe"
-        elif (
-            bank is not None
-            and _BANK_RANK.get(bank.status, 0) > _BANK_RANK[record.stripe_payout_status]
-        ):
-            problem = "bank_status_changed"
-            detail = f"bank payout {bank.id} is {bank.status} at Stripe"
-        if problem is None:
-            return None
-        try:
-            if transfer is not None:
-                self._apply(record.payout_id, _Facts(transfer=transfer, bank=bank))
-            self._advance(self.payout(record.payout_id))
-        except PaymentProviderError as exc:
-            detail = f"{detail}; {exc.message}"
-        after = self.payout(record.payout_id)
-        if _progress(record) == _progress(after):
-            return item(
-                problem, f"{detail}; {after.last_error or 'no change'}", False, stripe_status
-            )
-        return item(problem, detail, True, stripe_status)
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-class _Row:
-    """A dict seen through attribute access, like a SQLAlchemy row."""
-
-    __slots__ = ("_mapping",)
-
-    def __init__(self, mapping: Mapping[str, Any]) -> None:
-        self._mapping = mapping
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._mapping[name]
-        except KeyError as exc:
-            raise AttributeError(name) from exc
-
-
-def _record(row: Any, *, replayed: bool = False) -> PayoutRecord:
-    return PayoutRecord(
-        payout_id=row.id,
-        streamer_id=row.streamer_id,
-        account_id=row.account_id,
-        amount_usd_minor=row.amount_usd_minor,
-        status=row.status,
-        mode=row.mode,
-        ledger_state=row.ledger_state,
-        returned_usd_minor=row.returned_usd_minor,
-        transfer_id=row.transfer_id,
-        transfer_reversed_minor=row.transfer_reversed_minor,
-        stripe_payout_id=row.stripe_payout_id,
-        stripe_payout_status=row.stripe_payout_status,
-        payout_currency=row.payout_currency,
-        payout_stripe_amount=row.payout_stripe_amount,
-        exchange_rate=Decimal(row.exchange_rate) if row.exchange_rate is not None else None,
-        failure_code=row.failure_code,
-        failure_message=row.failure_message,
-        last_error=row.last_error,
-        hold_entry_id=row.hold_entry_id,
-        settlement_entry_id=row.settlement_entry_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        replayed=replayed,
-    )
-
-
-def _replace_replayed(record: PayoutRecord, replayed: bool) -> PayoutRecord:
-    return record if record.replayed == replayed else replace(record, replayed=replayed)
-
-
-def _progress(record: PayoutRecord) -> tuple[Any, ...]:
-    return (
-        record.status,
-        record.ledger_state,
-        record.transfer_id,
-        record.transfer_reversed_minor,
-        record.stripe_payout_id,
-        record.stripe_payout_status,
-        record.returned_usd_minor,
-    )
-
-
-def _account(row: Any) -> ConnectedAccount:
-    return ConnectedAccount(
-        streamer_id=row.streamer_id,
-        account_id=row.account_id,
-        payouts_enabled=row.payouts_enabled,
-        charges_enabled=row.charges_enabled,
-        details_submitted=row.details_submitted,
-        currently_due=tuple(row.currently_due),
-        past_due=tuple(row.past_due),
-        disabled_reason=row.disabled_reason,
-        default_currency=row.default_currency,
-        country=row.country,
-        updated_at=row.updated_at,
-    )
-
-
-def _state_values(state: ConnectedAccountState) -> dict[str, Any]:
-    return {
-        "account_id": state.id,
-        "payouts_enabled": state.payouts_enabled,
-        "charges_enabled": state.charges_enabled,
-        "details_submitted": state.details_submitted,
-        "currently_due": list(state.currently_due),
-        "past_due": list(state.past_due),
-        "disabled_reason": state.disabled_reason[:255] if state.disabled_reason else None,
-        "default_currency": state.default_currency,
-        "country": state.country,
-    }
-
-
-def _refused(exc: PaymentProviderError) -> bool:
-    """Stripe answered and refused the request, so nothing was created under its key.
-
-    Timeouts, connection errors, 5xx, 429 and 409 (the same idempotency key
-    still in use by a concurrent request) leave the outcome unknown.
-    """
-    status = exc.details.get("http_status")
-    return (
-        not exc.retryable
-        and isinstance(status, int)
-        and 400 <= status < 500
-        and status not in (409, 429)
-        and exc.details.get("stripe_error") != "IdempotencyError"
-    )
-
-
-def _unknown_outcome(record: PayoutRecord, exc: PaymentProviderError) -> PaymentProviderError:
-    return PaymentProviderError(
-        f"Stripe could not be reached to transfer payout {record.payout_id}: {exc.message}. "
-        "The payout is pending (its hold stays): retry with the same idempotency key, or "
-        "reconcile() will finish it; it is never transferred twice",
-        retryable=True,
-        payout_id=record.payout_id,
-        status="pending",
-    )
-
-
-def _bank_minor(stripe_amount: int | None, currency: str | None) -> int | None:
-    """A bank payout's amount in the ledger's minor units of its currency (None: unknown)."""
-    if stripe_amount is None or not currency:
-        return None
-    try:
-        return from_stripe_amount(stripe_amount, currency)
-    except InvalidInput:
-        return None
-
-
-def _usd(amount_minor: int) -> str:
-    return f"{amount_minor // 100}.{amount_minor % 100:02d}"
-
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters")
-    return key
+        return self.ledger.read(lambda conn: [record_of(r) for r in conn.execute(query)])

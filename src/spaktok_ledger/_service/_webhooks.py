@@ -36,6 +36,7 @@ class WebhookResult:
     outcome: str
     """What happened. Purchases: ``credited``, ``held``, ``refused``, ``waiting``,
     ``failed``, ``expired``, ``amount_mismatch``, ``clawed_back``, ``restored``,
+    ``refunded`` (an early fraud warning: refund sent), ``fraud_warning``,
     ``settled``, ``no_change``. Payouts: ``kyc_updated``, ``paid``, ``failed``,
     ``canceled``, ``returned``, ``reversed``, ``recorded``, ``automatic_payout``,
     ``unchanged``, ``stale``, ``account_mismatch``. Both: ``ignored`` (a type the
@@ -156,8 +157,9 @@ class WebhookInbox:
 
         self._ledger.atomic(run)
 
-    def parked(self, endpoint: Endpoint, *, limit: int = 100) -> list[WebhookEvent]:
-        """Parked events of an endpoint, oldest first, ready to be handled again."""
+    def parked(self, endpoint: Endpoint, *, limit: int = 100) -> list[Mapping[str, Any]]:
+        """Parked events of an endpoint, oldest first, as Stripe sent them (the
+        gateway's ``parse_event`` reads them back)."""
         t = self._t
         query = (
             sa.select(t.c.payload)
@@ -166,22 +168,7 @@ class WebhookInbox:
             .limit(limit)
         )
         payloads = self._ledger.read(lambda conn: list(conn.execute(query).scalars()))
-        return [event_from_payload(p) for p in payloads if isinstance(p, Mapping)]
-
-
-def event_from_payload(data: Mapping[str, Any]) -> WebhookEvent:
-    """Rebuild a (previously verified) event from its stored JSON."""
-    account = data.get("account")
-    created = data.get("created")
-    return WebhookEvent(
-        id=str(data["id"]),
-        type=str(data["type"]),
-        created=created if isinstance(created, int) else 0,
-        data_object=data["data"]["object"],
-        account=account if isinstance(account, str) else None,
-        livemode=bool(data.get("livemode", False)),
-        raw=dict(data),
-    )
+        return [p for p in payloads if isinstance(p, Mapping)]
 
 
 def _dialect_insert(conn: Connection) -> Any:

@@ -122,6 +122,8 @@ class LedgerTables:
     purchases: Table
     connected_accounts: Table
     payouts: Table
+    stripe_txns: Table
+    stripe_cursors: Table
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -388,6 +390,21 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("risk_level", String(32), nullable=True),
         Column("risk_score", Integer, nullable=True),
         Column("note", String(1000), nullable=True),
+        # Migration 0007. Refunds seen at Stripe ({id: {amount, status}}): a refund's
+        # status only moves forward, and a failed one no longer counts.
+        Column("refunds", Json, nullable=True),
+        # Gift shares clawed back on a chargeback, to give back if it is won.
+        Column("gift_clawbacks", Json, nullable=True),
+        # Settlement in currencies other than USD ({currency: [net, usd value]}).
+        Column("settled_foreign", Json, nullable=True),
+        # Booked to platform:unapplied_payments (held, refused, mismatched money).
+        Column("unapplied_usd_minor", BigInteger, nullable=False, server_default=text("0")),
+        # The first actionable Radar early fraud warning on the charge.
+        Column("fraud_warning", String(255), nullable=True),
+        # What Stripe charged (Stripe's units; differs from stripe_amount on a mismatch).
+        Column("charged_stripe_amount", BigInteger, nullable=True),
+        # Returned twice (a chargeback of a refunded payment): booked as a loss.
+        Column("over_returned_usd_minor", BigInteger, nullable=False, server_default=text("0")),
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
         CheckConstraint(
@@ -421,6 +438,7 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("default_currency", String(3), nullable=True),
         Column("country", String(8), nullable=True),
         Column("stripe_updated", BigInteger, nullable=False, server_default=text("0")),
+        Column("service_agreement", String(16), nullable=True),  # migration 0007
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
         Index(f"{p}connected_accounts_account", "account_id", unique=True),
@@ -458,6 +476,18 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("last_error", String(1000), nullable=True),
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
+        # Migration 0007. Transfer attempts: each retry after a refusal needs a new
+        # idempotency key (Stripe replays a refusal to the same key).
+        Column("transfer_attempts", Integer, nullable=False, server_default=text("0")),
+        Column("source_transaction", String(255), nullable=True),
+        # What arrived on the connected account (Stripe converts into its currency),
+        # in Stripe's units for arrival_currency.
+        Column("arrival_currency", String(3), nullable=True),
+        Column("arrival_stripe_amount", BigInteger, nullable=True),
+        # Manual payouts: bank payout attempts (a failed one is re-paid from the
+        # connected account) and what the ledger holds there for this payout.
+        Column("bank_attempts", Integer, nullable=False, server_default=text("0")),
+        Column("on_account_minor", BigInteger, nullable=False, server_default=text("0")),
         CheckConstraint("mode IN ('automatic', 'manual')", name=f"{p}payouts_mode"),
         CheckConstraint(
             "status IN ('pending', 'transferred', 'in_transit', 'paid', 'failed', "
@@ -479,6 +509,38 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Index(f"{p}payouts_stripe_payout", "stripe_payout_id"),
     )
 
+    # Stripe balance transactions (migration 0007): what the ledger booked (by the
+    # subject that booked it) and what reconcile() saw at Stripe, matched by id.
+    stripe_txns = Table(
+        f"{p}stripe_txns",
+        md,
+        Column("txn_id", String(255), primary_key=True),
+        Column("stripe_account", String(255), nullable=False),
+        Column("type", String(64), nullable=False),
+        Column("source_id", String(255), nullable=True),
+        Column("subject_id", String(64), nullable=True),
+        Column("currency", String(3), nullable=False),
+        Column("booked_net_minor", BigInteger, nullable=True),
+        Column("stripe_net_minor", BigInteger, nullable=True),
+        Column("stripe_currency", String(3), nullable=True),
+        Column("stripe_created", BigInteger, nullable=False),
+        Column("entry_id", Id, ForeignKey(entries.c.id), nullable=True),
+        Column("booked_at", UTCDateTime, nullable=True),
+        Column("seen_at", UTCDateTime, nullable=True),
+        Index(f"{p}stripe_txns_account_time", "stripe_account", "stripe_created"),
+        Index(f"{p}stripe_txns_source", "source_id"),
+        Index(f"{p}stripe_txns_subject", "subject_id"),
+    )
+
+    # Where reconcile() and the event sweep stopped last time, per stream.
+    stripe_cursors = Table(
+        f"{p}stripe_cursors",
+        md,
+        Column("name", String(300), primary_key=True),
+        Column("created", BigInteger, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    )
+
     return LedgerTables(
         p,
         md,
@@ -494,4 +556,6 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         purchases,
         connected_accounts,
         payouts,
+        stripe_txns,
+        stripe_cursors,
     )

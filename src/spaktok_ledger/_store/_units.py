@@ -10,7 +10,8 @@ accounts       ``exponent`` (ISO)         the account's postings and balance row
 quotes         ``local_exponent`` (ISO)   ``local_amount_minor`` (column and JSON)
 purchases      ``local_exponent`` (ISO)   ``local_amount_minor``
 purchases      ``stripe_exponent``        ``stripe_amount``, ``refunded_stripe_amount``,
-                                          each dispute's ``amount``
+                                          ``charged_stripe_amount`` (0007), each
+                                          dispute's and refund's ``amount``
 payouts        ``payout_stripe_exponent`` ``payout_stripe_amount``
 =============  =========================  ===========================================
 
@@ -351,12 +352,24 @@ def _rescale(
             )
             return
         where = sa.and_(t.c.currency == code, t.c.stripe_exponent == stored)
-        stripe_columns = (t.c.id, t.c.stripe_amount, t.c.refunded_stripe_amount, t.c.disputes)
+        stripe_columns = (
+            t.c.id,
+            t.c.stripe_amount,
+            t.c.refunded_stripe_amount,
+            t.c.charged_stripe_amount,
+            t.c.disputes,
+            t.c.refunds,
+        )
         for done, row in _batches(conn, t.c.id, where, stripe_columns):
             disputes = {
                 key: {**value, "amount": _scaled(value["amount"], problem, "a dispute")}
                 for key, value in (row.disputes or {}).items()
             }
+            refunds = {
+                key: {**value, "amount": _scaled(value["amount"], problem, "a refund")}
+                for key, value in (row.refunds or {}).items()
+            }
+            charged = row.charged_stripe_amount
             conn.execute(
                 t.update()
                 .where(t.c.id == row.id)
@@ -366,6 +379,10 @@ def _rescale(
                         row.refunded_stripe_amount, problem, "a purchase's refund"
                     ),
                     disputes=disputes,
+                    refunds=refunds,
+                    charged_stripe_amount=None
+                    if charged is None
+                    else _scaled(charged, problem, "a purchase's charge"),
                     stripe_exponent=problem.expected_exponent,
                 )
             )

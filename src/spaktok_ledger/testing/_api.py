@@ -2,7 +2,8 @@
 
 Each handler validates its params as Stripe does (unknown, missing and
 malformed params are 400s with Stripe's ``code`` and ``param``), then moves
-state through :class:`_StripeState`.
+state through the shared moves (``_moves.py``). Checkout, payments, refunds,
+disputes, Radar, events and balances are here; Connect is in ``_api_connect.py``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, cast
 
+from spaktok_ledger.testing._api_connect import _ConnectAPI
 from spaktok_ledger.testing._fixtures import fixture, new_id, random_token
 from spaktok_ledger.testing._forms import (
     StripeAPIError,
+    bool_param,
     check_known_params,
     currency_param,
     int_param,
@@ -29,7 +32,6 @@ from spaktok_ledger.testing._state import (
     _check_amount_for_currency,
     _invalid,
     _not_found,
-    _StripeState,
 )
 
 _MAX_AMOUNT: Final = 99_999_999
@@ -60,38 +62,12 @@ _REFUND_CREATE_PARAMS: Final = frozenset((
     "payment_intent", "reason", "refund_application_fee", "reverse_transfer",
 ))  # fmt: skip
 
-_TRANSFER_CREATE_PARAMS: Final = frozenset((
-    "amount", "currency", "description", "destination", "metadata", "source_transaction",
-    "source_type", "transfer_group",
-))  # fmt: skip
 
-_REVERSAL_CREATE_PARAMS: Final = frozenset(
-    {"amount", "description", "metadata", "refund_application_fee"}
-)
-
-_PAYOUT_CREATE_PARAMS: Final = frozenset((
-    "amount", "currency", "description", "destination", "metadata", "method", "payout_method",
-    "source_type", "statement_descriptor",
-))  # fmt: skip
-
-_ACCOUNT_UPDATE_PARAMS: Final = frozenset((
-    "account_token", "business_profile", "business_type", "capabilities", "company",
-    "default_currency", "documents", "email", "external_account", "groups", "individual",
-    "metadata", "settings", "tos_acceptance",
-))  # fmt: skip
-
-_ACCOUNT_CREATE_PARAMS: Final = _ACCOUNT_UPDATE_PARAMS | {"controller", "country", "type"}
-
-_ACCOUNT_LINK_PARAMS: Final = frozenset(
-    {"account", "collect", "collection_options", "refresh_url", "return_url", "type"}
-)
-
-
-class _StripeAPI(_StripeState):
+class _StripeAPI(_ConnectAPI):
     """Routes ``(method, path)`` to the endpoint handlers."""
 
-    def __init__(self, *, api_version: str, clock: Callable[[], Any]) -> None:
-        super().__init__(api_version=api_version, clock=clock)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self._routes = self._build_routes()
 
     def _build_routes(self) -> list[tuple[str, re.Pattern[str], Callable[..., JSON]]]:
@@ -103,14 +79,31 @@ class _StripeAPI(_StripeState):
             ("POST", r"/v1/checkout/sessions/([^/]+)/expire", self._expire_checkout_session),
             ("GET", r"/v1/payment_intents/([^/]+)", self._retrieve_simple("payment_intent")),
             ("GET", r"/v1/charges/([^/]+)", self._retrieve_simple("charge")),
+            ("GET", r"/v1/balance", self._retrieve_balance),
+            ("GET", r"/v1/balance_transactions", self._list_balance_transactions),
             (
                 "GET",
                 r"/v1/balance_transactions/([^/]+)",
                 self._retrieve_simple("balance_transaction"),
             ),
             ("POST", r"/v1/refunds", self._create_refund),
+            ("GET", r"/v1/refunds", self._list_of_a_payment("refund", "/v1/refunds")),
             ("GET", r"/v1/refunds/([^/]+)", self._retrieve_simple("refund")),
+            ("GET", r"/v1/disputes", self._list_of_a_payment("dispute", "/v1/disputes")),
             ("GET", r"/v1/disputes/([^/]+)", self._retrieve_simple("dispute")),
+            (
+                "GET",
+                r"/v1/radar/early_fraud_warnings",
+                self._list_of_a_payment(
+                    "radar.early_fraud_warning", "/v1/radar/early_fraud_warnings"
+                ),
+            ),
+            (
+                "GET",
+                r"/v1/radar/early_fraud_warnings/([^/]+)",
+                self._retrieve_simple("radar.early_fraud_warning"),
+            ),
+            ("GET", r"/v1/topups/([^/]+)", self._retrieve_simple("topup")),
             ("POST", r"/v1/transfers", self._create_transfer),
             ("GET", r"/v1/transfers", self._list_transfers),
             ("GET", r"/v1/transfers/([^/]+)", self._retrieve_simple("transfer")),
@@ -180,11 +173,20 @@ class _StripeAPI(_StripeState):
             metadata_param(payment_intent_data, param="payment_intent_data[metadata]") or {}
         )
         payment_method_types = str_list_param(params, "payment_method_types") or ["card"]
+        adaptive = params.get("adaptive_pricing") or {}
+        if not isinstance(adaptive, dict):
+            raise _invalid("Invalid hash", param="adaptive_pricing")
+        # Adaptive Pricing (the customer pays in their own currency, converted by
+        # Stripe) applies unless the session turns it off
+        # (https://docs.stripe.com/payments/checkout/adaptive-pricing).
+        adaptive_enabled = bool_param(adaptive, "enabled", param="adaptive_pricing[enabled]")
+        if adaptive_enabled is None:
+            adaptive_enabled = self.adaptive_pricing_default
         session_id = f"cs_test_{random_token(58)}"
         session = fixture("checkout.session")
         session.update(
             id=session_id,
-            adaptive_pricing={"enabled": False},
+            adaptive_pricing={"enabled": adaptive_enabled},
             after_expiration=None,
             allow_promotion_codes=None,
             amount_subtotal=total,
@@ -449,256 +451,59 @@ class _StripeAPI(_StripeState):
         )
         return self._render(refund, call)
 
-    def _create_transfer(self, call: _Call) -> JSON:
-        params = call.params
-        check_known_params(params, _TRANSFER_CREATE_PARAMS)
-        amount = cast(int, int_param(params, "amount", required=True, minimum=1))
-        currency = cast(str, currency_param(params))
-        _check_amount_for_currency(amount, currency, "amount")
-        destination_id = cast(str, str_param(params, "destination", required=True))
-        destination = self._objects.get(destination_id)
-        if destination is None or destination.get("object") != "account":
-            raise _not_found("destination", destination_id, param="destination", status=400)
-        if destination["capabilities"].get("transfers") != "active":
-            raise _invalid(
-                "Your destination account needs to have at least one of the following"
-                " capabilities enabled: transfers, crypto_transfers, legacy_payments",
-                code="insufficient_capabilities_for_transfer",
-                param="destination",
-            )
-        source_transaction = str_param(params, "source_transaction")
-        if source_transaction is not None:
-            self._get("charge", source_transaction, call, param="source_transaction", status=400)
-        transfer_id = new_id("tr")
-        txn = self._balance_transaction(
-            owner=call.account,
-            amount_minor=-amount,
-            currency=currency,
-            txn_type="transfer",
-            source=transfer_id,
-            reporting_category="transfer",
-        )
-        transfer = fixture("transfer")
-        transfer.update(
-            id=transfer_id,
-            amount=amount,
-            amount_reversed=0,
-            balance_transaction=txn["id"],
-            created=self._now(),
-            currency=currency,
-            description=str_param(params, "description"),
-            destination=destination_id,
-            destination_payment=new_id("py"),
-            metadata=metadata_param(params) or {},
-            reversals={
-                "object": "list",
-                "data": [],
-                "has_more": False,
-                "total_count": 0,
-                "url": f"/v1/transfers/{transfer_id}/reversals",
-            },
-            reversed=False,
-            source_transaction=source_transaction,
-            source_type=str_param(params, "source_type") or "card",
-            transfer_group=str_param(params, "transfer_group"),
-        )
-        self._put(transfer, call.account)
-        self._event("transfer.created", transfer, account=call.account, call=call)
-        return self._render(transfer, call)
+    def _list_of_a_payment(self, object_type: str, url: str) -> Callable[[_Call], JSON]:
+        """A list filtered by ``charge`` or ``payment_intent``: refunds, disputes
+        (https://docs.stripe.com/api/disputes/list), early fraud warnings."""
 
-    def _list_transfers(self, call: _Call) -> JSON:
-        check_known_params(call.params, _LIST_PARAMS | {"destination", "transfer_group"})
-        group = str_param(call.params, "transfer_group")
-        destination = str_param(call.params, "destination")
+        def listing(call: _Call) -> JSON:
+            check_known_params(call.params, _LIST_PARAMS | {"charge", "payment_intent"})
+            wanted = {
+                name: value
+                for name in ("charge", "payment_intent")
+                if (value := str_param(call.params, name)) is not None
+            }
+            return self._list(
+                call,
+                object_type,
+                url,
+                lambda obj: all(obj.get(name) == value for name, value in wanted.items()),
+            )
+
+        return listing
+
+    def _retrieve_balance(self, call: _Call) -> JSON:
+        """The account's balance per currency, available and pending
+        (https://docs.stripe.com/api/balance/balance_object)."""
+        check_known_params(call.params, ())
+        balances = self._balances(call.account) or {"usd": (0, 0)}
+        balance = fixture("balance")
+        balance.update(
+            available=[
+                {"amount": amounts[0], "currency": currency, "source_types": {"card": amounts[0]}}
+                for currency, amounts in sorted(balances.items())
+            ],
+            pending=[
+                {"amount": amounts[1], "currency": currency, "source_types": {"card": amounts[1]}}
+                for currency, amounts in sorted(balances.items())
+            ],
+            connect_reserved=[{"amount": 0, "currency": c} for c in sorted(balances)],
+        )
+        return self._render(balance, call)
+
+    def _list_balance_transactions(self, call: _Call) -> JSON:
+        """Newest first, filtered as Stripe filters them
+        (https://docs.stripe.com/api/balance_transactions/list)."""
+        check_known_params(call.params, _LIST_PARAMS | {"currency", "payout", "source", "type"})
+        currency = currency_param(call.params, required=False)
+        source = str_param(call.params, "source")
+        kind = str_param(call.params, "type")
         return self._list(
             call,
-            "transfer",
-            "/v1/transfers",
+            "balance_transaction",
+            "/v1/balance_transactions",
             lambda obj: (
-                (group is None or obj["transfer_group"] == group)
-                and (destination is None or obj["destination"] == destination)
+                (currency is None or obj["currency"] == currency)
+                and (source is None or obj["source"] == source)
+                and (kind is None or obj["type"] == kind)
             ),
         )
-
-    def _create_transfer_reversal(self, call: _Call, transfer_id: str) -> JSON:
-        check_known_params(call.params, _REVERSAL_CREATE_PARAMS)
-        transfer = self._get("transfer", transfer_id, call)
-        amount = int_param(call.params, "amount", minimum=1)
-        reversal, _event = self._reverse(
-            transfer,
-            amount,
-            description=str_param(call.params, "description"),
-            metadata=metadata_param(call.params) or {},
-            call=call,
-        )
-        return self._render(reversal, call)
-
-    def _create_payout(self, call: _Call) -> JSON:
-        params = call.params
-        check_known_params(params, _PAYOUT_CREATE_PARAMS)
-        amount = cast(int, int_param(params, "amount", required=True, minimum=1))
-        currency = cast(str, currency_param(params))
-        _check_amount_for_currency(amount, currency, "amount")
-        if currency in _PAYOUT_DIVISIBLE_BY_100 and amount % 100 != 0:
-            raise _invalid(
-                f"Payouts in {currency.upper()} must be whole units (amounts divisible by 100).",
-                param="amount",
-            )
-        method = str_param(params, "method", choices=("standard", "instant")) or "standard"
-        if call.account is not None and not self._objects[call.account]["payouts_enabled"]:
-            raise _invalid(
-                "Payouts are not enabled on this account: its requirements are not complete.",
-                code="payouts_not_allowed",
-            )
-        now = self._now()
-        payout_id = new_id("po")
-        txn = self._balance_transaction(
-            owner=call.account,
-            amount_minor=-amount,
-            currency=currency,
-            txn_type="payout",
-            source=payout_id,
-            reporting_category="payout",
-            description="STRIPE PAYOUT",
-        )
-        payout = fixture("payout")
-        payout.update(
-            id=payout_id,
-            amount=amount,
-            arrival_date=now if method == "instant" else now + 2 * _DAY,
-            automatic=False,
-            balance_transaction=txn["id"],
-            created=now,
-            currency=currency,
-            description=str_param(params, "description") or "STRIPE PAYOUT",
-            destination=str_param(params, "destination") or self._bank_account(call.account),
-            metadata=metadata_param(params) or {},
-            method=method,
-            reconciliation_status="not_applicable",
-            statement_descriptor=str_param(params, "statement_descriptor"),
-            status="pending",
-            trace_id={"status": "pending", "value": None},
-        )
-        self._put(payout, call.account)
-        self._event("payout.created", payout, account=call.account, call=call)
-        return self._render(payout, call)
-
-    def _list_payouts(self, call: _Call) -> JSON:
-        check_known_params(call.params, _LIST_PARAMS | {"arrival_date", "destination", "status"})
-        status = str_param(call.params, "status", choices=("pending", "paid", "failed", "canceled"))
-        return self._list(
-            call, "payout", "/v1/payouts", lambda obj: status is None or obj["status"] == status
-        )
-
-    def _cancel_payout_api(self, call: _Call, payout_id: str) -> JSON:
-        check_known_params(call.params, ())
-        payout = self._get("payout", payout_id, call)
-        if payout["status"] != "pending":
-            raise _invalid(
-                f"Payout {payout_id} cannot be canceled: only pending payouts can be canceled.",
-                param="payout",
-            )
-        self._payout_transition(payout, "canceled", call=call)
-        return self._render(payout, call)
-
-    def _create_account_api(self, call: _Call) -> JSON:
-        params = call.params
-        check_known_params(params, _ACCOUNT_CREATE_PARAMS)
-        account_type = str_param(params, "type", choices=("express", "standard", "custom"))
-        if account_type is None and not isinstance(params.get("controller"), dict):
-            raise _invalid("Missing required param: type.", code="parameter_missing", param="type")
-        capabilities = params.get("capabilities") or {}
-        if not isinstance(capabilities, dict):
-            raise _invalid("Invalid hash", param="capabilities")
-        requested = [
-            name
-            for name, value in capabilities.items()
-            if isinstance(value, dict) and value.get("requested") == "true"
-        ]
-        account = self._new_account(
-            account_type=account_type or "none",
-            country=(str_param(params, "country") or "US").upper(),
-            email=str_param(params, "email"),
-            metadata=metadata_param(params) or {},
-            capabilities=requested,
-            business_type=str_param(params, "business_type"),
-            default_currency=currency_param(params, "default_currency", required=False),
-        )
-        return self._render(account, call)
-
-    def _retrieve_account(self, call: _Call, account_id: str) -> JSON:
-        check_known_params(call.params, ())
-        return self._render(self._account_for_api(account_id, call), call)
-
-    def _account_for_api(self, account_id: str, call: _Call) -> JSON:
-        obj = self._objects.get(account_id)
-        if (
-            obj is None
-            or obj.get("object") != "account"
-            or not self._visible(account_id, call.account)
-        ):
-            raise StripeAPIError(
-                403,
-                f"The provided key does not have access to account '{account_id}' (or that"
-                " account does not exist). Application access may have been revoked.",
-                code="account_invalid",
-            )
-        return obj
-
-    def _update_account_api(self, call: _Call, account_id: str) -> JSON:
-        params = call.params
-        check_known_params(params, _ACCOUNT_UPDATE_PARAMS)
-        account = self._account_for_api(account_id, call)
-        previous: JSON = {}
-        if (metadata := metadata_param(params)) is not None:
-            previous["metadata"] = dict(account["metadata"])
-            merged = {**account["metadata"], **metadata}
-            account["metadata"] = {k: v for k, v in merged.items() if v != ""} if metadata else {}
-        if (email := str_param(params, "email")) is not None:
-            previous["email"] = account["email"]
-            account["email"] = email
-        if (business_type := str_param(params, "business_type")) is not None:
-            previous["business_type"] = account["business_type"]
-            account["business_type"] = business_type
-        profile = params.get("business_profile")
-        if isinstance(profile, dict):
-            previous["business_profile"] = copy.deepcopy(account["business_profile"])
-            account["business_profile"].update(
-                {k: v for k, v in profile.items() if isinstance(v, str)}
-            )
-        capabilities = params.get("capabilities")
-        if isinstance(capabilities, dict):
-            previous["capabilities"] = dict(account["capabilities"])
-            for name, value in capabilities.items():
-                if isinstance(value, dict) and value.get("requested") == "true":
-                    account["capabilities"].setdefault(name, "inactive")
-        if previous:
-            self._event(
-                "account.updated", account, account=account_id, previous=previous, call=call
-            )
-        return self._render(account, call)
-
-    def _create_account_link(self, call: _Call) -> JSON:
-        params = call.params
-        check_known_params(params, _ACCOUNT_LINK_PARAMS)
-        account_id = cast(str, str_param(params, "account", required=True))
-        if not self._is_type(account_id, "account"):
-            raise _not_found("account", account_id, param="account", status=400)
-        link_type = str_param(
-            params, "type", required=True, choices=("account_onboarding", "account_update")
-        )
-        if link_type == "account_update" and self._objects[account_id]["type"] == "express":
-            raise _invalid(
-                "You cannot create `account_update` type Account Links for Express accounts.",
-                param="type",
-            )
-        str_param(params, "return_url", required=True)
-        str_param(params, "refresh_url", required=True)
-        now = self._now()
-        link: JSON = fixture("account_link")
-        link.update(
-            created=now,
-            expires_at=now + 300,
-            url=f"https://connect.stripe.com/setup/e/{account_id}/{random_token(12)}",
-        )
-        return self._render(link, call)

@@ -16,8 +16,11 @@ from typing import Any
 
 __all__ = [
     "StripeAPIError",
+    "bool_param",
     "check_known_params",
+    "created_filter",
     "currency_param",
+    "in_range",
     "int_param",
     "metadata_param",
     "parse_params",
@@ -35,7 +38,15 @@ _FREE_FORM_HASHES = frozenset({"metadata"})
 
 
 class StripeAPIError(Exception):
-    """An error the fake answers with, in Stripe's shape (``{"error": {...}}``)."""
+    """An error the fake answers with, in Stripe's shape (``{"error": {...}}``).
+
+    ``stored``: the endpoint had begun executing, so Stripe saves the error
+    under the request's idempotency key and replays it to a retry with the
+    same key (https://docs.stripe.com/api/idempotent_requests: "regardless of
+    whether it succeeds or fails"). Parameter validation errors are not
+    stored: "no idempotent result is saved because no API endpoint initiated
+    execution".
+    """
 
     def __init__(
         self,
@@ -45,6 +56,7 @@ class StripeAPIError(Exception):
         error_type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        stored: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -52,6 +64,7 @@ class StripeAPIError(Exception):
         self.error_type = error_type
         self.code = code
         self.param = param
+        self.stored = stored
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
         """The JSON body Stripe sends for this error."""
@@ -240,3 +253,49 @@ def metadata_param(
             )
         result[key] = item
     return result
+
+
+def bool_param(params: Mapping[str, Any], name: str, *, param: str | None = None) -> bool | None:
+    """A boolean param (``true``/``false`` on the wire), or ``None`` when absent."""
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if value not in ("true", "false"):
+        raise _invalid(
+            f"Invalid boolean: {value}", code="parameter_invalid_boolean", param=param or name
+        )
+    return bool(value == "true")
+
+
+def created_filter(params: Mapping[str, Any], name: str = "created") -> tuple[int | None, ...]:
+    """Stripe's range filter (``created=123`` or ``created[gte]=...``): ``(gt, gte, lt, lte)``."""
+    value = params.get(name)
+    if value is None or value == "":
+        return (None, None, None, None)
+    if isinstance(value, str):
+        exact = int_param(params, name)
+        return (None, exact, None, exact)
+    if not isinstance(value, dict):
+        raise _invalid("Invalid hash", code="parameter_invalid_string", param=name)
+    unknown = set(value) - {"gt", "gte", "lt", "lte"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise _invalid(
+            f"Received unknown parameter: {name}[{key}]",
+            code="parameter_unknown",
+            param=f"{name}[{key}]",
+        )
+    return tuple(
+        int_param(value, bound, param=f"{name}[{bound}]") for bound in ("gt", "gte", "lt", "lte")
+    )
+
+
+def in_range(number: int, bounds: tuple[int | None, ...]) -> bool:
+    """Whether ``number`` passes a :func:`created_filter` range."""
+    gt, gte, lt, lte = bounds
+    return (
+        (gt is None or number > gt)
+        and (gte is None or number >= gte)
+        and (lt is None or number < lt)
+        and (lte is None or number <= lte)
+    )

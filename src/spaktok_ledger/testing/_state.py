@@ -1,16 +1,20 @@
-"""The fake's memory: Stripe objects, who owns them, the events, and the shared moves.
+"""The fake's memory: Stripe objects, who owns them, the events, and the balances.
 
-Everything here runs under :class:`~spaktok_ledger.testing.FakeStripe`'s lock;
-both the HTTP endpoints (``_api.py``) and the simulator (``_fake_stripe.py``)
-change state only through these methods, so an API refund and a Dashboard
-refund are the same refund.
+Everything here runs under :class:`~spaktok_ledger.testing.FakeStripe`'s lock.
+The moves that change money (``_moves.py``) are shared by the HTTP endpoints
+(``_api.py``, ``_api_connect.py``) and the simulator (``_simulator.py``), so an
+API refund and a Dashboard refund are the same refund.
+
+Balances are not stored: like Stripe's, they are the sum of the account's
+balance transactions, ``available`` once a transaction's ``available_on`` has
+passed and ``pending`` before (https://docs.stripe.com/api/balance).
 """
 
 from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,7 +22,14 @@ from enum import Enum
 from typing import Any, Final
 
 from spaktok_ledger.testing._fixtures import convert_minor, fixture, new_id, stripe_exponent
-from spaktok_ledger.testing._forms import StripeAPIError, int_param, str_list_param, str_param
+from spaktok_ledger.testing._forms import (
+    StripeAPIError,
+    created_filter,
+    in_range,
+    int_param,
+    str_list_param,
+    str_param,
+)
 
 JSON = dict[str, Any]
 
@@ -101,11 +112,53 @@ def _standard_fee(settled_minor: int) -> int:
     return int(percent) + 30
 
 
+# Exchange rates the fake converts transfers with (target units per source unit),
+# when a test has not set its own with ``FakeStripe.set_exchange_rate``.
+_DEFAULT_RATES: Final = {
+    ("usd", "eur"): Decimal("0.92"),
+    ("usd", "gbp"): Decimal("0.79"),
+    ("usd", "cad"): Decimal("1.36"),
+    ("usd", "aud"): Decimal("1.52"),
+    ("usd", "jpy"): Decimal("151.2"),
+    ("usd", "chf"): Decimal("0.88"),
+    ("usd", "sek"): Decimal("10.41"),
+    ("usd", "pln"): Decimal("3.97"),
+    ("usd", "brl"): Decimal("5.05"),
+    ("usd", "inr"): Decimal("83.4"),
+    ("usd", "mxn"): Decimal("17.1"),
+}
+
+# Countries whose accounts share one region for Stripe's cross-border rules: a
+# platform in one of them may onboard accounts in the others under the ``full``
+# service agreement (https://docs.stripe.com/connect/cross-border-payouts).
+_EUROPE: Final = frozenset((
+    "AT", "BE", "BG", "CH", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GB", "GR", "HR",
+    "HU", "IE", "IS", "IT", "LI", "LT", "LU", "LV", "MT", "NL", "NO", "PL", "PT", "RO", "SE",
+    "SI", "SK",
+))  # fmt: skip
+
+
+def same_region(platform_country: str, account_country: str) -> bool:
+    """Whether an account in ``account_country`` is domestic for the platform."""
+    if platform_country == account_country:
+        return True
+    return platform_country in _EUROPE and account_country in _EUROPE
+
+
 class _StripeState:
     """Objects by id, their owning account (``None`` = the platform), events, settlements."""
 
-    def __init__(self, *, api_version: str, clock: Callable[[], float | datetime]) -> None:
+    def __init__(
+        self,
+        *,
+        api_version: str,
+        clock: Callable[[], float | datetime],
+        platform_country: str = "US",
+        charge_delay_days: int = 2,
+    ) -> None:
         self.api_version = api_version
+        self.platform_country = platform_country.upper()
+        self.charge_delay_days = charge_delay_days
         self._clock = clock
         self._lock = threading.RLock()
         self._objects: dict[str, JSON] = {}
@@ -115,6 +168,15 @@ class _StripeState:
         # Fees of delayed payments, booked when the payment clears.
         self._pending_fees: dict[str, int | None] = {}
         self._events: list[JSON] = []
+        self._rates: dict[tuple[str, str], Decimal] = dict(_DEFAULT_RATES)
+        # Currencies each connected account has a bank account in (its payout currencies).
+        self._external_currencies: dict[str, set[str]] = {}
+        # How much of each charge's settled amount transfers have used as their
+        # ``source_transaction``.
+        self._source_used: dict[str, int] = {}
+        # Refund ids per charge, newest first (the charge's ``refunds`` list).
+        self._charge_refunds: dict[str, list[str]] = {}
+        self.adaptive_pricing_default = True
 
     def _now(self) -> int:
         now = self._clock()
@@ -162,11 +224,44 @@ class _StripeState:
         return obj
 
     def _render(self, obj: JSON, call: _Call) -> JSON:
-        """A deep copy of ``obj`` with the call's ``expand`` paths filled in."""
-        rendered = copy.deepcopy(obj)
-        for path in str_list_param(call.params, "expand"):
+        """A deep copy of ``obj`` as the API shows it, with the call's ``expand`` paths.
+
+        Since API version 2022-11-15 a charge's ``refunds`` list is left out
+        unless expanded (https://docs.stripe.com/upgrades#2022-11-15); the
+        list then carries the first ten refunds and ``has_more``.
+        """
+        expand = str_list_param(call.params, "expand")
+        rendered = self._public(obj, with_refunds=any("refunds" in p.split(".") for p in expand))
+        for path in expand:
             self._expand(rendered, path.split("."), path, call.account, depth=0)
+        self._refresh(rendered)
         return rendered
+
+    def _public(self, obj: JSON, *, with_refunds: bool = False) -> JSON:
+        """A deep copy without what the API hides by default."""
+        shown = copy.deepcopy(obj)
+        if shown.get("object") == "charge":
+            if with_refunds:
+                ids = self._charge_refunds.get(shown["id"], [])
+                shown["refunds"].update(
+                    data=[copy.deepcopy(self._objects[i]) for i in ids[:10]],
+                    has_more=len(ids) > 10,
+                    total_count=len(ids),
+                )
+            else:
+                shown.pop("refunds", None)
+        return shown
+
+    def _refresh(self, node: Any) -> None:
+        """Balance transactions say ``available`` once their ``available_on`` has passed."""
+        if isinstance(node, dict):
+            if node.get("object") == "balance_transaction" and "available_on" in node:
+                node["status"] = "available" if node["available_on"] <= self._now() else "pending"
+            for value in node.values():
+                self._refresh(value)
+        elif isinstance(node, list):
+            for value in node:
+                self._refresh(value)
 
     def _expand(
         self, node: JSON, parts: list[str], path: str, account: str | None, *, depth: int
@@ -185,7 +280,9 @@ class _StripeState:
         if isinstance(value, str):
             if value not in self._objects or not self._visible(value, account):
                 raise _invalid(f"This property cannot be expanded ({path}).", param="expand")
-            value = node[name] = copy.deepcopy(self._objects[value])
+            value = node[name] = self._public(
+                self._objects[value], with_refunds="refunds" in path.split(".")
+            )
         if isinstance(value, dict) and rest:
             self._expand(value, rest, path, account, depth=depth + 1)
         elif value is not None and not isinstance(value, dict):
@@ -202,11 +299,13 @@ class _StripeState:
         if limit is not None and limit > 100:
             raise _invalid("This value must be less than or equal to 100.", param="limit")
         limit = limit or 10
+        created = created_filter(call.params)
         items = [
             obj
             for object_id, obj in self._objects.items()
             if obj.get("object") == object_type
             and self._visible(object_id, call.account)
+            and in_range(int(obj.get("created") or 0), created)
             and predicate(obj)
         ]
         items.reverse()  # newest first, as Stripe lists
@@ -244,7 +343,7 @@ class _StripeState:
             "object": "event",
             "api_version": self.api_version,
             "created": self._now(),
-            "data": {"object": copy.deepcopy(obj)},
+            "data": {"object": self._public(obj)},
             "livemode": False,
             "pending_webhooks": 1,
             "request": {
@@ -261,6 +360,8 @@ class _StripeState:
         self._events.append(event)
         return copy.deepcopy(event)
 
+    # -- balances -------------------------------------------------------------------
+
     def _balance_transaction(
         self,
         *,
@@ -274,13 +375,23 @@ class _StripeState:
         fee_description: str = "Stripe processing fees",
         exchange_rate: Decimal | None = None,
         description: str | None = None,
+        available_on: int | None = None,
     ) -> JSON:
+        """Record one movement of ``owner``'s balance (``None``: the platform).
+
+        Funds coming in wait until ``available_on`` (default: now for debits,
+        the charge delay for credits); debits count against the available
+        balance at once, as on Stripe (https://docs.stripe.com/payments/balances).
+        """
         now = self._now()
+        net = amount_minor - fee_minor
+        if available_on is None:
+            available_on = now + self.charge_delay_days * _DAY if net > 0 else now
         txn = fixture("balance_transaction")
         txn.update(
             id=new_id("txn"),
             amount=amount_minor,
-            available_on=now + 2 * _DAY,
+            available_on=available_on,
             created=now,
             currency=currency,
             description=description,
@@ -300,15 +411,47 @@ class _StripeState:
                 if fee_minor
                 else []
             ),
-            net=amount_minor - fee_minor,
+            net=net,
             reporting_category=reporting_category,
             source=source,
-            status="pending",
+            status="available" if available_on <= now else "pending",
             type=txn_type,
         )
         return self._put(txn, owner)
 
-    def _settle_charge(self, charge: JSON, fee_minor: int | None) -> JSON:
+    def _balance_transactions(self, owner: str | None) -> list[JSON]:
+        return [
+            obj
+            for object_id, obj in self._objects.items()
+            if obj.get("object") == "balance_transaction" and self._owners[object_id] == owner
+        ]
+
+    def _balances(self, owner: str | None) -> dict[str, tuple[int, int]]:
+        """``{currency: (available, pending)}`` of an account, from its balance transactions."""
+        now = self._now()
+        sums: dict[str, list[int]] = {}
+        for txn in self._balance_transactions(owner):
+            bucket = sums.setdefault(txn["currency"], [0, 0])
+            bucket[0 if txn["available_on"] <= now else 1] += txn["net"]
+        return {currency: (amounts[0], amounts[1]) for currency, amounts in sums.items()}
+
+    def _available(self, owner: str | None, currency: str) -> int:
+        return self._balances(owner).get(currency, (0, 0))[0]
+
+    def _exchange_rate(self, source: str, target: str) -> Decimal:
+        """Target units per source unit (Stripe's rate for a conversion)."""
+        if source == target:
+            return Decimal(1)
+        if (source, target) in self._rates:
+            return self._rates[(source, target)]
+        if (target, source) in self._rates:
+            return (Decimal(1) / self._rates[(target, source)]).quantize(Decimal("0.000001"))
+        if "usd" not in (source, target):  # a cross rate through USD
+            rate = self._exchange_rate(source, "usd") * self._exchange_rate("usd", target)
+            return rate.quantize(Decimal("0.000001"))
+        raise _invalid(f"FakeStripe has no exchange rate from {source} to {target}.")
+
+    def _settle_charge(self, charge: JSON, fee_minor: int | None, *, instant: bool = False) -> JSON:
         settlement = self._settlements[charge["id"]]
         fee = _standard_fee(settlement.amount_minor) if fee_minor is None else fee_minor
         txn = self._balance_transaction(
@@ -321,6 +464,7 @@ class _StripeState:
             fee_minor=fee,
             exchange_rate=settlement.exchange_rate,
             description=charge["description"],
+            available_on=self._now() if instant else None,
         )
         charge["balance_transaction"] = txn["id"]
         return txn
@@ -335,287 +479,3 @@ class _StripeState:
         return convert_minor(
             amount_minor, charge["currency"], settlement.currency, settlement.exchange_rate
         )
-
-    def _expire(self, session: JSON, call: _Call | None) -> JSON:
-        previous = {"status": session["status"]}
-        session["status"] = "expired"
-        return self._event(
-            "checkout.session.expired",
-            session,
-            account=self._owners[session["id"]],
-            previous=previous,
-            call=call,
-        )
-
-    def _refund(
-        self,
-        charge: JSON,
-        amount_minor: int | None,
-        *,
-        reason: str | None,
-        metadata: dict[str, str],
-        call: _Call | None,
-    ) -> tuple[JSON, JSON]:
-        charge_id = charge["id"]
-        if charge["status"] != "succeeded":
-            raise _invalid(
-                f"Charge {charge_id} has not succeeded and cannot be refunded.",
-                code="charge_not_refundable",
-                param="charge",
-            )
-        if charge["disputed"] and self._open_dispute(charge_id) is not None:
-            raise _invalid(
-                f"Charge {charge_id} has been charged back; you cannot refund a disputed charge.",
-                code="charge_disputed",
-                param="charge",
-            )
-        remaining = charge["amount"] - charge["amount_refunded"]
-        if remaining == 0:
-            raise _invalid(
-                f"Charge {charge_id} has already been refunded.",
-                code="charge_already_refunded",
-                param="charge",
-            )
-        amount_minor = remaining if amount_minor is None else amount_minor
-        if amount_minor > remaining:
-            raise _invalid(
-                f"Refund amount ({amount_minor}) is greater than unrefunded amount on charge"
-                f" ({remaining})",
-                code="amount_too_large",
-                param="amount",
-            )
-        owner = self._owners[charge_id]
-        refund_id = new_id("re")
-        settlement = self._settlements[charge_id]
-        txn = self._balance_transaction(
-            owner=owner,
-            amount_minor=-self._settle_part(charge, amount_minor),
-            currency=settlement.currency,
-            txn_type="refund",
-            source=refund_id,
-            reporting_category="refund",
-            exchange_rate=settlement.exchange_rate,
-            description="REFUND FOR CHARGE",
-        )
-        refund = fixture("refund")
-        refund.update(
-            id=refund_id,
-            amount=amount_minor,
-            balance_transaction=txn["id"],
-            charge=charge_id,
-            created=self._now(),
-            currency=charge["currency"],
-            metadata=metadata,
-            payment_intent=charge["payment_intent"],
-            payment_method=charge["payment_method"],
-            reason=reason,
-            status="succeeded",
-        )
-        self._put(refund, owner)
-        previous = {
-            "amount_refunded": charge["amount_refunded"],
-            "refunded": charge["refunded"],
-            "refunds": copy.deepcopy(charge["refunds"]),
-        }
-        charge["amount_refunded"] += amount_minor
-        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-        charge["refunds"]["data"].insert(0, copy.deepcopy(refund))
-        event = self._event("charge.refunded", charge, account=owner, previous=previous, call=call)
-        return refund, event
-
-    def _open_dispute(self, charge_id: str) -> JSON | None:
-        for obj in self._objects.values():
-            if (
-                obj.get("object") == "dispute"
-                and obj["charge"] == charge_id
-                and obj["status"] not in ("won", "lost", "warning_closed")
-            ):
-                return obj
-        return None
-
-    def _reverse(
-        self,
-        transfer: JSON,
-        amount_minor: int | None,
-        *,
-        description: str | None,
-        metadata: dict[str, str],
-        call: _Call | None,
-    ) -> tuple[JSON, JSON]:
-        remaining = transfer["amount"] - transfer["amount_reversed"]
-        if remaining == 0:
-            raise _invalid(
-                f"Transfer {transfer['id']} has already been fully reversed.", param="amount"
-            )
-        amount_minor = remaining if amount_minor is None else amount_minor
-        if amount_minor > remaining:
-            raise _invalid(
-                f"You have requested a reversal of {amount_minor}, which exceeds the amount"
-                f" left to reverse on transfer {transfer['id']} ({remaining}).",
-                code="parameter_invalid_integer",
-                param="amount",
-            )
-        owner = self._owners[transfer["id"]]
-        reversal_id = new_id("trr")
-        txn = self._balance_transaction(
-            owner=owner,
-            amount_minor=amount_minor,
-            currency=transfer["currency"],
-            txn_type="transfer_refund",
-            source=reversal_id,
-            reporting_category="transfer_reversal",
-            description=description,
-        )
-        reversal = fixture("transfer_reversal")
-        reversal.update(
-            id=reversal_id,
-            amount=amount_minor,
-            balance_transaction=txn["id"],
-            created=self._now(),
-            currency=transfer["currency"],
-            destination_payment_refund=new_id("pyr"),
-            metadata=metadata,
-            transfer=transfer["id"],
-        )
-        self._put(reversal, owner)
-        previous = {
-            "amount_reversed": transfer["amount_reversed"],
-            "reversals": copy.deepcopy(transfer["reversals"]),
-            "reversed": transfer["reversed"],
-        }
-        transfer["amount_reversed"] += amount_minor
-        transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
-        transfer["reversals"]["data"].insert(0, copy.deepcopy(reversal))
-        transfer["reversals"]["total_count"] = len(transfer["reversals"]["data"])
-        event = self._event(
-            "transfer.reversed", transfer, account=owner, previous=previous, call=call
-        )
-        return reversal, event
-
-    def _payout_transition(
-        self,
-        payout: JSON,
-        status: str,
-        *,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
-        call: _Call | None = None,
-    ) -> JSON:
-        owner = self._owners[payout["id"]]
-        previous: JSON = {"status": payout["status"]}
-        payout["status"] = status
-        if status == "paid":
-            payout["reconciliation_status"] = "completed"
-            payout["trace_id"] = {"status": "supported", "value": new_id("TRACE", 12)}
-        if status in ("failed", "canceled"):
-            txn = self._balance_transaction(
-                owner=owner,
-                amount_minor=payout["amount"],
-                currency=payout["currency"],
-                txn_type="payout_failure" if status == "failed" else "payout_cancel",
-                source=payout["id"],
-                reporting_category="payout_reversal",
-                description="STRIPE PAYOUT",
-            )
-            previous["failure_balance_transaction"] = payout["failure_balance_transaction"]
-            payout["failure_balance_transaction"] = txn["id"]
-        if status == "failed":
-            previous.update(failure_code=None, failure_message=None)
-            payout["failure_code"] = failure_code
-            payout["failure_message"] = failure_message
-        return self._event(f"payout.{status}", payout, account=owner, previous=previous, call=call)
-
-    def _new_account(
-        self,
-        *,
-        account_type: str,
-        country: str,
-        email: str | None,
-        metadata: dict[str, str],
-        capabilities: Iterable[str],
-        business_type: str | None = None,
-        default_currency: str | None = None,
-    ) -> JSON:
-        account_id = new_id("acct", 16)
-        account = fixture("account")
-        due = list(_ONBOARDING_REQUIREMENTS)
-        controller: JSON = (
-            {
-                "type": "application",
-                "is_controller": True,
-                "fees": {"payer": "application"},
-                "losses": {"payments": "application"},
-                "requirement_collection": "stripe",
-                "stripe_dashboard": {"type": account_type if account_type != "custom" else "none"},
-            }
-            if account_type != "standard"
-            else {"type": "account"}
-        )
-        account["business_profile"]["product_description"] = None
-        account["external_accounts"]["url"] = f"/v1/accounts/{account_id}/external_accounts"
-        account["requirements"].update(
-            currently_due=due,
-            eventually_due=list(due),
-            past_due=list(due),
-            disabled_reason="requirements.past_due",
-        )
-        account.update(
-            id=account_id,
-            business_type=business_type,
-            capabilities=dict.fromkeys(capabilities, "inactive"),
-            charges_enabled=False,
-            controller=controller,
-            country=country,
-            created=self._now(),
-            default_currency=default_currency or _COUNTRY_CURRENCY.get(country, "eur"),
-            details_submitted=False,
-            email=email,
-            metadata=metadata,
-            payouts_enabled=False,
-            type=account_type,
-        )
-        return self._put(account, None)
-
-    def _bank_account(self, account: str | None) -> str:
-        # One stable external account per connected account, as after onboarding.
-        return "ba_" + (account or "acct_platform").removeprefix("acct_").ljust(24, "0")[:24]
-
-    def _apply_account_update(
-        self,
-        account: JSON,
-        *,
-        charges_enabled: bool | None = None,
-        payouts_enabled: bool | None = None,
-        details_submitted: bool | None = None,
-        currently_due: Iterable[str] | None = None,
-        eventually_due: Iterable[str] | None = None,
-        past_due: Iterable[str] | None = None,
-        disabled_reason: str | _Unset | None = _UNSET,
-        capabilities: Mapping[str, str] | None = None,
-    ) -> JSON:
-        previous: JSON = {}
-        for name, flag in (
-            ("charges_enabled", charges_enabled),
-            ("payouts_enabled", payouts_enabled),
-            ("details_submitted", details_submitted),
-        ):
-            if flag is not None:
-                previous[name] = account[name]
-                account[name] = flag
-        requirements = account["requirements"]
-        old_requirements = copy.deepcopy(requirements)
-        for name, values in (
-            ("currently_due", currently_due),
-            ("eventually_due", eventually_due),
-            ("past_due", past_due),
-        ):
-            if values is not None:
-                requirements[name] = list(values)
-        if not isinstance(disabled_reason, _Unset):
-            requirements["disabled_reason"] = disabled_reason
-        if requirements != old_requirements:
-            previous["requirements"] = old_requirements
-        if capabilities is not None:
-            previous["capabilities"] = dict(account["capabilities"])
-            account["capabilities"].update(capabilities)
-        return previous

@@ -12,8 +12,7 @@ library only creates hosted Checkout Sessions and reads ids and amounts.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from spaktok_ledger._errors import (
@@ -27,11 +26,21 @@ from spaktok_ledger._service._gateway import (
     CheckoutRequest,
     CheckoutSession,
     ConnectedAccountState,
-    DisputeSnapshot,
     PayoutSnapshot,
     PurchaseSnapshot,
+    SessionRef,
+    StripeBalance,
     TransferSnapshot,
     WebhookEvent,
+)
+from spaktok_ledger._stripe._parse import (
+    account_state,
+    balance_txn,
+    dispute_snapshot,
+    event,
+    payout_snapshot,
+    refund_snapshot,
+    transfer_snapshot,
 )
 
 if TYPE_CHECKING:
@@ -97,7 +106,7 @@ class StripeGateway:
                 request_id=exc.request_id,
             ) from exc
 
-    # -- webhooks ------------------------------------------------------------------
+    # -- webhooks and events -------------------------------------------------------
 
     def parse_webhook(
         self,
@@ -106,7 +115,8 @@ class StripeGateway:
         secret: str,
         tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
     ) -> WebhookEvent:
-        """Verify the ``Stripe-Signature`` header on the raw body; return the event."""
+        """Verify the ``Stripe-Signature`` header on the raw body; return the event
+        (https://docs.stripe.com/webhooks#verify-events)."""
         stripe = self._stripe
         if not isinstance(payload, bytes | bytearray):
             raise WebhookPayloadError("the webhook body must be the raw request bytes")
@@ -127,25 +137,37 @@ class StripeGateway:
             data = json.loads(text)
         except ValueError as exc:
             raise WebhookPayloadError("the webhook body is not JSON") from exc
-        if (
-            not isinstance(data, dict)
-            or data.get("object") != "event"
-            or not isinstance(data.get("id"), str)
-            or not isinstance(data.get("type"), str)
-            or not isinstance(data.get("data"), dict)
-            or not isinstance(data["data"].get("object"), dict)
-        ):
+        if not isinstance(data, dict):
             raise WebhookPayloadError("the webhook body is not a Stripe event")
-        created = data.get("created")
-        return WebhookEvent(
-            id=data["id"],
-            type=data["type"],
-            created=created if isinstance(created, int) else 0,
-            data_object=data["data"]["object"],
-            account=data.get("account") if isinstance(data.get("account"), str) else None,
-            livemode=bool(data.get("livemode", False)),
-            raw=data,
-        )
+        return event(data)
+
+    def parse_event(self, data: Mapping[str, Any]) -> WebhookEvent:
+        """An event already verified: a parked payload, or one listed from the API."""
+        return event(data)
+
+    def list_events(
+        self, types: Sequence[str], *, created_gte: int, account: str | None = None
+    ) -> Iterator[WebhookEvent]:
+        """Events of ``types`` since ``created_gte``, oldest first. Stripe keeps events
+        for 30 days (https://docs.stripe.com/api/events/list)."""
+        params: dict[str, Any] = {"types": list(types), "created": {"gte": created_gte}}
+        found = list(self._pages("list events", self._client.v1.events.list, params, account))
+        for data in reversed(found):  # Stripe lists newest first
+            yield event(data)
+
+    def _pages(
+        self, what: str, fn: Any, params: Mapping[str, Any], account: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a list, page after page (``starting_after``), newest first."""
+        options = {"stripe_account": account} if account else {}
+        query: dict[str, Any] = {**params, "limit": 100}
+        while True:
+            page = self._call(what, fn, params=query, options=options).to_dict()
+            items = page.get("data") or []
+            yield from items
+            if not page.get("has_more") or not items:
+                return
+            query = {**query, "starting_after": items[-1]["id"]}
 
     # -- checkout ------------------------------------------------------------------
 
@@ -173,6 +195,10 @@ class StripeGateway:
             "payment_intent_data": {"metadata": metadata},
             "success_url": request.success_url,
             "cancel_url": request.cancel_url,
+            # The quote already is the viewer's price in their currency, and checkout
+            # must charge exactly it: no Adaptive Pricing conversion on top
+            # (https://docs.stripe.com/payments/checkout/adaptive-pricing).
+            "adaptive_pricing": {"enabled": False},
         }
         if request.payment_method_types:
             params["payment_method_types"] = list(request.payment_method_types)
@@ -199,7 +225,30 @@ class StripeGateway:
             "expire a checkout session", self._client.v1.checkout.sessions.expire, session_id
         )
 
-    def purchase_state(self, session_id: str, dispute_ids: Sequence[str] = ()) -> PurchaseSnapshot:
+    def session_for_payment(self, payment_intent_id: str) -> SessionRef | None:
+        """The Checkout Session that created a PaymentIntent (sessions list by
+        ``payment_intent``: https://docs.stripe.com/api/checkout/sessions/list)."""
+        page = self._call(
+            "find a checkout session",
+            self._client.v1.checkout.sessions.list,
+            params={"payment_intent": payment_intent_id, "limit": 1},
+        ).to_dict()
+        for session in page.get("data") or []:
+            metadata = session.get("metadata") or {}
+            return SessionRef(
+                id=str(session["id"]),
+                metadata={str(k): str(v) for k, v in metadata.items()},
+                client_reference_id=session.get("client_reference_id"),
+            )
+        return None
+
+    def purchase_state(self, session_id: str) -> PurchaseSnapshot:
+        """The purchase as Stripe has it now: session, PaymentIntent, charge with its
+        balance transaction, every refund (a charge's ``refunds`` are not included
+        since API 2022-11-15: they are listed, all pages,
+        https://docs.stripe.com/upgrades#2022-11-15), every dispute of the charge
+        (listed by charge: https://docs.stripe.com/api/disputes/list) and its
+        actionable early fraud warnings."""
         session = self._call(
             "retrieve a checkout session",
             self._client.v1.checkout.sessions.retrieve,
@@ -212,21 +261,54 @@ class StripeGateway:
         charge_id = intent.get("latest_charge") if intent else None
         if isinstance(charge_id, dict):
             charge_id = charge_id.get("id")
+        txns: list[BalanceTxn] = []
+        refunds = []
+        disputes = []
+        warnings: list[str] = []
         if charge_id:
             charge = self._call(
                 "retrieve a charge",
                 self._client.v1.charges.retrieve,
                 charge_id,
-                params={"expand": ["balance_transaction", "refunds.data.balance_transaction"]},
+                params={"expand": ["balance_transaction"]},
             ).to_dict()
-        txns: list[BalanceTxn] = []
-        if charge is not None:
             if isinstance(charge.get("balance_transaction"), dict):
-                txns.append(_balance_txn(charge["balance_transaction"]))
-            for refund in (charge.get("refunds") or {}).get("data") or []:
-                if isinstance(refund.get("balance_transaction"), dict):
-                    txns.append(_balance_txn(refund["balance_transaction"]))
-        disputes = tuple(self._dispute(d) for d in dict.fromkeys(dispute_ids))
+                txns.append(balance_txn(charge["balance_transaction"]))
+            refunds = [
+                refund_snapshot(r)
+                for r in self._pages(
+                    "list refunds",
+                    self._client.v1.refunds.list,
+                    {
+                        "charge": charge_id,
+                        "expand": [
+                            "data.balance_transaction",
+                            "data.failure_balance_transaction",
+                        ],
+                    },
+                )
+            ]
+            for refund in refunds:
+                txns.extend(
+                    t
+                    for t in (refund.balance_transaction, refund.failure_balance_transaction)
+                    if t is not None
+                )
+            disputes = [
+                dispute_snapshot(d)
+                for d in self._pages(
+                    "list disputes", self._client.v1.disputes.list, {"charge": charge_id}
+                )
+            ]
+            warnings = [
+                str(w["id"])
+                for w in self._pages(
+                    "list early fraud warnings",
+                    self._client.v1.radar.early_fraud_warnings.list,
+                    {"charge": charge_id},
+                )
+                if w.get("actionable")
+            ]
         outcome = (charge or {}).get("outcome") or {}
         metadata = session.get("metadata") or {}
         return PurchaseSnapshot(
@@ -241,25 +323,28 @@ class StripeGateway:
             payment_intent_status=intent.get("status") if intent else None,
             charge_id=charge.get("id") if charge else None,
             charge_status=charge.get("status") if charge else None,
-            amount_refunded=int((charge or {}).get("amount_refunded") or 0),
+            amount_refunded=sum(r.stripe_amount for r in refunds if r.counts),
             risk_level=outcome.get("risk_level"),
             risk_score=outcome.get("risk_score"),
             balance_transactions=tuple(txns),
-            disputes=disputes,
+            disputes=tuple(disputes),
+            refunds=tuple(refunds),
+            early_fraud_warnings=tuple(warnings),
         )
 
-    def _dispute(self, dispute_id: str) -> DisputeSnapshot:
-        dispute = self._call(
-            "retrieve a dispute", self._client.v1.disputes.retrieve, dispute_id
-        ).to_dict()
-        return dispute_snapshot(dispute)
-
     def refund(
-        self, payment_intent_id: str, stripe_amount: int | None, idempotency_key: str
+        self,
+        payment_intent_id: str,
+        stripe_amount: int | None,
+        idempotency_key: str,
+        *,
+        reason: str | None = None,
     ) -> str:
         params: dict[str, Any] = {"payment_intent": payment_intent_id}
         if stripe_amount is not None:
             params["amount"] = stripe_amount
+        if reason is not None:
+            params["reason"] = reason
         refund = self._call(
             "refund a payment",
             self._client.v1.refunds.create,
@@ -277,13 +362,19 @@ class StripeGateway:
         email: str | None,
         metadata: Mapping[str, str],
         idempotency_key: str,
+        service_agreement: str = "full",
     ) -> ConnectedAccountState:
+        """An Express account that can receive transfers. Accounts abroad take the
+        ``recipient`` service agreement, the only one cross-border payouts work with
+        (https://docs.stripe.com/connect/service-agreement-types)."""
         params: dict[str, Any] = {
             "type": "express",
             "country": country,
             "metadata": dict(metadata),
             "capabilities": {"transfers": {"requested": True}},
         }
+        if service_agreement != "full":
+            params["tos_acceptance"] = {"service_agreement": service_agreement}
         if email:
             params["email"] = email
         account = self._call(
@@ -321,34 +412,81 @@ class StripeGateway:
         transfer_group: str,
         metadata: Mapping[str, str],
         idempotency_key: str,
+        source_transaction: str | None = None,
     ) -> TransferSnapshot:
+        params: dict[str, Any] = {
+            "amount": amount_usd_minor,
+            "currency": "usd",
+            "destination": destination,
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+            "expand": ["balance_transaction"],
+        }
+        if source_transaction is not None:
+            params["source_transaction"] = source_transaction
         transfer = self._call(
             "create a transfer",
             self._client.v1.transfers.create,
-            params={
-                "amount": amount_usd_minor,
-                "currency": "usd",
-                "destination": destination,
-                "transfer_group": transfer_group,
-                "metadata": dict(metadata),
-            },
+            params=params,
             options={"idempotency_key": idempotency_key},
         ).to_dict()
         return transfer_snapshot(transfer)
 
     def find_transfers(self, transfer_group: str) -> Sequence[TransferSnapshot]:
-        page = self._call(
-            "list transfers",
-            self._client.v1.transfers.list,
-            params={"transfer_group": transfer_group, "limit": 100},
-        ).to_dict()
-        return [transfer_snapshot(t) for t in page.get("data") or []]
+        return [
+            transfer_snapshot(t)
+            for t in self._pages(
+                "list transfers",
+                self._client.v1.transfers.list,
+                {
+                    "transfer_group": transfer_group,
+                    "expand": [
+                        "data.balance_transaction",
+                        "data.reversals.data.balance_transaction",
+                    ],
+                },
+            )
+        ]
 
     def retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
         transfer = self._call(
-            "retrieve a transfer", self._client.v1.transfers.retrieve, transfer_id
+            "retrieve a transfer",
+            self._client.v1.transfers.retrieve,
+            transfer_id,
+            params={"expand": ["balance_transaction", "reversals.data.balance_transaction"]},
         ).to_dict()
         return transfer_snapshot(transfer)
+
+    def transfer_arrival(self, transfer: TransferSnapshot) -> BalanceTxn | None:
+        """The connected account's side of a transfer: its ``py_`` payment's balance
+        transaction, in the currency the account received (Stripe converts into the
+        account's default currency: https://docs.stripe.com/connect/currencies)."""
+        if not transfer.destination_payment_id:
+            return None
+        payment = self._call(
+            "retrieve a transfer's payment",
+            self._client.v1.charges.retrieve,
+            transfer.destination_payment_id,
+            params={"expand": ["balance_transaction"]},
+            options={"stripe_account": transfer.destination},
+        ).to_dict()
+        txn = payment.get("balance_transaction")
+        return balance_txn(txn, transfer.destination) if isinstance(txn, dict) else None
+
+    def reverse_transfer(
+        self, transfer_id: str, stripe_amount: int | None, idempotency_key: str
+    ) -> TransferSnapshot:
+        params: dict[str, Any] = {}
+        if stripe_amount is not None:
+            params["amount"] = stripe_amount
+        self._call(
+            "reverse a transfer",
+            self._client.v1.transfers.reversals.create,
+            transfer_id,
+            params=params,
+            options={"idempotency_key": idempotency_key},
+        )
+        return self.retrieve_transfer(transfer_id)
 
     def create_payout(
         self,
@@ -366,6 +504,7 @@ class StripeGateway:
                 "amount": stripe_amount,
                 "currency": currency.lower(),
                 "metadata": dict(metadata),
+                "expand": ["balance_transaction"],
             },
             options={"idempotency_key": idempotency_key, "stripe_account": account},
         ).to_dict()
@@ -376,7 +515,7 @@ class StripeGateway:
             "retrieve a payout",
             self._client.v1.payouts.retrieve,
             payout_id,
-            params={"expand": ["balance_transaction"]},
+            params={"expand": ["balance_transaction", "failure_balance_transaction"]},
             options={"stripe_account": account},
         ).to_dict()
         return payout_snapshot(payout, account)
@@ -390,82 +529,34 @@ class StripeGateway:
         ).to_dict()
         return [payout_snapshot(p, account) for p in page.get("data") or []]
 
+    # -- balances ------------------------------------------------------------------
 
-# -- translating Stripe's JSON into our types (also used on webhook payloads) --------
+    def balance(self, account: str | None = None) -> Sequence[StripeBalance]:
+        """The account's balance per currency (https://docs.stripe.com/api/balance)."""
+        options = {"stripe_account": account} if account else {}
+        data = self._call(
+            "retrieve the balance", self._client.v1.balance.retrieve, options=options
+        ).to_dict()
+        totals: dict[str, list[int]] = {}
+        for index, bucket in enumerate(("available", "pending")):
+            for item in data.get(bucket) or []:
+                amounts = totals.setdefault(str(item["currency"]).upper(), [0, 0])
+                amounts[index] += int(item.get("amount") or 0)
+        return [StripeBalance(c, a[0], a[1]) for c, a in sorted(totals.items())]
 
-
-def _balance_txn(data: Mapping[str, Any]) -> BalanceTxn:
-    rate = data.get("exchange_rate")
-    return BalanceTxn(
-        id=str(data.get("id")),
-        type=str(data.get("type") or ""),
-        currency=str(data.get("currency") or "").upper(),
-        amount_minor=int(data.get("amount") or 0),
-        fee_minor=int(data.get("fee") or 0),
-        net_minor=int(data.get("net") or 0),
-        # Stripe sends the rate as a JSON number: read it through str so it
-        # never becomes a binary float on its way to a Decimal.
-        exchange_rate=Decimal(str(rate)) if rate is not None else None,
-    )
-
-
-def dispute_snapshot(data: Mapping[str, Any]) -> DisputeSnapshot:
-    """A dispute object (API or webhook) in our terms."""
-    return DisputeSnapshot(
-        id=str(data.get("id")),
-        status=str(data.get("status") or ""),
-        stripe_amount=int(data.get("amount") or 0),
-        currency=str(data.get("currency") or "").upper(),
-        balance_transactions=tuple(
-            _balance_txn(t) for t in data.get("balance_transactions") or [] if isinstance(t, dict)
-        ),
-    )
-
-
-def account_state(data: Mapping[str, Any]) -> ConnectedAccountState:
-    """An account object (API or ``account.updated``) in our terms."""
-    requirements = data.get("requirements") or {}
-    return ConnectedAccountState(
-        id=str(data.get("id")),
-        payouts_enabled=bool(data.get("payouts_enabled")),
-        charges_enabled=bool(data.get("charges_enabled")),
-        details_submitted=bool(data.get("details_submitted")),
-        currently_due=tuple(requirements.get("currently_due") or ()),
-        past_due=tuple(requirements.get("past_due") or ()),
-        disabled_reason=requirements.get("disabled_reason"),
-        default_currency=(data.get("default_currency") or None)
-        and str(data["default_currency"]).upper(),
-        country=data.get("country"),
-    )
-
-
-def transfer_snapshot(data: Mapping[str, Any]) -> TransferSnapshot:
-    destination = data.get("destination")
-    if isinstance(destination, dict):
-        destination = destination.get("id")
-    return TransferSnapshot(
-        id=str(data.get("id")),
-        stripe_amount=int(data.get("amount") or 0),
-        currency=str(data.get("currency") or "").upper(),
-        destination=str(destination or ""),
-        transfer_group=data.get("transfer_group"),
-        reversed_stripe_amount=int(data.get("amount_reversed") or 0),
-        reversed=bool(data.get("reversed")),
-        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
-    )
-
-
-def payout_snapshot(data: Mapping[str, Any], account: str | None = None) -> PayoutSnapshot:
-    txn = data.get("balance_transaction")
-    return PayoutSnapshot(
-        id=str(data.get("id")),
-        account=account,
-        stripe_amount=int(data.get("amount") or 0),
-        currency=str(data.get("currency") or "").upper(),
-        status=str(data.get("status") or ""),
-        failure_code=data.get("failure_code"),
-        failure_message=data.get("failure_message"),
-        arrival_date=data.get("arrival_date"),
-        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
-        balance_transaction=_balance_txn(txn) if isinstance(txn, dict) else None,
-    )
+    def balance_transactions(
+        self, *, created_gte: int, account: str | None = None
+    ) -> Iterator[BalanceTxn]:
+        """Every balance transaction since ``created_gte``, oldest first
+        (https://docs.stripe.com/api/balance_transactions/list)."""
+        found = list(
+            self._pages(
+                "list balance transactions",
+                self._client.v1.balance_transactions.list,
+                # the source says what the money belongs to (a charge, a payout...)
+                {"created": {"gte": created_gte}, "expand": ["data.source"]},
+                account,
+            )
+        )
+        for data in reversed(found):
+            yield balance_txn(data, account)

@@ -1,0 +1,246 @@
+"""Connect webhooks: ``account.updated``, ``payout.*`` and ``transfer.*`` events.
+
+Verified on the raw body with the Connect endpoint's secret, deduplicated in
+the effect's transaction, safe in any order: the object is fetched fresh from
+Stripe (its balance transactions and any later status are only there) and its
+facts merged forwards (``_payout_facts.py``). An event about a payout or
+account this ledger does not know is parked, never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from spaktok_ledger._errors import PaymentProviderError
+from spaktok_ledger._service._gateway import PayoutSnapshot, TransferSnapshot, WebhookEvent
+from spaktok_ledger._service._payout_driver import _PayoutDriver
+from spaktok_ledger._service._payout_rows import Facts, state_values
+from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookResult
+from spaktok_ledger._store import Ledger
+
+PAYOUT_EVENTS: Final = frozenset(
+    {"payout.created", "payout.updated", "payout.paid", "payout.failed", "payout.canceled"}
+)
+TRANSFER_EVENTS: Final = frozenset({"transfer.created", "transfer.updated", "transfer.reversed"})
+CONNECT_EVENTS: Final = frozenset({"account.updated", *PAYOUT_EVENTS})
+"""The Connect endpoint's events (``transfer.*`` arrive at the platform endpoint)."""
+
+
+class _PayoutEvents(_PayoutDriver):
+    """The Connect endpoint of :class:`Payouts`."""
+
+    _secret: str
+    tolerance_seconds: int
+
+    # -- webhooks ----------------------------------------------------------------------
+
+    def handle_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
+        """Verify and apply one delivery to the Connect endpoint (``POST /api/payouts/webhook``).
+
+        ``payload`` is the raw request body, ``signature_header`` the
+        ``Stripe-Signature`` header. A forged, tampered or stale delivery raises
+        ``WebhookVerificationError`` (answer 400). Otherwise answer 200 with
+        the result: duplicates, stale and unknown events are answered too
+        (unknown payouts are parked, not lost: :meth:`retry_parked`). A
+        ``PaymentProviderError`` while re-fetching from Stripe means: answer
+        5xx, Stripe delivers again later.
+        """
+        event = self.gateway.parse_webhook(
+            payload, signature_header, self._secret, self.tolerance_seconds
+        )
+        return self.handle_event(event)
+
+    def handle_event(self, event: WebhookEvent) -> WebhookResult:
+        """Apply an already verified event (e.g. ``transfer.*`` events that arrive at
+        the platform endpoint and are handed on). Deduplicated like ``handle_webhook``."""
+        if self.inbox.status(event.id) in ("processed", "ignored"):
+            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+        try:
+            if event.type == "account.updated":
+                return self._on_account_updated(event)
+            if event.type in PAYOUT_EVENTS:
+                return self._on_payout_event(event)
+            if event.type in TRANSFER_EVENTS:
+                return self._on_transfer_event(event)
+            # Not a payout event: nothing to do, and nothing recorded, so that an
+            # event meant for the platform endpoint is never marked as handled here.
+            return WebhookResult(event.id, event.type, "ignored")
+        except DuplicateDelivery:
+            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+
+    def retry_parked(self, *, limit: int = 100) -> list[WebhookResult]:
+        """Handle parked Connect events again (run periodically, or after linking accounts)."""
+        return [
+            self.handle_event(self.gateway.parse_event(payload))
+            for payload in self.inbox.parked("connect", limit=limit)
+        ]
+
+    def _ignore(self, event: WebhookEvent, outcome: str, subject: str | None) -> WebhookResult:
+        now = self.clock()
+        self.ledger.atomic(
+            lambda tx: self.inbox.record(
+                tx.connection(),
+                event,
+                "connect",
+                outcome=outcome,
+                subject_id=subject,
+                now=now,
+                ignored=True,
+            )
+        )
+        return WebhookResult(event.id, event.type, outcome, subject)
+
+    def _park(self, event: WebhookEvent, reason: str, subject: str | None) -> WebhookResult:
+        self.inbox.park(event, "connect", reason=reason, subject_id=subject, now=self.clock())
+        return WebhookResult(event.id, event.type, "parked", subject)
+
+    def _on_account_updated(self, event: WebhookEvent) -> WebhookResult:
+        account_id = event.account or event.subject.id
+        t = self._t.connected_accounts
+        row = self.ledger.read(
+            lambda conn: conn.execute(sa.select(t).where(t.c.account_id == account_id)).first()
+        )
+        if row is None:
+            return self._park(event, f"no streamer is linked to account {account_id}", account_id)
+        # Fetch the current state: it is newer than any event, so the order in which
+        # account.updated deliveries arrive cannot matter.
+        try:
+            state = self.gateway.retrieve_account(account_id)
+        except PaymentProviderError:
+            if event.created < row.stripe_updated or event.subject.account is None:
+                return self._ignore(event, "stale", account_id)
+            state = event.subject.account
+        now = self.clock()
+        streamer = row.streamer_id
+
+        def run(tx: Ledger) -> None:
+            conn = tx.connection()
+            self.inbox.record(
+                conn, event, "connect", outcome="kyc_updated", subject_id=account_id, now=now
+            )
+            conn.execute(
+                t.update()
+                .where(t.c.streamer_id == streamer)
+                .values(
+                    stripe_updated=sa.func.max(t.c.stripe_updated, event.created)
+                    if conn.dialect.name == "sqlite"
+                    else sa.func.greatest(t.c.stripe_updated, event.created),
+                    updated_at=now,
+                    **state_values(state),
+                )
+            )
+
+        self.ledger.atomic(run)
+        return WebhookResult(event.id, event.type, "kyc_updated", account_id)
+
+    def _find(
+        self,
+        *,
+        payout_id: str | None = None,
+        transfer_id: str | None = None,
+        stripe_payout_id: str | None = None,
+    ) -> Any:
+        p = self._t.payouts
+        conditions = []
+        if payout_id:
+            conditions.append(p.c.id == payout_id)
+        if transfer_id:
+            conditions.append(p.c.transfer_id == transfer_id)
+        if stripe_payout_id:
+            conditions.append(p.c.stripe_payout_id == stripe_payout_id)
+        if not conditions:
+            return None
+        query = sa.select(p).where(sa.or_(*conditions)).limit(1)
+        return self.ledger.read(lambda conn: conn.execute(query).first())
+
+    def _on_payout_event(self, event: WebhookEvent) -> WebhookResult:
+        snap = event.subject.payout
+        if snap is None:
+            return WebhookResult(event.id, event.type, "ignored")
+        ours = snap.metadata.get("payout_id")
+        row = self._find(payout_id=ours, stripe_payout_id=snap.id)
+        if row is None:
+            if not ours and event.account and self._known_account(event.account):
+                # A payout Stripe made on the account's automatic schedule: it
+                # names none of our payouts (their transfers were the settlement).
+                return self._ignore(event, "automatic_payout", snap.id)
+            return self._park(event, f"no payout matches Stripe payout {snap.id}", snap.id)
+        if event.account is not None and event.account != row.account_id:
+            return self._ignore(event, "account_mismatch", row.id)
+        # Re-fetch: the object's balance transactions (and a later failure) are only on
+        # the current object; the event's snapshot may be old.
+        try:
+            bank = self.gateway.retrieve_payout(row.account_id, snap.id)
+        except PaymentProviderError:
+            bank = snap
+        transfer = self._missing_transfer(row)
+        return self._apply_event(event, row.id, self._facts(row, transfer=transfer, bank=bank))
+
+    def _on_transfer_event(self, event: WebhookEvent) -> WebhookResult:
+        snap = event.subject.transfer
+        if snap is None:
+            return WebhookResult(event.id, event.type, "ignored")
+        ours = snap.metadata.get("payout_id")
+        if not ours and snap.transfer_group and snap.transfer_group.startswith("payout:"):
+            ours = snap.transfer_group.removeprefix("payout:")
+        row = self._find(payout_id=ours, transfer_id=snap.id)
+        if row is None:
+            return self._park(event, f"no payout matches transfer {snap.id}", snap.id)
+        with contextlib.suppress(PaymentProviderError):  # the current object, with its txns
+            snap = self.gateway.retrieve_transfer(snap.id)
+        return self._apply_event(event, row.id, self._facts(row, transfer=snap))
+
+    def _facts(
+        self,
+        row: Any,
+        *,
+        transfer: TransferSnapshot | None = None,
+        bank: PayoutSnapshot | None = None,
+    ) -> Facts:
+        """Facts, with the transfer's arrival on the connected account when the ledger
+        does not know it yet (manual payouts follow the money there)."""
+        arrival = None
+        if row.mode == "manual" and row.arrival_currency is None:
+            known = transfer
+            if known is None and row.transfer_id is not None:
+                known = self.gateway.retrieve_transfer(row.transfer_id)
+            if known is not None:
+                transfer = transfer or known
+                arrival = self.gateway.transfer_arrival(known)
+        return Facts(transfer=transfer, bank=bank, arrival=arrival)
+
+    def _missing_transfer(self, row: Any) -> TransferSnapshot | None:
+        """A bank-payout event for a payout whose transfer we never recorded: fetch it."""
+        if row.transfer_id is not None:
+            return None
+        found = self.gateway.find_transfers(f"payout:{row.id}")
+        return found[0] if len(found) == 1 else None
+
+    def _apply_event(self, event: WebhookEvent, payout_id: str, facts: Facts) -> WebhookResult:
+        now = self.clock()
+
+        def run(tx: Ledger) -> str:
+            conn = tx.connection()
+            row = self._lock(conn, payout_id)
+            _status, outcome = self._merge_and_converge(tx, row, facts, now)
+            self.inbox.record(
+                conn, event, "connect", outcome=outcome, subject_id=payout_id, now=now
+            )
+            return outcome
+
+        outcome = self.ledger.atomic(run)
+        return WebhookResult(event.id, event.type, outcome, payout_id)
+
+    def _known_account(self, account_id: str) -> bool:
+        t = self._t.connected_accounts
+        return (
+            self.ledger.read(
+                lambda conn: conn.execute(
+                    sa.select(t.c.streamer_id).where(t.c.account_id == account_id)
+                ).first()
+            )
+            is not None
+        )
