@@ -406,9 +406,10 @@ def mutate(
     """Mutate ``module`` (or only the functions ``only`` names) and classify the results."""
     result = Result(module)
     source = (ROOT / module.source).read_text(encoding="utf-8")
-    result.not_mutated = sorted(
-        readable(key) for key, (_, mutated) in module_functions(source).items() if not mutated
-    )
+    if only is None:
+        result.not_mutated = sorted(
+            readable(key) for key, (_, mutated) in module_functions(source).items() if not mutated
+        )
     workdir = prepare(module)
     globs = [f"{module.dotted}.{key}__mutmut_*" for key in only] if only is not None else []
     started = time.monotonic()
@@ -461,6 +462,11 @@ def report(results: Sequence[Result], threshold: float) -> bool:
         if r.score is not None and r.score < threshold:
             ok = False
             print(f"\n{r.module.name}: score {r.score:.1f}% is below {threshold:.0f}%")
+        if r.not_run:
+            print(
+                f"\n{r.module.name}: {r.not_run} mutants not run within the time budget; "
+                f"run `python3 dev.py mutate {r.module.name}` for all of them"
+            )
         if r.not_mutated:
             print(
                 f"\n{r.module.name}: not mutated by mutmut (decorated other than "
