@@ -602,6 +602,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "\nchanged money code has surviving mutants: add tests that notice them "
             "(or list true equivalents in tests/mutation/equivalent.toml)"
         )
+    elif args.changed and ok:
+        print(
+            "\nthe changed functions pass; after a full `python3 dev.py mutate --record`, "
+            "later runs skip them"
+        )
     if args.record:
         if not ok:
             print("not recording a baseline from a failing run")
