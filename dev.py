@@ -5,12 +5,13 @@
     python3 dev.py test         # the whole test suite (PostgreSQL tests run when a server answers)
     python3 dev.py lint         # ruff and mypy --strict on src/
     python3 dev.py bench        # the ledger and hot-account benchmarks
+    python3 dev.py mutate       # mutation testing of the money modules (see CONTRIBUTING.md)
     python3 dev.py api          # regenerate docs/api.md from the public names' docstrings
     python3 dev.py lock         # re-resolve requirements/dev.lock from the registry (fresh venv)
     python3 dev.py test-newest  # -m money on the newest versions the registry serves
     python3 dev.py test-oldest  # -m money on the oldest versions pyproject.toml allows
 
-The first five use ``.venv``, installed from ``requirements/dev.lock`` (exact
+The first six use ``.venv``, installed from ``requirements/dev.lock`` (exact
 ``==`` pins, so every machine tests the same versions) and re-installed
 whenever ``pyproject.toml`` or the lock changes: a fresh clone needs no other
 set-up. ``test-newest`` and ``test-oldest`` use their own ``.venv-newest`` and
@@ -36,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 LOCK = ROOT / "requirements" / "dev.lock"
-TASKS = ("demo", "test", "lint", "bench", "api", "lock", "test-newest", "test-oldest")
+TASKS = ("demo", "test", "lint", "bench", "mutate", "api", "lock", "test-newest", "test-oldest")
 # What the newest/oldest runs test by default: the money/pricing/formatting subset
 # (tests marked `money`), collected only from the files that use the marker, since
 # other test files import dev-only packages (beancount, fastapi, django) at the top.
@@ -327,6 +328,9 @@ def main(argv: list[str]) -> int:
         return run(py, "-m", "pytest", *rest)
     if task == "api":
         return run(py, "-c", API_DOCS)
+    if task == "mutate":
+        # [module ...] [--changed] [--budget SECONDS] [--jobs N] [--record]: see --help
+        return run(py, "tests/mutation/mutate.py", *rest)
     if task == "lint":
         code = run(py, "-m", "ruff", "check", "src", "tests", "examples", "bench", "dev.py")
         code |= run(py, "-m", "ruff", "format", "--check", "src")

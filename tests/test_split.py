@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from spaktok_ledger._errors import InvalidAmount, InvalidAmountType, InvalidSplit
 from spaktok_ledger._split import RevenueSplit, split
+from tests.errors import assert_error
 from tests.strategies import bps_shares, minor_amounts
 
 GIFT = {"streamer": 4000, "platform": 6000}
@@ -224,3 +226,128 @@ def test_platform_odd_unit_means_streamer_gets_the_floor(total, streamer_bps):
     exact_floor = abs(total) * streamer_bps // 10_000
     assert streamer == (exact_floor if total >= 0 else -exact_floor)
     assert streamer + platform == total
+
+
+@given(total=minor_amounts(), shares=bps_shares(), data=st.data())
+def test_negation_symmetry_holds_for_every_remainder_rule(total, shares, data):
+    """split(-x) is -split(x) whatever remainder_to names: None or any party, not just the default."""
+    first = data.draw(st.sampled_from([None, *shares]))
+    positive = split(total, shares, remainder_to=first)
+    negative = split(-total, shares, remainder_to=first)
+    assert negative == {name: -part for name, part in positive.items()}
+
+
+def test_negative_split_keeps_an_explicit_remainder_rule():
+    """A reversal gives the odd unit back to the party that got it, not to the platform."""
+    shares = {"streamer": 5000, "platform": 5000}
+    assert split(5, shares, remainder_to="streamer") == {"streamer": 3, "platform": 2}
+    assert split(-5, shares, remainder_to="streamer") == {"streamer": -3, "platform": -2}
+    shares = {"streamer": 7000, "platform": 3000}
+    assert split(-7, shares, remainder_to=None) == {"streamer": -5, "platform": -2}
+
+
+def test_default_remainder_rule_reads_as_the_platform():
+    """help(split) shows the default as remainder_to='platform'."""
+    assert "remainder_to: 'str | _Default | None' = 'platform'" in str(inspect.signature(split))
+
+
+# --- errors: type, message, details --------------------------------------------------------
+
+
+@pytest.mark.parametrize("shares", [{}, [("a", 10_000)], None])
+def test_shares_that_are_not_a_mapping(shares):
+    """Shares must be a non-empty mapping; the message says so."""
+    with pytest.raises(InvalidSplit) as info:
+        split(100, shares)
+    assert_error(
+        info.value,
+        InvalidSplit,
+        [],
+        {},
+        message="shares must be a non-empty mapping of party name to basis points",
+    )
+
+
+@pytest.mark.parametrize("name", ["", 1, None])
+def test_party_names_must_be_strings(name):
+    """A party name that is not a non-empty string is named in the message."""
+    with pytest.raises(InvalidSplit) as info:
+        split(100, {name: 10_000})
+    assert_error(
+        info.value, InvalidSplit, [f"party names must be non-empty strings, got {name!r}"], {}
+    )
+
+
+@pytest.mark.parametrize(("bps", "type_name"), [(5000.0, "float"), (True, "bool"), ("5000", "str")])
+def test_share_types(bps, type_name):
+    """A share that is not an int names the party and the type, and details name the party."""
+    with pytest.raises(InvalidSplit) as info:
+        split(100, {"streamer": bps, "platform": 5000})
+    assert_error(
+        info.value,
+        InvalidSplit,
+        ["share of 'streamer' must be an int number of basis points, not " + type_name],
+        {"party": "streamer"},
+    )
+
+
+def test_negative_share():
+    """A negative share names the party and the value."""
+    with pytest.raises(InvalidSplit) as info:
+        split(100, {"platform": 10_001, "streamer": -1})
+    assert_error(
+        info.value,
+        InvalidSplit,
+        ["share of 'streamer' must not be negative, got -1"],
+        {"party": "streamer"},
+    )
+
+
+@pytest.mark.parametrize(("shares", "total"), [({"a": 5000, "b": 4999}, 9999), ({"a": 10_001}, 10_001)])
+def test_shares_must_sum_to_10000(shares, total):
+    """Shares that do not sum to 10,000 bps say what they sum to, in the message and details."""
+    with pytest.raises(InvalidSplit) as info:
+        split(100, shares)
+    assert_error(
+        info.value,
+        InvalidSplit,
+        [f"shares must sum to 10000 basis points, got {total}"],
+        {"total_bps": total},
+    )
+
+
+def test_remainder_to_must_name_a_party():
+    """An explicit remainder_to without a share names the party."""
+    with pytest.raises(InvalidSplit) as info:
+        split(3, {"a": 5000, "b": 5000}, remainder_to="platform")
+    assert_error(
+        info.value,
+        InvalidSplit,
+        ["remainder_to names 'platform', which has no share"],
+        {"party": "platform"},
+    )
+
+
+@pytest.mark.parametrize("total", [1.5, "100"])
+def test_invalid_total_names_its_field(total):
+    """A total that is not minor units is reported as total_minor."""
+    with pytest.raises(InvalidAmountType) as info:
+        split(total, GIFT)
+    assert_error(
+        info.value,
+        InvalidAmountType,
+        ["total_minor must be an int number of minor units"],
+        {"field": "total_minor"},
+    )
+
+
+def test_revenue_split_errors_name_the_party():
+    """An invalid RevenueSplit says which of its two shares is wrong."""
+    with pytest.raises(InvalidSplit) as info:
+        RevenueSplit(streamer_bps=-1, platform_bps=10_001)
+    assert_error(
+        info.value, InvalidSplit, ["share of 'streamer' must not be negative"], {"party": "streamer"}
+    )
+    with pytest.raises(InvalidSplit) as info:
+        RevenueSplit(streamer_bps=4000, platform_bps=6000.0)  # type: ignore[arg-type]
+    assert_error(info.value, InvalidSplit, ["share of 'platform'"], {"party": "platform"})

@@ -1,0 +1,199 @@
+"""The mutation-testing runner: its configuration, equivalents, change detection and scores."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.mutation import mutate
+from tests.mutation.mutate import (
+    Equivalent,
+    Module,
+    Result,
+    changed_functions,
+    classify,
+    module_functions,
+    normalise_change,
+)
+
+SPLIT = Module("_split", "src/spaktok_ledger/_split.py", ("tests/test_split.py",))
+
+DIFF = """\
+--- src/spaktok_ledger/_split.py
++++ src/spaktok_ledger/_split.py
+@@ -3,6 +3,5 @@
+     parts = split(
+         value_minor,
+-        remainder_to=PLATFORM,
+-    )
++        )
+     return parts["streamer"], parts[PLATFORM]
+"""
+
+
+def test_modules_file_maps_every_money_module_to_existing_tests():
+    """modules.toml names existing sources and test files, and a threshold of at least 90%."""
+    threshold, modules = mutate.load_modules()
+    assert threshold >= 90
+    assert {"_money", "_split", "_currency", "_pricing"} <= set(modules)
+    root = mutate.ROOT
+    for module in modules.values():
+        assert (root / module.source).is_file(), module.source
+        for test in module.tests:
+            assert (root / test).is_file(), test
+
+
+def test_module_import_name():
+    """A module's dotted name is how mutmut prefixes its mutants."""
+    assert SPLIT.dotted == "spaktok_ledger._split"
+    assert Module("w", "src/spaktok_ledger/_store/_write.py", ()).dotted == (
+        "spaktok_ledger._store._write"
+    )
+
+
+def test_change_ignores_headers_context_and_indentation():
+    """A change is the removed and added lines, stripped, without diff headers or context."""
+    assert normalise_change(DIFF) == ("-remainder_to=PLATFORM,", "-)", "+)")
+
+
+def test_equivalents_file_is_reviewed_and_current():
+    """Every entry names a mutated function of a configured module, a change and a reason."""
+    _, modules = mutate.load_modules()
+    prefixes = {module.dotted + "." for module in modules.values()}
+    data = tomllib.loads(mutate.EQUIVALENT_FILE.read_text(encoding="utf-8"))
+    for entry in mutate.load_equivalents():
+        assert any(entry.function.startswith(prefix) for prefix in prefixes), entry.function
+        assert entry.change, entry.function
+        assert len(entry.reason) > 20, entry.function
+    assert len(data.get("equivalent", [])) == len(mutate.load_equivalents())
+
+
+def test_functions_are_named_as_mutmut_names_them():
+    """Functions are x_name, methods xǁClassǁname; decorated ones (but classmethods) are not mutated."""
+    source = (
+        "from functools import cache\n"
+        "def f(x):\n    return x + 1\n"
+        "@cache\ndef g(x):\n    return x\n"
+        "class C:\n"
+        "    def m(self):\n        return 1\n"
+        "    @classmethod\n    def k(cls):\n        return cls\n"
+        "    @property\n    def p(self):\n        return 2\n"
+    )
+    found = module_functions(source)
+    assert {key: mutated for key, (_, mutated) in found.items()} == {
+        "x_f": True,
+        "x_g": False,
+        "xǁCǁm": True,
+        "xǁCǁk": True,
+        "xǁCǁp": False,
+    }
+    assert mutate.readable("xǁCǁm") == "C.m"
+    assert mutate.readable("x_f") == "f"
+
+
+def test_changed_functions_follow_the_code_not_its_formatting():
+    """A reformatted function is unchanged; a changed body or a new function is changed."""
+    before = module_functions("def f(x):\n    return x + 1\ndef g():\n    return 0\n")
+    recorded = {key: digest for key, (digest, _) in before.items()}
+    same = module_functions("def f(x):\n    # why\n    return (x + 1)\ndef g():\n    return 0\n")
+    assert changed_functions(same, recorded) == []
+    edited = module_functions(
+        "def f(x):\n    return x - 1\ndef g():\n    return 0\ndef h():\n    pass\n"
+    )
+    assert changed_functions(edited, recorded) == ["x_f", "x_h"]
+    assert changed_functions(edited, None) == ["x_f", "x_g", "x_h"]
+
+
+def _result(statuses, changes):
+    result = Result(SPLIT, statuses=dict(statuses))
+    result.changes = dict(changes)
+    return result
+
+
+ENTRY = Equivalent(
+    function="spaktok_ledger._split.xǁRevenueSplitǁsplit",
+    change=normalise_change(DIFF),
+    reason="remainder_to defaults to the platform",
+    mutant=7,
+)
+
+
+def test_listed_survivor_is_equivalent_and_leaves_the_score():
+    """A survivor whose change is listed counts as equivalent: out of the score, not a survivor."""
+    name = "spaktok_ledger._split.xǁRevenueSplitǁsplit__mutmut_9"
+    other = "spaktok_ledger._split.x_split__mutmut_1"
+    result = _result(
+        {name: "survived", other: "killed", "spaktok_ledger._split.x_split__mutmut_2": "timeout"},
+        {name: ENTRY.change},
+    )
+    classify(result, [ENTRY], full=True)
+    assert result.equivalent == {name: ENTRY}
+    assert result.survived == []
+    assert result.killed == [other, "spaktok_ledger._split.x_split__mutmut_2"]
+    assert result.score == 100.0
+    assert result.stale == []
+
+
+def test_unlisted_survivor_lowers_the_score():
+    """A survivor with another change is a survivor; the entry that matches nothing is stale."""
+    name = "spaktok_ledger._split.xǁRevenueSplitǁsplit__mutmut_7"
+    result = _result(
+        {name: "survived", "spaktok_ledger._split.x_split__mutmut_1": "killed"},
+        {name: ("-a", "+b")},
+    )
+    classify(result, [ENTRY], full=True)
+    assert result.survived == [name]
+    assert result.score == 50.0
+    assert [why for _, why in result.stale] == [
+        "no surviving mutant makes this change: the tests kill it now, or the code changed"
+    ]
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_entry_of_a_function_without_mutants(full):
+    """An entry whose function has no mutants is stale after a full run, ignored after a partial one."""
+    result = _result({"spaktok_ledger._split.x_split__mutmut_1": "killed"}, {})
+    classify(result, [ENTRY], full=full)
+    assert bool(result.stale) is full
+
+
+def test_unfinished_functions_are_not_judged():
+    """Mutants the time budget did not reach are neither counted nor used to call entries stale."""
+    name = "spaktok_ledger._split.xǁRevenueSplitǁsplit__mutmut_7"
+    result = _result({name: "not checked", "spaktok_ledger._split.x_split__mutmut_1": "killed"}, {})
+    classify(result, [ENTRY], full=False)
+    assert result.stale == []
+    assert result.not_run == 1
+    assert len(result.tested) == 1
+    assert result.score == 100.0
+
+
+def test_baseline_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """--record writes function hashes that --changed reads back; other modules keep theirs."""
+    path = tmp_path / "baseline.toml"
+    path.write_text(
+        '[_other]\nmutants = 3\n\n[_other.functions]\n"x_f" = "abc"\n', encoding="utf-8"
+    )
+    result = _result({"spaktok_ledger._split.x_split__mutmut_1": "killed"}, {})
+    mutate.write_baseline([result], path)
+    data = mutate.load_baseline(path)
+    assert data["_other"] == {"mutants": 3, "functions": {"x_f": "abc"}}
+    source = (mutate.ROOT / SPLIT.source).read_text(encoding="utf-8")
+    assert changed_functions(module_functions(source), data["_split"]["functions"]) == []
+    assert (data["_split"]["mutants"], data["_split"]["killed"]) == (1, 1)
+
+
+def test_module_names_on_the_command_line():
+    """Modules are named as in modules.toml, with or without the underscore or a path."""
+    _, modules = mutate.load_modules()
+    assert [
+        m.name for m in mutate.pick(modules, ["split", "_money", "src/spaktok_ledger/_pricing.py"])
+    ] == [
+        "_split",
+        "_money",
+        "_pricing",
+    ]
+    with pytest.raises(SystemExit):
+        mutate.pick(modules, ["ledger"])
