@@ -46,7 +46,7 @@ from spaktok_ledger._compliance._screening import (
     ScreeningStatus,
 )
 from spaktok_ledger._compliance._vault import Vault
-from spaktok_ledger._domain import Json
+from spaktok_ledger._domain import EntryPhase, Json
 from spaktok_ledger._errors import (
     DataErased,
     EncryptionError,
@@ -241,19 +241,20 @@ class Compliance:
         idempotency_key: str,
         purchase_id: object,
         now: datetime,
-    ) -> Check | None:
-        """The rules' verdict on a purchase credit (None for a replay).
+    ) -> tuple[Check | None, bool]:
+        """The rules' verdict on a purchase credit, and whether it must be held.
 
-        A replay is answered as it was first booked (credited or held),
-        whatever the rules would say today, so it is looked up first.
+        A replay is answered as it was first booked (credited or held, whatever
+        the rules would say today), so it is looked up first: ``(None, held)``.
         """
         try:
-            tx.entry_by_key(idempotency_key)
+            first = tx.entry_by_key(idempotency_key)
         except UnknownEntry:
             reference = purchase_id if isinstance(purchase_id, str) else idempotency_key
             movement = Movement(MovementKind.PURCHASE, user, price_usd_minor, now, None, reference)
-            return self.check(tx, movement)
-        return None
+            check = self.check(tx, movement)
+            return check, check.holds
+        return None, first.phase is EntryPhase.PENDING
 
     def observe(
         self, tx: Ledger, movement: Movement, *, entry_ids: Sequence[int] = ()

@@ -420,10 +420,12 @@ class Monitor:
 
     def __init__(self, rules: Iterable[MonitoringRule], tables: LedgerTables) -> None:
         self.rules: tuple[MonitoringRule, ...] = tuple(rules)
-        names = [rule.name for rule in self.rules]
         for rule in self.rules:
-            if not isinstance(rule, MonitoringRule):
-                raise InvalidInput(f"{rule!r} is not a MonitoringRule (name, kinds, evaluate)")
+            if not isinstance(rule, MonitoringRule) or not isinstance(rule.kinds, frozenset):
+                raise InvalidInput(
+                    f"{rule!r} is not a MonitoringRule (name, kinds: a frozenset, evaluate)"
+                )
+        names = [rule.name for rule in self.rules]
         if len(set(names)) != len(names):
             raise InvalidInput(f"monitoring rule names must be unique: {names}")
         self._t = tables

@@ -872,7 +872,7 @@ class GiftEconomy:
         self.ledger.open_accounts(self._user_specs(user))
 
         def run(tx: Ledger) -> WalletCredit:
-            check = (
+            check, held = (
                 self.compliance.check_credit(
                     tx,
                     user=user,
@@ -882,9 +882,9 @@ class GiftEconomy:
                     now=now,
                 )
                 if self.compliance is not None
-                else None
+                else (None, False)
             )
-            held = hold or (check is not None and check.holds)
+            held = hold or held
             debt = 0 if held else self._debt(tx, user)
             repaid = min(debt, face)
             legs = [Posting.debit(clearing_account, price)] if price else []
