@@ -68,8 +68,9 @@ def age(clock: FakeClock, days: int = 10) -> None:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as fake:
+def fake(clock: FakeClock) -> Iterator[FakeStripe]:
+    """A Stripe on the test's clock (checkout expiries are checked against it)."""
+    with FakeStripe(clock=clock) as fake:
         yield fake
 
 
@@ -103,3 +104,47 @@ def payout_world(
         economy, gateway, connect_webhook_secret=CONNECT_SECRET, minimum_usd_minor=100
     )
     return PayoutWorld(compliance, economy, payouts, fake, clock)
+
+
+PLATFORM_SECRET = "whsec_compliance_platform"
+
+
+@dataclass
+class Shop:
+    """Coin purchases through FakeStripe on a monitored economy."""
+
+    compliance: Compliance
+    economy: GiftEconomy
+    payments: object
+    pricing: object
+    fake: FakeStripe
+
+    def buy(self, user: str, key: str, *, pack: str = "starter", **completion) -> str:
+        """Check out and pay a pack; returns the purchase id (the webhook applied)."""
+        quote = self.pricing.quote(pack, currency="USD", user_id=user)
+        result = self.payments.create_checkout(
+            user,
+            quote.id,
+            idempotency_key=key,
+            success_url="https://app.example/ok",
+            cancel_url="https://app.example/no",
+        )
+        self.deliver(self.fake.complete_checkout(result.checkout_session_id, **completion))
+        return result.purchase_id
+
+    def deliver(self, event: dict):
+        return self.payments.handle_webhook(*signed_event(event, PLATFORM_SECRET))
+
+
+def shop(ledger: Ledger, clock: FakeClock, fake: FakeStripe, **options) -> Shop:
+    from spaktok_ledger import CoinPack, PackCatalogue, Payments, Pricing
+    from spaktok_ledger.fx import StaticRateProvider
+
+    compliance, economy = build(ledger, clock, **options)
+    packs = PackCatalogue(
+        [CoinPack("starter", 499, 500, name="Starter"), CoinPack("big", 9_900, 10_000)]
+    )
+    pricing = Pricing(ledger, packs, StaticRateProvider({}, clock=clock), clock=clock)
+    gateway = StripeGateway(stripe_client(fake, timeout=10))
+    payments = Payments(economy, pricing, gateway, webhook_secret=PLATFORM_SECRET, clock=clock)
+    return Shop(compliance, economy, payments, pricing, fake)

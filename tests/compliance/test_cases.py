@@ -1,0 +1,161 @@
+"""The review queue: payouts wait while their streamer has an open case; decisions are final."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import replace
+
+import pytest
+
+from spaktok_ledger import GiftRejected, InvalidInput
+from spaktok_ledger.compliance import (
+    CaseClosed,
+    Cases,
+    CaseStatus,
+    Decision,
+    UnknownCase,
+)
+from tests.compliance.conftest import QUIET, build, fund, payout_world
+
+REVIEW = replace(QUIET, payout_review_usd_minor=1000)
+
+
+def funded_streamer(world, streamer: str = "bob", rockets: int = 2) -> None:
+    world.link(streamer)
+    fund(world.economy, "alice", 5000 * rockets, f"fund-{streamer}")
+    world.economy.send_gift("alice", streamer, "rocket", rockets, idempotency_key=f"g-{streamer}")
+
+
+def test_release_sends_the_payout_on_to_its_transfer(ledger, clock, fake) -> None:
+    """Released after review, the payout is transferred; the decision is audited."""
+    world = payout_world(ledger, clock, fake, config=REVIEW)
+    funded_streamer(world)
+    payout = world.payouts.request_payout("bob", 1500, idempotency_key="p")
+    cases = Cases(world.economy, payouts=world.payouts)
+    (case,) = cases.find()
+    cases.assign(case.id, "rita", actor="lead")
+    assert cases.get(case.id).assignee == "rita"
+    decided = cases.decide(case.id, Decision.RELEASE, actor="rita", reason="known streamer")
+    assert decided.released_payouts == (payout.payout_id,)
+    after = world.payouts.payout(payout.payout_id)
+    assert after.status == "transferred" and len(world.transfers()) == 1
+    assert decided.case.status is CaseStatus.CLOSED and decided.case.decided_by == "rita"
+    trail = world.compliance.audit_log(subject=f"case:{case.id}")
+    assert [(r.action, r.actor) for r in trail] == [("assign_case", "lead"), ("decide_case", "rita")]
+    assert trail[1].reason == "known streamer"
+    with pytest.raises(CaseClosed):
+        cases.decide(case.id, "refuse", actor="rita", reason="second thoughts")
+    with pytest.raises(UnknownCase):
+        cases.get(999)
+
+
+def test_refuse_voids_the_hold_and_can_block(ledger, clock, fake) -> None:
+    """Refused after review: the hold is voided (money back in earnings), nothing moves."""
+    world = payout_world(ledger, clock, fake, config=REVIEW)
+    funded_streamer(world)
+    before = world.economy.earnings("bob")
+    payout = world.payouts.request_payout("bob", 1500, idempotency_key="p")
+    cases = Cases(world.economy, payouts=world.payouts)
+    (case,) = cases.find(subject_id="bob")
+    with pytest.raises(InvalidInput):
+        cases.decide(case.id, Decision.RELEASE, actor="rita", reason="x", block=True)
+    decided = cases.decide(case.id, Decision.REFUSE, actor="rita", reason="mule", block=True)
+    assert decided.refused_payouts == (payout.payout_id,)
+    refused = world.payouts.payout(payout.payout_id)
+    assert (refused.status, refused.ledger_state, refused.failure_code) == (
+        "refused",
+        "voided",
+        "compliance_refused",
+    )
+    assert world.economy.earnings("bob") == before
+    assert world.transfers() == [] and ledger.verify().ok
+    assert world.economy.streamer("bob").blocked
+    with pytest.raises(GiftRejected):
+        world.economy.send_gift("alice", "bob", "rose", 1, idempotency_key="after")
+    actions = [r.action for r in world.compliance.audit_log()]
+    assert actions[-2:] == ["block_streamer", "decide_case"]
+    topics = [e.topic for e in world.economy.outbox.pending(limit=1000)]
+    assert "payout.failed" in topics and "case.opened" in topics
+
+
+def test_a_payout_waits_for_every_open_case(ledger, clock, fake) -> None:
+    """Two cases about the streamer: the payout moves only when the last one is released."""
+    world = payout_world(ledger, clock, fake, config=REVIEW)
+    funded_streamer(world)
+    world.compliance.link_accounts("alice", "bob", basis="card", actor="ops")
+    payout = world.payouts.request_payout("bob", 1500, idempotency_key="p")
+    cases = Cases(world.economy, payouts=world.payouts)
+    first, second = cases.find(subject_id="bob")
+    assert {first.rule, second.rule} == {"payout_review", "linked_accounts"}
+    one = cases.decide(first.id, "release", actor="rita", reason="fine")
+    assert one.waiting_payouts == (payout.payout_id,) and one.released_payouts == ()
+    assert world.payouts.payout(payout.payout_id).status == "review"
+    # a new request while a case is open waits too, even under the threshold
+    small = world.payouts.request_payout("bob", 200, idempotency_key="small")
+    assert small.status == "review"
+    two = cases.decide(second.id, "release", actor="rita", reason="family account")
+    assert set(two.released_payouts) == {payout.payout_id, small.payout_id}
+    assert len(world.transfers()) == 2
+
+
+def test_without_the_payouts_service_reconcile_makes_the_transfer(ledger, clock, fake) -> None:
+    """A decision taken offline (the CLI) leaves the transfer to reconcile-payouts."""
+    world = payout_world(ledger, clock, fake, config=REVIEW)
+    funded_streamer(world)
+    payout = world.payouts.request_payout("bob", 1500, idempotency_key="p")
+    offline = Cases(world.economy)
+    (case,) = offline.find()
+    decided = offline.decide(case.id, "release", actor="rita", reason="ok")
+    assert "reconcile-payouts" in decided.notes[0]
+    assert world.payouts.payout(payout.payout_id).status == "pending"
+    assert world.transfers() == []
+    found = world.payouts.reconcile()
+    assert [(d.problem, d.resolved) for d in found] == [("transfer_missing", True)]
+    assert world.payouts.payout(payout.payout_id).status == "transferred"
+
+
+def test_held_credit_is_released_or_voided(ledger, clock) -> None:
+    """Coins held by a rule become spendable on release, and vanish on refusal."""
+    _, economy = build(ledger, clock, config=replace(QUIET, max_purchases=1))
+    fund(economy, "alice", 100, "p1")
+    held = fund(economy, "alice", 300, "p2")
+    cases = Cases(economy)
+    (case,) = cases.find()
+    assert [(h.kind, h.entry_id) for h in case.holds] == [("credit", held.entry_id)]
+    cases.decide(case.id, "release", actor="rita", reason="a fan")
+    assert economy.wallet("alice").coins == 400
+    refused = fund(economy, "alice", 50, "p3")
+    assert refused.held
+    (case,) = cases.find()
+    cases.decide(case.id, "refuse", actor="rita", reason="stolen card")
+    assert (economy.wallet("alice").coins, economy.wallet("alice").pending_coins) == (400, 0)
+    assert ledger.verify().ok
+
+
+def test_export_for_a_suspicious_activity_report(ledger, clock, fake) -> None:
+    """JSON Lines: the case, its evidence entries and its audit trail; CSV: a row per entry."""
+    world = payout_world(ledger, clock, fake, config=REVIEW)
+    funded_streamer(world)
+    world.payouts.request_payout("bob", 1500, idempotency_key="p")
+    cases = Cases(world.economy, payouts=world.payouts)
+    (case,) = cases.find()
+    cases.decide(case.id, "refuse", actor="rita", reason="structuring")
+    out = io.StringIO()
+    progress: list[tuple[int, int]] = []
+    assert cases.export(out, decision="refuse", on_progress=lambda d, t: progress.append((d, t))) == 1
+    assert progress == [(0, 1), (1, 1)]
+    (line,) = out.getvalue().splitlines()
+    report = json.loads(line)
+    assert report["case"]["decision"] == "refuse" and report["case"]["rule"] == "payout_review"
+    (entry,) = report["evidence"]
+    assert entry["type"] == "payout" and entry["postings"][0]["amount_minor"] == 1500
+    assert [a["action"] for a in report["audit"]] == ["decide_case"]
+    table = io.StringIO()
+    cases.export(table, fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(table.getvalue())))
+    assert [(r["case_id"], r["entry_type"], r["entry_amount_minor"]) for r in rows] == [
+        (str(case.id), "payout", "1500")
+    ]
+    assert cases.export(io.StringIO(), status="open") == 0
