@@ -13,6 +13,11 @@ for each streamer:
 and ``payouts_in_flight`` holds exactly the in-flight payouts (on their way or
 waiting on the connected account), the platform's Stripe balance is down by
 exactly what was transferred and not pulled back, and ``verify()`` is clean.
+
+Transaction monitoring is on: payouts at or above a review threshold wait
+in ``review`` (held, nothing at Stripe) until their case is decided, then
+go on to their transfer (released) or are refused with the hold voided; a
+payout never reaches Stripe while a case about its streamer is open.
 """
 
 from __future__ import annotations
@@ -39,11 +44,29 @@ from spaktok_ledger import (
     StripeGateway,
 )
 from spaktok_ledger._service._payouts import Payouts
+from spaktok_ledger.compliance import Cases, Compliance, MonitoringConfig
 from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
 from tests.service.test_gift_properties import STREAMERS, GiftMachine
 
 SECRET = "whsec_machine"
 MINIMUM = 100
+REVIEW_AT = 700
+# Only the payout review threshold: every account in the machine is new, and the
+# other rules have scenarios of their own (tests/compliance).
+MONITORING = MonitoringConfig(
+    max_purchases=None,
+    max_purchase_usd_minor=None,
+    max_gifts=None,
+    max_gift_usd_minor=None,
+    max_payouts=None,
+    max_payout_usd_minor=None,
+    structuring_threshold_usd_minor=None,
+    rapid_min_usd_minor=10**12,
+    concentration_min_usd_minor=10**12,
+    payout_review_usd_minor=REVIEW_AT,
+    payer_min_disputes=10**6,
+    streamer_disputed_min_usd_minor=10**12,
+)
 
 
 class PayoutMachine(GiftMachine):
@@ -51,6 +74,9 @@ class PayoutMachine(GiftMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.economy.compliance = Compliance(
+            self.economy.ledger, config=MONITORING, clock=self.clock
+        )
         gateway = StripeGateway(stripe_client(self.fake))
         self.payouts = Payouts(
             self.economy,
@@ -68,6 +94,9 @@ class PayoutMachine(GiftMachine):
         self.open: dict[str, tuple[str, int, str]] = {}
         self.paid: dict[str, tuple[str, int, str]] = {}
         self.requests: list[tuple[str, int | str, str, str]] = []
+        # payout id -> (streamer, amount): held for review, nothing at Stripe yet
+        self.review: dict[str, tuple[str, int]] = {}
+        self.cases = Cases(self.economy, payouts=self.payouts)
         self.delivered: list[dict] = []
         self.payout_keys = itertools.count()
 
@@ -85,7 +114,8 @@ class PayoutMachine(GiftMachine):
 
     def in_flight(self, streamer: str) -> int:
         moving = [*self.open.values(), *self.waiting.values()]
-        return sum(amount for s, amount, _ in moving if s == streamer)
+        in_review = sum(amount for s, amount in self.review.values() if s == streamer)
+        return sum(amount for s, amount, _ in moving if s == streamer) + in_review
 
     @rule(streamer=st.sampled_from(STREAMERS), wait=st.booleans())
     def a_fan_sends_a_rocket(self, streamer: str, wait: bool) -> None:
@@ -118,11 +148,18 @@ class PayoutMachine(GiftMachine):
                 self.payouts.request_payout(streamer, amount, idempotency_key=key)
             return
         payout = self.payouts.request_payout(streamer, amount, idempotency_key=key)
+        self.model.available[streamer] -= wanted
+        self.requests.append((streamer, amount, key, payout.payout_id))
+        waiting = wanted >= REVIEW_AT or any(s == streamer for s, _ in self.review.values())
+        if waiting:
+            assert (payout.amount_usd_minor, payout.status) == (wanted, "review")
+            assert payout.transfer_id is None and payout.stripe_payout_id is None
+            self.review[payout.payout_id] = (streamer, wanted)
+            event("payout held for review")
+            return
         assert (payout.amount_usd_minor, payout.status) == (wanted, "in_transit")
         assert payout.stripe_payout_id is not None
-        self.model.available[streamer] -= wanted
         self.open[payout.payout_id] = (streamer, wanted, payout.stripe_payout_id)
-        self.requests.append((streamer, amount, key, payout.payout_id))
         event("payout requested")
 
     @precondition(lambda self: bool(self.requests))
@@ -183,6 +220,39 @@ class PayoutMachine(GiftMachine):
         assert recalled.status == "reversed"
         self.model.available[streamer] += amount
         event("payout recalled")
+
+    @precondition(lambda self: bool(self.review))
+    @rule(data=st.data(), release=st.booleans())
+    def a_reviewer_decides(self, data, release: bool) -> None:
+        streamer = data.draw(st.sampled_from(sorted({s for s, _ in self.review.values()})))
+        cases = self.cases.find(subject_id=streamer)
+        assert cases, f"payouts of {streamer} wait in review without an open case"
+        for case in cases:
+            decided = self.cases.decide(
+                case.id, "release" if release else "refuse", actor="rita", reason="checked"
+            )
+            assert not decided.notes, decided.notes
+        waiting = {p: v for p, v in self.review.items() if v[0] == streamer}
+        for payout_id, (_, amount) in waiting.items():
+            del self.review[payout_id]
+            after = self.payouts.payout(payout_id)
+            if release:
+                assert after.status == "in_transit" and after.stripe_payout_id is not None
+                self.open[payout_id] = (streamer, amount, after.stripe_payout_id)
+            else:
+                assert (after.status, after.ledger_state) == ("refused", "voided")
+                assert after.transfer_id is None
+                self.model.available[streamer] += amount
+        event("review released" if release else "review refused")
+
+    @invariant()
+    def nothing_in_review_reached_stripe(self) -> None:
+        transferred = {
+            e["data"]["object"]["metadata"].get("payout_id")
+            for e in self.fake.events
+            if e["type"] == "transfer.created"
+        }
+        assert not transferred & set(self.review)
 
     @precondition(lambda self: bool(self.delivered))
     @rule(data=st.data())
