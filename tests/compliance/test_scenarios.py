@@ -3,6 +3,7 @@ ordinary traffic is rarely held (the rate docs/compliance.md states)."""
 
 from __future__ import annotations
 
+import io
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ def test_stolen_cards_gifted_to_a_mule_are_stopped_before_any_transfer(
     assert transfers(fake) == []
     assert world.economy.earnings("mule").in_payout_minor == 0
     assert world.economy.streamer("mule").blocked
-    report = cases.export(__import__("io").StringIO(), decision="refuse")
+    report = cases.export(io.StringIO(), decision="refuse")
     assert report == len(found)
     assert ledger.verify().ok
 
