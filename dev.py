@@ -338,10 +338,11 @@ def main(argv: list[str]) -> int:
         return code
     # bench: extra arguments go to the ledger benchmark (see its --help)
     code = run(py, "bench/ledger_bench.py", *rest)
-    hot = ROOT / "bench" / "hot_account_bench.py"
-    if hot.exists():
-        skip = ["--skip-postgres"] if "--skip-postgres" in rest else []
-        code |= run(py, str(hot), *skip)
+    skip = ["--skip-postgres"] if "--skip-postgres" in rest else []
+    for extra in ("hot_account_bench.py", "compliance_bench.py"):
+        path = ROOT / "bench" / extra
+        if path.exists():
+            code |= run(py, str(path), *skip)
     return code
 
 

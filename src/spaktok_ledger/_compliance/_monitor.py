@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
@@ -46,6 +46,7 @@ __all__ = [
     "Movement",
     "MovementKind",
     "Outcome",
+    "Prefetch",
     "Totals",
     "Verdict",
     "refusal",
@@ -151,13 +152,25 @@ class Totals:
     amount_usd_minor: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """What a rule reads on every movement of its kinds, declared so that the monitor
+    reads it for all rules in one round trip (an optional attribute of a rule)."""
+
+    totals: tuple[tuple[MovementKind, timedelta], ...] = ()
+    """``facts.totals(kind, movement.party_id, movement.at - window)`` for each pair."""
+    links: bool = False
+    """``facts.linked(movement.party_id, movement.counterparty_id)``."""
+
+
 @runtime_checkable
 class MonitoringRule(Protocol):
     """A monitoring rule: a host's own rules implement this, next to the shipped ones.
 
     ``evaluate`` must only read (``facts`` offers no writes) and be quick on
     the kinds it watches: it runs inside the movement's transaction, and for
-    gifts on every gift.
+    gifts on every gift. A rule may also have a ``prefetch`` attribute (a
+    :class:`Prefetch`) naming the facts it reads on every movement.
 
     >>> class NoGiftsToBob:
     ...     name = "no_gifts_to_bob"
@@ -182,6 +195,79 @@ class MonitoringRule(Protocol):
         """``None`` (nothing to say) or a verdict, from reads through ``facts`` only."""
 
 
+class _Statements:
+    """The monitor's hot-path statements, built once (SQLAlchemy then reuses their
+    compiled form and cache keys, as the ledger does for its own writes)."""
+
+    def __init__(self, tables: LedgerTables) -> None:
+        a, clusters = tables.compliance.activity, tables.compliance.clusters
+        bp = sa.bindparam
+        self._a, self._clusters = a, clusters
+        self.totals = sa.select(
+            sa.func.coalesce(sa.func.sum(a.c.count), 0),
+            sa.func.coalesce(sa.func.sum(a.c.amount_usd_minor), 0),
+        ).where(a.c.party_id == bp("party"), a.c.kind == bp("kind"), a.c.bucket_at >= bp("since"))
+        self.clusters = sa.select(clusters.c.party_id, clusters.c.cluster_id).where(
+            clusters.c.party_id.in_(bp("parties", expanding=True))
+        )
+        self._primes: dict[tuple[int, bool], sa.Select[Any]] = {}
+        self._upserts: dict[str, Any] = {}
+
+    def prime(self, windows: int, links: bool) -> sa.Select[Any]:
+        """One row: (count, amount) for ``windows`` windows, then both parties' clusters."""
+        key = (windows, links)
+        if key not in self._primes:
+            a, c, bp = self._a, self._clusters, sa.bindparam
+            columns: list[Any] = []
+            for i in range(windows):
+                where = (
+                    a.c.party_id == bp("party"),
+                    a.c.kind == bp(f"kind{i}"),
+                    a.c.bucket_at >= bp(f"since{i}", type_=a.c.bucket_at.type),
+                )
+                columns += [
+                    sa.select(sa.func.coalesce(sa.func.sum(a.c.count), 0))
+                    .where(*where)
+                    .scalar_subquery(),
+                    sa.select(sa.func.coalesce(sa.func.sum(a.c.amount_usd_minor), 0))
+                    .where(*where)
+                    .scalar_subquery(),
+                ]
+            if links:
+                for name in ("party", "other"):
+                    columns.append(
+                        sa.select(c.c.cluster_id)
+                        .where(c.c.party_id == bp(f"{name}_id"))
+                        .scalar_subquery()
+                    )
+            self._primes[key] = sa.select(*columns)
+        return self._primes[key]
+
+    def upsert(self, conn: Connection) -> Any:
+        """Count a movement in its activity row (insert, or add to the bucket's row)."""
+        dialect = conn.dialect.name
+        if dialect not in self._upserts:
+            a, bp = self._a, sa.bindparam
+            insert = insert_for(conn, a).values(
+                kind=bp("kind"),
+                party_id=bp("party"),
+                counterparty_id=bp("other"),
+                bucket_at=bp("bucket", type_=a.c.bucket_at.type),
+                count=1,
+                amount_usd_minor=bp("amount"),
+                last_at=bp("at", type_=a.c.last_at.type),
+            )
+            self._upserts[dialect] = insert.on_conflict_do_update(
+                index_elements=[a.c.party_id, a.c.kind, a.c.bucket_at, a.c.counterparty_id],
+                set_={
+                    "count": a.c.count + 1,
+                    "amount_usd_minor": a.c.amount_usd_minor + insert.excluded.amount_usd_minor,
+                    "last_at": insert.excluded.last_at,
+                },
+            )
+        return self._upserts[dialect]
+
+
 class Facts:
     """A read-only view of what the ledger knows, inside the movement's transaction.
 
@@ -190,12 +276,44 @@ class Facts:
     counted in 5-minute buckets, so a window's start is rounded down to one.
     """
 
-    def __init__(self, conn: Connection, tables: LedgerTables, now: datetime) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        tables: LedgerTables,
+        now: datetime,
+        statements: _Statements | None = None,
+    ) -> None:
         self._conn = conn
         self._t = tables
         self._c = tables.compliance
+        self._sql = statements or _Statements(tables)
         self.now = now
         self._memo: dict[tuple[Any, ...], Any] = {}
+
+    def prime(self, movement: Movement, prefetch: Prefetch) -> None:
+        """Read what the rules declared (:class:`Prefetch`) in one query."""
+        links = prefetch.links and movement.counterparty_id is not None
+        if not prefetch.totals and not links:
+            return
+        params: dict[str, Any] = {"party": movement.party_id}
+        for i, (kind, window) in enumerate(prefetch.totals):
+            params[f"kind{i}"] = kind.value
+            params[f"since{i}"] = movement.at - window
+        if links:
+            params["party_id"] = movement.party_id
+            params["other_id"] = movement.counterparty_id
+        row = self._conn.execute(self._sql.prime(len(prefetch.totals), links), params).one()
+        for i, (kind, window) in enumerate(prefetch.totals):
+            since = movement.at - window
+            total = Totals(int(row[2 * i]), int(row[2 * i + 1]))
+            self._memo[("totals", kind, movement.party_id, since)] = total
+        if links:
+            other = movement.counterparty_id
+            mine, theirs = row[-2], row[-1]
+            self._memo[("cluster", movement.party_id)] = mine
+            self._memo[("cluster", other)] = theirs
+            linked = mine is not None and mine == theirs
+            self._memo[("linked", movement.party_id, other)] = linked
 
     def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         if key not in self._memo:
@@ -204,14 +322,10 @@ class Facts:
 
     def totals(self, kind: MovementKind, party_id: str, since: datetime) -> Totals:
         """Movements of ``kind`` by ``party_id`` since ``since`` (the current one excluded)."""
-        a = self._c.activity
 
         def run() -> Totals:
             row = self._conn.execute(
-                sa.select(
-                    sa.func.coalesce(sa.func.sum(a.c.count), 0),
-                    sa.func.coalesce(sa.func.sum(a.c.amount_usd_minor), 0),
-                ).where(a.c.party_id == party_id, a.c.kind == kind.value, a.c.bucket_at >= since)
+                self._sql.totals, {"party": party_id, "kind": kind.value, "since": since}
             ).one()
             return Totals(int(row[0]), int(row[1]))
 
@@ -308,12 +422,9 @@ class Facts:
 
     def linked(self, party_a: str, party_b: str) -> bool:
         """True when the host declared the two accounts linked (directly or through others)."""
-        c = self._c.clusters
 
         def run() -> bool:
-            rows = self._conn.execute(
-                sa.select(c.c.party_id, c.c.cluster_id).where(c.c.party_id.in_([party_a, party_b]))
-            ).all()
+            rows = self._conn.execute(self._sql.clusters, {"parties": [party_a, party_b]}).all()
             clusters = {r.party_id: r.cluster_id for r in rows}
             for party in (party_a, party_b):
                 self._memo[("cluster", party)] = clusters.get(party)
@@ -430,13 +541,16 @@ class Monitor:
             raise InvalidInput(f"monitoring rule names must be unique: {names}")
         self._t = tables
         self._c = tables.compliance
+        self._sql = _Statements(tables)
         self._kinds = {
             kind: tuple(r for r in self.rules if kind in r.kinds) for kind in MovementKind
         }
+        self._prefetch = {kind: _merge(self._kinds[kind]) for kind in MovementKind}
 
     def check(self, conn: Connection, movement: Movement) -> Check:
         """Run the rules; raises ``MonitoringRefused`` (with ``pending``) when one refuses."""
-        facts = Facts(conn, self._t, movement.at)
+        facts = Facts(conn, self._t, movement.at, self._sql)
+        facts.prime(movement, self._prefetch[movement.kind])
         verdicts: list[Verdict] = []
         for rule in self._kinds[movement.kind]:
             verdict = rule.evaluate(movement, facts)
@@ -470,7 +584,7 @@ class Monitor:
         movement = check.movement
         if count_activity:
             self._count(conn, movement)
-        facts = Facts(conn, self._t, movement.at)
+        facts = Facts(conn, self._t, movement.at, self._sql)
         case_ids = [self._open_case(conn, facts, v, movement, entry_ids) for v in check.verdicts]
         linked = list(dict.fromkeys([*case_ids, *check.open_case_ids]))
         if holds and linked:
@@ -489,7 +603,6 @@ class Monitor:
         return tuple(dict.fromkeys(case_ids))
 
     def _count(self, conn: Connection, movement: Movement) -> None:
-        a = self._c.activity
         if movement.kind is MovementKind.GIFT:
             bucket = _bucket(movement.at)
             other = movement.counterparty_id or ""
@@ -497,24 +610,16 @@ class Monitor:
             # One row per movement: its reference keeps it apart from others at the same time.
             bucket = movement.at
             other = (movement.reference or "")[:64]
-        insert = insert_for(conn, a).values(
-            kind=movement.kind.value,
-            party_id=movement.party_id,
-            counterparty_id=other,
-            bucket_at=bucket,
-            count=1,
-            amount_usd_minor=max(movement.amount_usd_minor, 0),
-            last_at=movement.at,
-        )
         conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[a.c.party_id, a.c.kind, a.c.bucket_at, a.c.counterparty_id],
-                set_={
-                    "count": a.c.count + 1,
-                    "amount_usd_minor": a.c.amount_usd_minor + max(movement.amount_usd_minor, 0),
-                    "last_at": movement.at,
-                },
-            )
+            self._sql.upsert(conn),
+            {
+                "kind": movement.kind.value,
+                "party": movement.party_id,
+                "other": other,
+                "bucket": bucket,
+                "amount": max(movement.amount_usd_minor, 0),
+                "at": movement.at,
+            },
         )
 
     def _open_case(
@@ -604,6 +709,18 @@ def _announce(
         )
         .on_conflict_do_nothing()
     )
+
+
+def _merge(rules: Sequence[MonitoringRule]) -> Prefetch:
+    """The prefetches of a kind's rules as one (duplicates dropped)."""
+    totals: list[tuple[MovementKind, timedelta]] = []
+    links = False
+    for rule in rules:
+        wanted = getattr(rule, "prefetch", None)
+        if isinstance(wanted, Prefetch):
+            totals += wanted.totals
+            links = links or wanted.links
+    return Prefetch(tuple(dict.fromkeys(totals)), links)
 
 
 def _bucket(at: datetime) -> datetime:

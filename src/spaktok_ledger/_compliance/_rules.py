@@ -19,6 +19,7 @@ from spaktok_ledger._compliance._monitor import (
     Movement,
     MovementKind,
     Outcome,
+    Prefetch,
     Totals,
     Verdict,
 )
@@ -44,6 +45,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _usd(amount_minor: int) -> str:
     return f"USD {amount_minor // 100:,}.{amount_minor % 100:02d}"
+
+
+def _span(window: timedelta) -> str:
+    """A window in words: ``24 hours``, ``7 days``, ``90 minutes``."""
+    seconds = int(window.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size and (unit != "day" or seconds > 86_400):
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def _bps(part: int, whole: int) -> int:
@@ -146,9 +157,11 @@ class VelocityRule:
     max_usd_minor: int | None
     outcome: Outcome = Outcome.HOLD
     kinds: frozenset[MovementKind] = field(init=False)
+    prefetch: Prefetch = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", frozenset({self.kind}))
+        object.__setattr__(self, "prefetch", Prefetch(((self.kind, self.window),)))
 
     def evaluate(self, movement: Movement, facts: Facts) -> Verdict | None:
         since = movement.at - self.window
@@ -170,7 +183,7 @@ class VelocityRule:
             self.outcome,
             self.name,
             movement.party_id,
-            f"{' and '.join(limits)} within {self.window}",
+            f"{' and '.join(limits)} within {_span(self.window)}",
             subject_role="streamer" if payout else "payer",
             evidence=EvidenceQuery(accounts, (self.kind.value,), since),
             facts={
@@ -213,7 +226,7 @@ class StructuringRule:
             self.name,
             movement.party_id,
             f"{count} purchases between {_usd(low)} and {_usd(self.threshold_usd_minor)} "
-            f"(just under the threshold) within {self.window}",
+            f"(just under the threshold) within {_span(self.window)}",
             evidence=EvidenceQuery((_wallet(movement.party_id),), ("purchase",), since),
             facts={
                 "count": count,
@@ -276,7 +289,7 @@ class RapidInOutRule:
             streamer,
             f"payout requested after {_usd(fresh_value)} of gifts ({share / 100:.0f} % of the "
             f"streamer's receipts) from {len(senders)} payer(s) who bought their coins within "
-            f"{self.window}: {', '.join(senders)}",
+            f"{_span(self.window)}: {', '.join(senders)}",
             subject_role="streamer",
             evidence=EvidenceQuery(tuple(_wallet(s) for s in senders), ("purchase", "gift"), since),
             facts={
@@ -327,14 +340,15 @@ class ConcentrationRule:
         }
         if new_share >= self.new_payers_share_bps:
             reason = (
-                f"{new_share / 100:.0f} % of {_usd(total)} received within {self.window} came "
-                f"from {len(new)} account(s) younger than {self.new_payer_age}"
+                f"{new_share / 100:.0f} % of {_usd(total)} received within "
+                f"{_span(self.window)} came from {len(new)} account(s) younger than "
+                f"{_span(self.new_payer_age)}"
             )
             payers = new
         elif total >= self.top_payers_min_usd_minor and top_share >= self.top_payers_share_bps:
             reason = (
-                f"{top_share / 100:.0f} % of {_usd(total)} received within {self.window} came "
-                f"from {len(top)} payer(s)"
+                f"{top_share / 100:.0f} % of {_usd(total)} received within "
+                f"{_span(self.window)} came from {len(top)} payer(s)"
             )
             payers = top
         else:
@@ -431,7 +445,7 @@ class ChargebackRatioRule:
             Outcome.HOLD,
             self.name,
             streamer,
-            f"{share / 100:.0f} % of {_usd(total)} received within {self.window} came from "
+            f"{share / 100:.0f} % of {_usd(total)} received within {_span(self.window)} came from "
             f"{len(disputed)} payer(s) with chargebacks",
             subject_role="streamer",
             evidence=EvidenceQuery(tuple(_wallet(s) for s in disputed[:20]), ("dispute",), since),
@@ -452,6 +466,7 @@ class LinkedAccountsRule:
     gift_outcome: Outcome = Outcome.HOLD
     name: str = "linked_accounts"
     kinds: frozenset[MovementKind] = frozenset({MovementKind.GIFT, MovementKind.PAYOUT})
+    prefetch: Prefetch = field(default=Prefetch(links=True), init=False)
 
     def evaluate(self, movement: Movement, facts: Facts) -> Verdict | None:
         if movement.kind is MovementKind.GIFT:
@@ -483,7 +498,7 @@ class LinkedAccountsRule:
             Outcome.HOLD,
             self.name,
             movement.party_id,
-            f"{_usd(amount)} received within {self.window} from linked account(s): "
+            f"{_usd(amount)} received within {_span(self.window)} from linked account(s): "
             f"{', '.join(linked)}",
             subject_role="streamer",
             evidence=EvidenceQuery(tuple(_wallet(s) for s in linked[:20]), ("gift",), since),
