@@ -69,7 +69,7 @@ PYTHON = python_in(VENV)
 # with the first line of its docstring (tests/test_exported_members.py checks
 # that no public name is missing).
 API_DOCS = r"""
-import inspect, spaktok_ledger, spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing
+import inspect, spaktok_ledger, spaktok_ledger.compliance, spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing
 GROUPS = [
     ("The ledger store", ("spaktok_ledger._store",)),
     ("Domain types", ("spaktok_ledger._domain",)),
@@ -115,7 +115,8 @@ for title in order:
     for name, obj in sections[title]:
         out.append(f"| `{name}` | {first_line(obj)} |")
     out.append("")
-for module in (spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing):
+for module in (spaktok_ledger.compliance, spaktok_ledger.fx, spaktok_ledger.http,
+               spaktok_ledger.testing):
     summary = (inspect.getdoc(module) or "").split(chr(10) * 2)[0].replace(chr(10), " ")
     out += [f"## `{module.__name__}`", "", summary, "",
             "| name | what it is |", "| --- | --- |"]
