@@ -78,11 +78,15 @@ CSV_FIELDS: Final = (
 
 
 class CaseStatus(StrEnum):
+    """Where a case stands: waiting for a reviewer, or decided."""
+
     OPEN = "open"
     CLOSED = "closed"
 
 
 class Decision(StrEnum):
+    """A reviewer's final word on a case."""
+
     RELEASE = "release"
     """A false positive: what the case held goes on."""
     REFUSE = "refuse"

@@ -31,6 +31,8 @@ __all__ = [
 
 
 class ScreeningStatus(StrEnum):
+    """What a screening found."""
+
     CLEAR = "clear"
     POTENTIAL_MATCH = "potential_match"
     """Similar to a listed name: a person must compare (payouts wait)."""
