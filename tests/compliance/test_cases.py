@@ -159,3 +159,85 @@ def test_export_for_a_suspicious_activity_report(ledger, clock, fake) -> None:
         (str(case.id), "payout", "1500")
     ]
     assert cases.export(io.StringIO(), status="open") == 0
+
+
+class TestStripePurchases:
+    """Cases holding coins bought through Stripe Checkout."""
+
+    def test_a_held_purchase_is_released_through_payments(self, ledger, clock, fake) -> None:
+        """The webhook credits the over-limit purchase as held; releasing its case makes the
+        coins spendable through the payments service (status credited)."""
+        from tests.compliance.conftest import shop
+
+        world = shop(ledger, clock, fake, config=replace(QUIET, max_purchases=1))
+        first = world.buy("alice", "k1")
+        second = world.buy("alice", "k2")
+        assert world.payments.purchase(first).status == "credited"
+        assert world.payments.purchase(second).status == "held"
+        cases = Cases(world.economy, payments=world.payments)
+        (case,) = cases.find()
+        assert [(h.kind, h.reference) for h in case.holds] == [("purchase", second)]
+        decided = cases.decide(case.id, "release", actor="rita", reason="a fan")
+        assert decided.released_purchases == (second,)
+        assert world.payments.purchase(second).status == "credited"
+        assert world.economy.wallet("alice").coins == 1000
+
+    def test_a_held_purchase_refused_is_refunded(self, ledger, clock, fake) -> None:
+        """Refusing the case refuses the purchase and asks Stripe for the refund."""
+        from tests.compliance.conftest import shop
+
+        world = shop(ledger, clock, fake, config=replace(QUIET, max_purchases=1))
+        world.buy("alice", "k1")
+        held = world.buy("alice", "k2")
+        cases = Cases(world.economy, payments=world.payments)
+        (case,) = cases.find()
+        decided = cases.decide(case.id, "refuse", actor="rita", reason="stolen card")
+        assert decided.refused_purchases == (held,)
+        assert world.payments.purchase(held).status == "refused"
+        intent = world.payments.purchase(held).payment_intent_id
+        assert any(
+            r.path == "/v1/refunds" and r.params.get("payment_intent") == intent
+            for r in fake.requests
+        )
+        assert world.economy.wallet("alice").pending_coins == 0
+
+    def test_a_refusing_rule_refuses_and_refunds_a_stripe_purchase(
+        self, ledger, clock, fake
+    ) -> None:
+        """A purchase refused by a rule: no coins, a refund, and the case in the same commit."""
+        from spaktok_ledger.compliance import MovementKind, Outcome, Verdict, default_rules
+        from tests.compliance.conftest import shop
+
+        class NoBigPacks:
+            name = "no_big_packs"
+            kinds = frozenset({MovementKind.PURCHASE})
+
+            def evaluate(self, movement, facts):
+                if movement.amount_usd_minor >= 9_000:
+                    return Verdict(Outcome.REFUSE, self.name, movement.party_id, "too big")
+                return None
+
+        world = shop(ledger, clock, fake, rules=[*default_rules(QUIET), NoBigPacks()])
+        purchase = world.buy("alice", "k1", pack="big")
+        record = world.payments.purchase(purchase)
+        assert record.status == "refused" and "no_big_packs" in (record.note or "")
+        assert world.economy.wallet("alice").coins == 0
+        assert any(r.path == "/v1/refunds" for r in fake.requests)
+        (case,) = Cases(world.economy).find()
+        assert (case.rule, case.outcome, case.reference) == ("no_big_packs", "refuse", purchase)
+
+    def test_chargebacks_from_stripe_feed_the_payer_ratio(self, ledger, clock, fake) -> None:
+        """Two disputed purchases out of two: the payer's chargeback case opens on the webhook."""
+        from tests.compliance.conftest import shop
+
+        world = shop(ledger, clock, fake, config=replace(QUIET, payer_min_disputes=2))
+        for key in ("k1", "k2"):
+            purchase = world.payments.purchase(world.buy("alice", key))
+            event = fake.dispute(purchase.charge_id)
+            world.deliver(event)
+            world.deliver(fake.dispute_funds_withdrawn(event["data"]["object"]["id"]))
+        (case,) = Cases(world.economy).find()
+        assert (case.rule, case.movement, case.subject_id) == ("chargeback_ratio", "dispute", "alice")
+        assert case.facts == {"disputes": 2, "purchases": 2, "ratio_bps": 10_000}
+        kinds = sorted(ledger.entry(i).type for i in case.evidence_entry_ids)
+        assert kinds == ["dispute", "dispute", "purchase", "purchase"]
