@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import spaktok_ledger
-import spaktok_ledger.fx
 import spaktok_ledger.compliance
+import spaktok_ledger.fx
 import spaktok_ledger.http
 import spaktok_ledger.testing
 

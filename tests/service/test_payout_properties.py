@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -44,8 +45,9 @@ from spaktok_ledger import (
     StripeGateway,
 )
 from spaktok_ledger._service._payouts import Payouts
-from spaktok_ledger.compliance import Cases, Compliance, MonitoringConfig
+from spaktok_ledger.compliance import Cases, Compliance
 from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
+from tests.compliance.conftest import QUIET
 from tests.service.test_gift_properties import STREAMERS, GiftMachine
 
 SECRET = "whsec_machine"
@@ -53,20 +55,7 @@ MINIMUM = 100
 REVIEW_AT = 700
 # Only the payout review threshold: every account in the machine is new, and the
 # other rules have scenarios of their own (tests/compliance).
-MONITORING = MonitoringConfig(
-    max_purchases=None,
-    max_purchase_usd_minor=None,
-    max_gifts=None,
-    max_gift_usd_minor=None,
-    max_payouts=None,
-    max_payout_usd_minor=None,
-    structuring_threshold_usd_minor=None,
-    rapid_min_usd_minor=10**12,
-    concentration_min_usd_minor=10**12,
-    payout_review_usd_minor=REVIEW_AT,
-    payer_min_disputes=10**6,
-    streamer_disputed_min_usd_minor=10**12,
-)
+MONITORING = replace(QUIET, payout_review_usd_minor=REVIEW_AT)
 
 
 class PayoutMachine(GiftMachine):

@@ -631,13 +631,10 @@ class Monitor:
         entry_ids: Sequence[int],
     ) -> int:
         c = self._c.cases
-        existing = conn.execute(
-            sa.select(c.c.id).where(
-                c.c.rule == verdict.rule,
-                c.c.subject_id == verdict.subject_id,
-                c.c.status == "open",
-            )
-        ).scalar()
+        open_case = sa.select(c.c.id).where(
+            c.c.rule == verdict.rule, c.c.subject_id == verdict.subject_id, c.c.status == "open"
+        )
+        existing = conn.execute(open_case).scalar()
         if existing is not None:
             return int(existing)
         evidence = list(dict.fromkeys([*entry_ids, *verdict.evidence_entry_ids]))
@@ -673,13 +670,7 @@ class Monitor:
             .returning(c.c.id)
         ).scalar()
         if inserted is None:  # a concurrent movement opened it first
-            inserted = conn.execute(
-                sa.select(c.c.id).where(
-                    c.c.rule == verdict.rule,
-                    c.c.subject_id == verdict.subject_id,
-                    c.c.status == "open",
-                )
-            ).scalar_one()
+            inserted = conn.execute(open_case).scalar_one()
         else:
             _announce(conn, self._t, int(inserted), values, now)
         return int(inserted)
