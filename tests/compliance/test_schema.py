@@ -10,10 +10,24 @@ import sqlalchemy as sa
 from spaktok_ledger import Ledger, head_revision, migrate, tables_for
 
 
+def _before_compliance() -> str:
+    """The revision 0009 follows (whatever the integrator chains it after)."""
+    from importlib.resources import files
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(files("spaktok_ledger._store") / "migrations"))
+    down = ScriptDirectory.from_config(config).get_revision("0009").down_revision
+    assert isinstance(down, str)
+    return down
+
+
 def test_upgrade_keeps_payouts_and_accounts(engine, prefix) -> None:
-    """A ledger at 0005 with a payout and a connected account upgrades with both intact;
-    the payout table then accepts 'review' and 'refused' (and still refuses nonsense)."""
-    migrate(engine, prefix, revision="0005")
+    """A ledger in use before 0009, with a payout and a connected account, upgrades with
+    both intact; payouts then accept 'review' and 'refused' (and still refuse nonsense)."""
+    migrate(engine, prefix, revision=_before_compliance())
     t = tables_for(prefix)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     ledger = Ledger(engine, prefix=prefix)

@@ -126,8 +126,10 @@ def check_sensitive_metadata(
     from spaktok_ledger._domain import check_json
 
     meta = dict(metadata or {})
-    check_json(_plain(meta, lambda v: v))
-    if _has_sensitive(meta) and (compliance is None or compliance.vault is None):
+    plain = check_json(_plain(meta, lambda v: v))
+    if not _has_sensitive(meta):
+        return plain  # a JSON-safe copy, as before there were sensitive values
+    if compliance is None or compliance.vault is None:
         raise InvalidInput(
             "metadata marked Sensitive needs a keyring to be sealed with: "
             "GiftEconomy(..., compliance=Compliance(ledger, keyring=Keyring.from_env()))"
