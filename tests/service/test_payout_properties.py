@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -45,17 +44,13 @@ from spaktok_ledger import (
     StripeGateway,
 )
 from spaktok_ledger._service._payouts import Payouts
-from spaktok_ledger.compliance import Cases, Compliance
+from spaktok_ledger.compliance import Cases, Compliance, PayoutReviewRule
 from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
-from tests.compliance.conftest import QUIET
 from tests.service.test_gift_properties import STREAMERS, GiftMachine
 
 SECRET = "whsec_machine"
 MINIMUM = 100
 REVIEW_AT = 700
-# Only the payout review threshold: every account in the machine is new, and the
-# other rules have scenarios of their own (tests/compliance).
-MONITORING = replace(QUIET, payout_review_usd_minor=REVIEW_AT)
 
 
 class PayoutMachine(GiftMachine):
@@ -63,8 +58,10 @@ class PayoutMachine(GiftMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        # Only the payout review threshold: every account in the machine is new, and
+        # the other rules have scenarios of their own (tests/compliance).
         self.economy.compliance = Compliance(
-            self.economy.ledger, config=MONITORING, clock=self.clock
+            self.economy.ledger, rules=[PayoutReviewRule(REVIEW_AT)], clock=self.clock
         )
         gateway = StripeGateway(stripe_client(self.fake))
         self.payouts = Payouts(
