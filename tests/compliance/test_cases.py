@@ -241,3 +241,33 @@ class TestStripePurchases:
         assert case.facts == {"disputes": 2, "purchases": 2, "ratio_bps": 10_000}
         kinds = sorted(ledger.entry(i).type for i in case.evidence_entry_ids)
         assert kinds == ["dispute", "dispute", "purchase", "purchase"]
+
+
+def test_bad_input_is_a_typed_error_and_writes_nothing(ledger, clock, keyring) -> None:
+    """Unknown decisions, statuses, bases, actions: InvalidInput naming what is allowed."""
+    compliance, economy = build(ledger, clock, keyring=keyring, config=replace(QUIET, max_purchases=1))
+    fund(economy, "alice", 1, "p1")
+    fund(economy, "alice", 1, "p2")
+    cases = Cases(economy)
+    (case,) = cases.find()
+    before = compliance.audit_log()
+    for call in (
+        lambda: cases.decide(case.id, "maybe", actor="rita", reason="x"),
+        lambda: cases.decide(case.id, "release", actor="rita", reason="  "),
+        lambda: cases.decide(case.id, "release", actor="", reason="x"),
+        lambda: cases.find(status="pending"),
+        lambda: cases.find(limit=0),
+        lambda: cases.assign("1", "rita", actor="lead"),  # type: ignore[arg-type]
+        lambda: cases.export(io.StringIO(), fmt="xml"),
+        lambda: compliance.link_accounts("a", "b", basis="phone", actor="ops"),
+        lambda: compliance.link_accounts("a", "not an id!", basis="ip", actor="ops"),
+        lambda: compliance.audit_log(action="nope"),
+        lambda: compliance.export_audit(io.StringIO(), fmt="xml"),
+    ):
+        with pytest.raises(InvalidInput) as info:
+            call()
+        assert not isinstance(info.value, LookupError)
+    with pytest.raises(InvalidInput, match="release, refuse"):
+        cases.decide(case.id, "maybe", actor="rita", reason="x")
+    assert cases.get(case.id).status is CaseStatus.OPEN
+    assert compliance.audit_log() == before

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -32,6 +32,7 @@ __all__ = [
     "AuditRecord",
     "audit_records",
     "check_actor",
+    "to_enum",
     "write_audit",
     "write_records",
 ]
@@ -91,6 +92,18 @@ class AuditRecord:
             "request_id": self.request_id,
             "result": dict(self.result),
         }
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def to_enum(cls: type[E], value: object, name: str) -> E:
+    """``cls(value)``, or ``InvalidInput`` naming the values allowed."""
+    try:
+        return cls(value)  # type: ignore[arg-type]  # any value: refused below if not one
+    except ValueError as exc:
+        allowed = ", ".join(member.value for member in cls)
+        raise InvalidInput(f"{name} must be one of {allowed}, not {value!r}") from exc
 
 
 def check_actor(actor: object) -> str:
@@ -177,7 +190,7 @@ def audit_records(
     if subject is not None:
         query = query.where(t.c.subject == subject)
     if action is not None:
-        query = query.where(t.c.action == AuditAction(action).value)
+        query = query.where(t.c.action == to_enum(AuditAction, action, "action").value)
     if actor is not None:
         query = query.where(t.c.actor == actor)
     if since is not None:

@@ -34,6 +34,7 @@ from spaktok_ledger._compliance._audit import (
     AuditAction,
     audit_records,
     check_actor,
+    to_enum,
     write_audit,
 )
 from spaktok_ledger._domain import EntryPhase
@@ -245,7 +246,7 @@ class Cases:
         c = self._c.cases
         query = sa.select(c).where(c.c.id > after_id).order_by(c.c.id).limit(limit)
         if status is not None:
-            query = query.where(c.c.status == CaseStatus(status).value)
+            query = query.where(c.c.status == to_enum(CaseStatus, status, "status").value)
         if subject_id is not None:
             query = query.where(c.c.subject_id == subject_id)
         if rule is not None:
@@ -365,7 +366,7 @@ class Cases:
         block: bool = False,
     ) -> CaseDecision:
         """Decide an open case (final): release or refuse what it holds; see the module doc."""
-        verdict = Decision(decision)
+        verdict = to_enum(Decision, decision, "decision")
         who = check_actor(actor)
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("a decision needs a reason")
@@ -623,9 +624,9 @@ class Cases:
         c = self._c.cases
         query = sa.select(c.c.id).order_by(c.c.id)
         if status is not None:
-            query = query.where(c.c.status == CaseStatus(status).value)
+            query = query.where(c.c.status == to_enum(CaseStatus, status, "status").value)
         if decision is not None:
-            query = query.where(c.c.decision == Decision(decision).value)
+            query = query.where(c.c.decision == to_enum(Decision, decision, "decision").value)
         if wanted is not None:
             query = query.where(c.c.id.in_(wanted))
         ids = self.ledger.read(lambda conn: list(conn.execute(query).scalars()))

@@ -23,6 +23,7 @@ from spaktok_ledger._compliance._audit import (
     AuditRecord,
     audit_records,
     check_actor,
+    to_enum,
     write_audit,
     write_records,
 )
@@ -340,7 +341,7 @@ class Compliance:
         then held for review (``linked_accounts`` rule).
         """
         a, b = check_party_id(party_a, "party_a"), check_party_id(party_b, "party_b")
-        kind = LinkBasis(basis)
+        kind = to_enum(LinkBasis, basis, "basis")
         who = check_actor(actor)
         now = self.clock()
 
@@ -375,7 +376,7 @@ class Compliance:
     ) -> int:
         """Remove a declared link (all bases unless ``basis``); returns how many went."""
         a, b = check_party_id(party_a, "party_a"), check_party_id(party_b, "party_b")
-        kind = LinkBasis(basis) if basis is not None else None
+        kind = to_enum(LinkBasis, basis, "basis") if basis is not None else None
         who = check_actor(actor)
         now = self.clock()
 
