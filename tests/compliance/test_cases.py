@@ -258,6 +258,7 @@ def test_bad_input_is_a_typed_error_and_writes_nothing(ledger, clock, keyring) -
         lambda: cases.find(status="pending"),
         lambda: cases.find(limit=0),
         lambda: cases.assign("1", "rita", actor="lead"),  # type: ignore[arg-type]
+        lambda: cases.assign(case.id, None, actor="lead"),  # type: ignore[arg-type]
         lambda: cases.export(io.StringIO(), fmt="xml"),
         lambda: compliance.link_accounts("a", "b", basis="phone", actor="ops"),
         lambda: compliance.link_accounts("a", "not an id!", basis="ip", actor="ops"),

@@ -310,6 +310,8 @@ class Cases:
     ) -> Case:
         """Give an open case to a reviewer (again: hands it over)."""
         who = check_actor(actor)
+        if reviewer is None:
+            raise InvalidInput("assign a case to a reviewer")
         reviewer = check_actor(reviewer)
         now = self.clock()
         c = self._c.cases
