@@ -29,11 +29,17 @@ def main(database: str) -> None:
     clock = FakeClock(datetime(2026, 12, 1, tzinfo=UTC))
     ledger = Ledger(database, clock=clock)
     compliance = Compliance(ledger, keyring=Keyring.parse(Keyring.generate_entry("demo")))
+    # hold_days=0 shows the rules on their own: the default 7-day hold period is the
+    # first defence (fresh gifts cannot be paid out for a week; docs/gifts.md).
     economy = GiftEconomy(
-        ledger, GiftCatalogue([Gift("rose", 10), Gift("rocket", 5000)]), compliance=compliance
+        ledger,
+        GiftCatalogue([Gift("rose", 10), Gift("rocket", 5000)]),
+        compliance=compliance,
+        hold_days=0,
     )
     economy.setup()
     with FakeStripe(clock=clock) as stripe:
+        stripe.top_up(1_000_000)  # the platform's Stripe balance, which transfers draw on
         payouts = Payouts(
             economy,
             StripeGateway(stripe_client(stripe)),

@@ -73,7 +73,6 @@ from spaktok_ledger._compliance._screening import (
     StaticListScreening,
 )
 from spaktok_ledger._compliance._vault import ERASED
-from spaktok_ledger._compliance._writeoff import WriteOff, write_off_debt
 from spaktok_ledger._errors import (
     CaseClosed,
     ComplianceError,
@@ -136,10 +135,8 @@ __all__ = [
     "UnknownCase",
     "VelocityRule",
     "Verdict",
-    "WriteOff",
     "default_rules",
     "erase_user",
     "key_usage",
     "rotate_keys",
-    "write_off_debt",
 ]

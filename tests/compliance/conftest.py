@@ -45,8 +45,11 @@ def keyring() -> Keyring:
 def build(ledger: Ledger, clock: FakeClock, **options) -> tuple[Compliance, GiftEconomy]:
     """A compliance object (QUIET unless ``config`` is given) and its gift economy."""
     options.setdefault("config", QUIET)
+    hold_days = options.pop("hold_days", 0)  # shares payable at once unless a test says so
     compliance = Compliance(ledger, clock=clock, **options)
-    economy = GiftEconomy(ledger, GIFTS, clock=clock, compliance=compliance)
+    economy = GiftEconomy(
+        ledger, GIFTS, clock=clock, compliance=compliance, hold_days=hold_days
+    )
     economy.setup()
     return compliance, economy
 
@@ -69,8 +72,10 @@ def age(clock: FakeClock, days: int = 10) -> None:
 
 @pytest.fixture
 def fake(clock: FakeClock) -> Iterator[FakeStripe]:
-    """A Stripe on the test's clock (checkout expiries are checked against it)."""
+    """A Stripe on the test's clock (checkout expiries are checked against it), with
+    money on the platform's balance for transfers."""
     with FakeStripe(clock=clock) as fake:
+        fake.top_up(10_000_000)
         yield fake
 
 

@@ -1,7 +1,7 @@
 """Compliance: monitoring activity, review cases, links, screening, data keys, audit log.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-04
 
 Also: payouts gain the ``review`` and ``refused`` statuses (a payout waits
@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from spaktok_ledger._store._schema import UTCDateTime
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
