@@ -77,6 +77,28 @@ def test_stolen_cards_gifted_to_a_mule_are_stopped_before_any_transfer(
     assert ledger.verify().ok
 
 
+def test_a_patient_launderer_waiting_out_the_hold_period(ledger, clock, fake) -> None:
+    """With the default 7-day hold, fresh gifts cannot be cashed out at once; waiting the
+    hold out does not help: the accounts that paid are still new, the payout waits."""
+    world = payout_world(ledger, clock, fake, config=DEFAULTS, hold_days=7)
+    world.link("mule")
+    clock.advance(days=30)
+    for i in range(3):
+        world.economy.credit_purchase(
+            f"card{i}", coins=10_000, price_usd_minor=9_900, idempotency_key=f"c{i}"
+        )
+        world.economy.send_gift(f"card{i}", "mule", "rocket", 2, idempotency_key=f"g{i}")
+    clock.advance(hours=2)
+    with pytest.raises(InsufficientFunds):  # the hold period: nothing payable yet
+        world.payouts.request_payout("mule", 1000, idempotency_key="early")
+    clock.advance(days=8)
+    world.economy.mature_earnings()
+    payout = world.payouts.request_payout("mule", "all", idempotency_key="later")
+    assert payout.status == "review" and world.transfers() == []
+    (case,) = Cases(world.economy).find(subject_id="mule")
+    assert case.rule == "concentration" and len(case.facts["new_payers"]) == 3
+
+
 def test_an_alt_account_on_the_same_device(ledger, clock, fake) -> None:
     """The streamer's own second account (same device, declared by the host) buys and gifts:
     the gift opens a case at once, so the payout waits."""
@@ -108,21 +130,20 @@ def simulate(ledger, clock, fake, *, seed: int, users: int, streamers: int, days
     """Ordinary traffic: aged fans buying packs now and then and gifting to the streamers
     they follow (a few popular ones), newcomers joining every day, weekly payouts."""
     rng = random.Random(seed)
-    world = payout_world(ledger, clock, fake, config=DEFAULTS)
+    world = payout_world(ledger, clock, fake, config=DEFAULTS, hold_days=7)  # the defaults
     economy, payouts = world.economy, world.payouts
     names = [f"s{i}" for i in range(streamers)]
     for name in names:
         world.link(name)
     fans = [f"u{i}" for i in range(users)]
-    for fan in fans:
+    for fan in [*fans, "whale"]:  # aged accounts; the whale is a big spender
         economy.open_user(fan)
     clock.advance(days=60)
     weights = [1 / (rank + 1) for rank in range(streamers)]  # Zipf: a few big streamers
     follows = {fan: rng.choices(names, weights, k=2) for fan in fans}
     traffic = Traffic()
     coins: Counter = Counter()
-    economy.open_user("whale")  # an aged big spender devoted to the smallest streamer
-    follows["whale"] = [names[-1]]
+    follows["whale"] = [names[-1]]  # devoted to the smallest streamer
     for day in range(days):
         credit = economy.credit_purchase(
             "whale", coins=2200, price_usd_minor=1999, idempotency_key=f"whale-{day}"
@@ -158,6 +179,7 @@ def simulate(ledger, clock, fake, *, seed: int, users: int, streamers: int, days
                 traffic.gifts += 1
             clock.advance(minutes=rng.randint(1, 20))
         clock.advance(timedelta(days=1))
+        economy.mature_earnings()
         if day % 7 == 6:
             for name in names:
                 try:

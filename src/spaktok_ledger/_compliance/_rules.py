@@ -105,7 +105,9 @@ class MonitoringConfig:
     # Concentration: a streamer's receipts coming mostly from few or new payers.
     concentration_window: timedelta = timedelta(days=30)
     concentration_min_usd_minor: int = 5_000
-    new_payer_age: timedelta = timedelta(days=7)
+    # Longer than the default hold period (7 days), so that waiting it out does not
+    # make the accounts that paid a streamer look established.
+    new_payer_age: timedelta = timedelta(days=14)
     new_payers_share_bps: int = 7_000
     top_payers: int = 2
     top_payers_share_bps: int = 9_000
