@@ -65,7 +65,7 @@ def fund(economy: GiftEconomy, user: str, coins: int, key: str | None = None, **
     )
 
 
-def age(clock: FakeClock, days: int = 10) -> None:
+def age(clock: FakeClock, days: int = 20) -> None:
     """Let the accounts opened so far grow older than the rules' "new payer" age."""
     clock.advance(timedelta(days=days))
 
