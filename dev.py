@@ -70,6 +70,7 @@ PYTHON = python_in(VENV)
 # that no public name is missing).
 API_DOCS = r"""
 import inspect, spaktok_ledger, spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing
+import spaktok_ledger.compliance
 GROUPS = [
     ("The ledger store", ("spaktok_ledger._store",)),
     ("Domain types", ("spaktok_ledger._domain",)),
@@ -115,7 +116,8 @@ for title in order:
     for name, obj in sections[title]:
         out.append(f"| `{name}` | {first_line(obj)} |")
     out.append("")
-for module in (spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing):
+for module in (spaktok_ledger.compliance, spaktok_ledger.fx, spaktok_ledger.http,
+               spaktok_ledger.testing):
     summary = (inspect.getdoc(module) or "").split(chr(10) * 2)[0].replace(chr(10), " ")
     out += [f"## `{module.__name__}`", "", summary, "",
             "| name | what it is |", "| --- | --- |"]
@@ -338,10 +340,11 @@ def main(argv: list[str]) -> int:
         return code
     # bench: extra arguments go to the ledger benchmark (see its --help)
     code = run(py, "bench/ledger_bench.py", *rest)
-    hot = ROOT / "bench" / "hot_account_bench.py"
-    if hot.exists():
-        skip = ["--skip-postgres"] if "--skip-postgres" in rest else []
-        code |= run(py, str(hot), *skip)
+    skip = ["--skip-postgres"] if "--skip-postgres" in rest else []
+    for extra in ("hot_account_bench.py", "compliance_bench.py"):
+        path = ROOT / "bench" / extra
+        if path.exists():
+            code |= run(py, str(path), *skip)
     return code
 
 

@@ -8,14 +8,22 @@ from pathlib import Path
 import pytest
 
 import spaktok_ledger
+import spaktok_ledger.compliance
 import spaktok_ledger.fx
 import spaktok_ledger.http
 import spaktok_ledger.testing
 
 API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+MODULES = [
+    spaktok_ledger,
+    spaktok_ledger.compliance,
+    spaktok_ledger.fx,
+    spaktok_ledger.http,
+    spaktok_ledger.testing,
+]
 
 
-@pytest.mark.parametrize("module", [spaktok_ledger, spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing])
+@pytest.mark.parametrize("module", MODULES)
 def test_all_is_sorted_and_resolvable(module) -> None:
     """__all__ is sorted (constants, classes, functions: ruff's order), unique, importable."""
     names = list(module.__all__)
@@ -28,7 +36,7 @@ def test_all_is_sorted_and_resolvable(module) -> None:
         assert getattr(module, name) is not None, name
 
 
-@pytest.mark.parametrize("module", [spaktok_ledger, spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing])
+@pytest.mark.parametrize("module", MODULES)
 def test_public_names_are_all_exported(module) -> None:
     """Every public (non-underscore, non-module) attribute of the package is in __all__."""
     import types
@@ -49,7 +57,7 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     documented = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)", text))
     missing = [
         f"{module.__name__}.{name}"
-        for module in (spaktok_ledger, spaktok_ledger.fx, spaktok_ledger.http, spaktok_ledger.testing)
+        for module in MODULES
         for name in module.__all__
         if name not in documented
     ]

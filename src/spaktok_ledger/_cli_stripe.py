@@ -202,7 +202,10 @@ def cmd_write_off(ctx: Context) -> int:
         ledger.check_schema()
         payments = _ledger_only_payments(ctx, ledger)
         done = payments.write_off(
-            ctx.args.user, reason=ctx.args.reason, idempotency_key=ctx.args.idempotency_key
+            ctx.args.user,
+            reason=ctx.args.reason,
+            idempotency_key=ctx.args.idempotency_key,
+            actor=ctx.args.actor,
         )
     ctx.emit(
         done.to_dict(),

@@ -33,12 +33,14 @@ exception: adapters translate them with ``raise ... from exc``.
     │   ├── UnknownUser
     │   ├── UnknownStreamer
     │   ├── UnknownPurchase
-    │   └── UnknownPayout
+    │   ├── UnknownPayout
+    │   └── UnknownCase                        no compliance case with this id
     ├── Conflict
     │   ├── IdempotencyConflict                same key, different request
     │   ├── AccountConflict                    account exists with a different definition
     │   ├── AlreadyReversed
-    │   └── HoldNotPending                     hold already posted, voided or expired
+    │   ├── HoldNotPending                     hold already posted, voided or expired
+    │   └── CaseClosed                         the compliance case was already decided
     ├── InsufficientFunds                      a no-overdraft account would go below zero
     ├── SpendingBlocked                        the wallet owes money after a refund/chargeback
     ├── QuoteExpired
@@ -55,6 +57,12 @@ exception: adapters translate them with ``raise ... from exc``.
     │   ├── PayoutsNotEnabled                  KYC incomplete: says which requirement is due
     │   ├── PayoutBelowMinimum
     │   └── PayoutLimitExceeded                daily/monthly cap
+    ├── ComplianceError
+    │   ├── MonitoringRefused                  a monitoring rule refused the movement
+    │   ├── DataErased                         the personal data was erased (its key destroyed)
+    │   ├── EncryptionError                    a key is missing from the keyring, or a ciphertext
+    │   │                                      fails authentication
+    │   └── ScreeningUnavailable               the sanctions screening provider did not answer
     ├── LedgerBusy                             transient contention outlasted the retries
     └── SchemaError                            tables missing or at an unexpected revision
         └── UnitsMismatch                      stored amounts use another exponent than the table
@@ -70,8 +78,12 @@ __all__ = [
     "AlreadyReversed",
     "AmountBelowMinimum",
     "AmountMismatch",
+    "CaseClosed",
+    "ComplianceError",
     "Conflict",
     "CurrencyMismatch",
+    "DataErased",
+    "EncryptionError",
     "FraudRejected",
     "GiftRejected",
     "HoldNotPending",
@@ -88,6 +100,7 @@ __all__ = [
     "LedgerBusy",
     "LedgerError",
     "LedgerWarning",
+    "MonitoringRefused",
     "NotFound",
     "PaymentError",
     "PaymentProviderError",
@@ -100,10 +113,12 @@ __all__ = [
     "RateStale",
     "RateUnavailable",
     "SchemaError",
+    "ScreeningUnavailable",
     "SpendingBlocked",
     "UnbalancedEntry",
     "UnitsMismatch",
     "UnknownAccount",
+    "UnknownCase",
     "UnknownCurrency",
     "UnknownEntry",
     "UnknownGift",
@@ -252,6 +267,10 @@ class UnknownPayout(NotFound):
     """No payout matches this id or Stripe object."""
 
 
+class UnknownCase(NotFound):
+    """No compliance case has this id."""
+
+
 # --- state conflicts -------------------------------------------------------
 
 
@@ -273,6 +292,10 @@ class AlreadyReversed(Conflict):
 
 class HoldNotPending(Conflict):
     """The hold was already posted, voided or expired."""
+
+
+class CaseClosed(Conflict):
+    """The compliance case was already decided; a decision is final."""
 
 
 # --- business refusals -----------------------------------------------------
@@ -349,6 +372,38 @@ class PayoutBelowMinimum(PayoutError):
 
 class PayoutLimitExceeded(PayoutError):
     """The payout would exceed a daily or monthly cap."""
+
+
+# --- compliance -------------------------------------------------------------
+
+
+class ComplianceError(LedgerError):
+    """Transaction monitoring, encryption at rest or screening stopped the call."""
+
+
+class MonitoringRefused(ComplianceError):
+    """A transaction-monitoring rule refused the movement; nothing was written but the case.
+
+    ``details`` name the ``rule``, the ``subject_id`` and the ``case_id`` that records
+    the refusal for review.
+    """
+
+    pending: object = None
+    """Inside the movement's transaction: the check whose case is still to be recorded
+    (the service records it after the rollback, then raises without it)."""
+
+
+class DataErased(ComplianceError):
+    """The personal data asked for was erased: its data key was destroyed (``erase_user``)."""
+
+
+class EncryptionError(ComplianceError):
+    """A ciphertext names a key the keyring does not hold, or fails authentication
+    (tampered, or decrypted for another purpose). A configuration problem, not bad input."""
+
+
+class ScreeningUnavailable(ComplianceError):
+    """The sanctions / identity screening provider could not be reached. Safe to retry."""
 
 
 # --- infrastructure --------------------------------------------------------

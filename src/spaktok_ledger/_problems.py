@@ -81,12 +81,14 @@ PROBLEM_TYPES: Final[Mapping[type[LedgerError], ProblemType]] = {
     e.UnknownStreamer: ProblemType(404, "Unknown streamer"),
     e.UnknownPurchase: ProblemType(404, "Unknown purchase"),
     e.UnknownPayout: ProblemType(404, "Unknown payout"),
+    e.UnknownCase: ProblemType(404, "Unknown compliance case"),
     # state conflicts and business refusals: nothing was written
     e.Conflict: ProblemType(409, "Conflicts with the recorded state"),
     e.IdempotencyConflict: ProblemType(409, "Idempotency key reused for a different request"),
     e.AccountConflict: ProblemType(409, "Account exists with another definition"),
     e.AlreadyReversed: ProblemType(409, "Entry already reversed"),
     e.HoldNotPending: ProblemType(409, "Hold no longer pending"),
+    e.CaseClosed: ProblemType(409, "Compliance case already decided"),
     e.InsufficientFunds: ProblemType(409, "Insufficient funds"),
     e.SpendingBlocked: ProblemType(409, "Spending blocked until a refunded purchase is repaid"),
     e.QuoteExpired: ProblemType(409, "Quote expired: ask for a new one"),
@@ -106,6 +108,14 @@ PROBLEM_TYPES: Final[Mapping[type[LedgerError], ProblemType]] = {
     e.PayoutsNotEnabled: ProblemType(409, "Payouts not enabled"),
     e.PayoutBelowMinimum: ProblemType(422, "Payout below the minimum"),
     e.PayoutLimitExceeded: ProblemType(409, "Payout limit exceeded"),
+    # compliance
+    e.ComplianceError: ProblemType(403, "Refused by compliance controls"),
+    e.MonitoringRefused: ProblemType(403, "Refused by transaction monitoring"),
+    e.DataErased: ProblemType(410, "Personal data erased"),
+    e.EncryptionError: ProblemType(500, "Encryption key unavailable"),
+    e.ScreeningUnavailable: ProblemType(
+        503, "Screening provider unavailable", retry_after_seconds=30
+    ),
     # infrastructure
     e.LedgerBusy: ProblemType(
         503, "Ledger busy: retry with the same Idempotency-Key", retry_after_seconds=1

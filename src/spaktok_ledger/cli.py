@@ -55,6 +55,7 @@ from spaktok_ledger._cli_base import (
     rate_text,
     table,
 )
+from spaktok_ledger._cli_compliance import add_commands as add_compliance_commands
 from spaktok_ledger._cli_stripe import (
     cmd_debts,
     cmd_reconcile,
@@ -464,7 +465,7 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a list of commands
     parser = argparse.ArgumentParser(
         prog="spaktok-ledger",
         description="Operate a spaktok-ledger database: schema, balances, history, checks.",
@@ -529,7 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user")
     p.add_argument("--reason", required=True)
     p.add_argument("--idempotency-key", required=True, help="a key for this decision")
+    p.add_argument("--actor", help="who decides it (recorded in the audit log)")
     p.add_argument("--packs", help=argparse.SUPPRESS)
+    add_compliance_commands(add, common)
     p = add("quote", cmd_quote, "a coin pack's price in a currency or locale")
     p.add_argument("pack")
     p.add_argument("--currency", help="ISO 4217 code (default: the locale's, else USD)")

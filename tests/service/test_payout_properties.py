@@ -13,6 +13,11 @@ for each streamer:
 and ``payouts_in_flight`` holds exactly the in-flight payouts (on their way or
 waiting on the connected account), the platform's Stripe balance is down by
 exactly what was transferred and not pulled back, and ``verify()`` is clean.
+
+Transaction monitoring is on: payouts at or above a review threshold wait
+in ``review`` (held, nothing at Stripe) until their case is decided, then
+go on to their transfer (released) or are refused with the hold voided; a
+payout never reaches Stripe while a case about its streamer is open.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ from spaktok_ledger import (
     StripeGateway,
 )
 from spaktok_ledger._service._payouts import Payouts
+from spaktok_ledger.compliance import Cases, Compliance, PayoutReviewRule
 from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
 from tests.service.test_gift_properties import STREAMERS, GiftMachine
 
 SECRET = "whsec_machine"
 MINIMUM = 100
+REVIEW_AT = 700
 
 
 class PayoutMachine(GiftMachine):
@@ -51,6 +58,11 @@ class PayoutMachine(GiftMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        # Only the payout review threshold: every account in the machine is new, and
+        # the other rules have scenarios of their own (tests/compliance).
+        self.economy.compliance = Compliance(
+            self.economy.ledger, rules=[PayoutReviewRule(REVIEW_AT)], clock=self.clock
+        )
         gateway = StripeGateway(stripe_client(self.fake))
         self.payouts = Payouts(
             self.economy,
@@ -68,6 +80,9 @@ class PayoutMachine(GiftMachine):
         self.open: dict[str, tuple[str, int, str]] = {}
         self.paid: dict[str, tuple[str, int, str]] = {}
         self.requests: list[tuple[str, int | str, str, str]] = []
+        # payout id -> (streamer, amount): held for review, nothing at Stripe yet
+        self.review: dict[str, tuple[str, int]] = {}
+        self.cases = Cases(self.economy, payouts=self.payouts)
         self.delivered: list[dict] = []
         self.payout_keys = itertools.count()
 
@@ -84,6 +99,11 @@ class PayoutMachine(GiftMachine):
         return self.payouts.handle_webhook(*signed_event(event, SECRET)).outcome
 
     def in_flight(self, streamer: str) -> int:
+        in_review = sum(amount for s, amount in self.review.values() if s == streamer)
+        return self.transferred(streamer) + in_review
+
+    def transferred(self, streamer: str) -> int:
+        """In flight and already sent to Stripe (payouts in review have not been)."""
         moving = [*self.open.values(), *self.waiting.values()]
         return sum(amount for s, amount, _ in moving if s == streamer)
 
@@ -118,11 +138,18 @@ class PayoutMachine(GiftMachine):
                 self.payouts.request_payout(streamer, amount, idempotency_key=key)
             return
         payout = self.payouts.request_payout(streamer, amount, idempotency_key=key)
+        self.model.available[streamer] -= wanted
+        self.requests.append((streamer, amount, key, payout.payout_id))
+        waiting = wanted >= REVIEW_AT or any(s == streamer for s, _ in self.review.values())
+        if waiting:
+            assert (payout.amount_usd_minor, payout.status) == (wanted, "review")
+            assert payout.transfer_id is None and payout.stripe_payout_id is None
+            self.review[payout.payout_id] = (streamer, wanted)
+            event("payout held for review")
+            return
         assert (payout.amount_usd_minor, payout.status) == (wanted, "in_transit")
         assert payout.stripe_payout_id is not None
-        self.model.available[streamer] -= wanted
         self.open[payout.payout_id] = (streamer, wanted, payout.stripe_payout_id)
-        self.requests.append((streamer, amount, key, payout.payout_id))
         event("payout requested")
 
     @precondition(lambda self: bool(self.requests))
@@ -184,6 +211,39 @@ class PayoutMachine(GiftMachine):
         self.model.available[streamer] += amount
         event("payout recalled")
 
+    @precondition(lambda self: bool(self.review))
+    @rule(data=st.data(), release=st.booleans())
+    def a_reviewer_decides(self, data, release: bool) -> None:
+        streamer = data.draw(st.sampled_from(sorted({s for s, _ in self.review.values()})))
+        cases = self.cases.find(subject_id=streamer)
+        assert cases, f"payouts of {streamer} wait in review without an open case"
+        for case in cases:
+            decided = self.cases.decide(
+                case.id, "release" if release else "refuse", actor="rita", reason="checked"
+            )
+            assert not decided.notes, decided.notes
+        waiting = {p: v for p, v in self.review.items() if v[0] == streamer}
+        for payout_id, (_, amount) in waiting.items():
+            del self.review[payout_id]
+            after = self.payouts.payout(payout_id)
+            if release:
+                assert after.status == "in_transit" and after.stripe_payout_id is not None
+                self.open[payout_id] = (streamer, amount, after.stripe_payout_id)
+            else:
+                assert (after.status, after.ledger_state) == ("refused", "voided")
+                assert after.transfer_id is None
+                self.model.available[streamer] += amount
+        event("review released" if release else "review refused")
+
+    @invariant()
+    def nothing_in_review_reached_stripe(self) -> None:
+        transferred = {
+            e["data"]["object"]["metadata"].get("payout_id")
+            for e in self.fake.events
+            if e["type"] == "transfer.created"
+        }
+        assert not transferred & set(self.review)
+
     @precondition(lambda self: bool(self.delivered))
     @rule(data=st.data())
     def stripe_delivers_again(self, data) -> None:
@@ -202,7 +262,7 @@ class PayoutMachine(GiftMachine):
             )
             assert earnings.in_payout_minor == in_flight
         stripe_balance = self.economy.ledger.balance("platform:stripe_balance").posted_minor
-        moving = sum(self.in_flight(streamer) for streamer in STREAMERS)
+        moving = sum(self.transferred(streamer) for streamer in STREAMERS)
         assert stripe_balance == -sum(self.settled.values()) - moving
 
 

@@ -29,6 +29,14 @@ from spaktok_ledger import (
     StripeGateway,
     create_engine,
 )
+from spaktok_ledger.compliance import (
+    Cases,
+    Compliance,
+    Keyring,
+    MonitoringConfig,
+    erase_user,
+    rotate_keys,
+)
 from spaktok_ledger.fx import StaticRateProvider
 from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
 
@@ -70,7 +78,16 @@ def test_app_role_runs_the_economy_but_cannot_rewrite_history(app_url, prefix: s
     url, _role = app_url
     engine = create_engine(url)
     ledger = Ledger(engine, prefix=prefix)
-    economy = GiftEconomy(ledger, GiftCatalogue([Gift("rocket", 5000)]), hold_days=0)
+    # With monitoring, encryption at rest and the audit log: their tables need grants too.
+    config = MonitoringConfig(  # only the review threshold holds here (alice is a new account)
+        payout_review_usd_minor=5000,
+        rapid_min_usd_minor=10**12,
+        concentration_min_usd_minor=10**12,
+    )
+    compliance = Compliance(ledger, keyring=Keyring({"k1": bytes(32)}), config=config)
+    economy = GiftEconomy(
+        ledger, GiftCatalogue([Gift("rocket", 5000)]), hold_days=0, compliance=compliance
+    )
     economy.setup()  # works as the app: the schema is current, nothing to migrate
     economy.register_streamer("bob")
     with FakeStripe() as fake:
@@ -88,15 +105,30 @@ def test_app_role_runs_the_economy_but_cannot_rewrite_history(app_url, prefix: s
         event = fake.complete_checkout(checkout.checkout_session_id, exchange_rate=Decimal("1.07"))
         assert payments.handle_webhook(*signed_event(event, "whsec_p")).outcome == "credited"
         economy.send_gift("alice", "bob", "rocket", 3, idempotency_key="g")
-        payouts = Payouts(economy, gateway, connect_webhook_secret="whsec_c")
+        payouts = Payouts(
+            economy, gateway, connect_webhook_secret="whsec_c", minimum_usd_minor=1000
+        )
         payouts.link_account("bob", fake.create_account(onboarded=True)["id"])
-        assert payouts.request_payout("bob", 5000, idempotency_key="p").status == "transferred"
+        assert payouts.request_payout("bob", 1000, idempotency_key="p").status == "transferred"
+        held = payouts.request_payout("bob", 5000, idempotency_key="p2")
+        assert held.status == "review"
+        cases = Cases(economy, payouts=payouts)
+        (case,) = cases.find()
+        cases.decide(case.id, "release", actor="rita", reason="ok")
+        assert payouts.payout(held.payout_id).status == "transferred"
+        compliance.link_accounts("alice", "carol", basis="device", actor="ops")
+        compliance.unlink_accounts("alice", "carol", actor="ops")
+        economy.block_streamer("bob", "review", actor="ops")
+        erase_user(compliance, "alice", actor="dpo", reason="request", include_aml_records=True)
+        rotate_keys(compliance, actor="sre")
     assert ledger.verify().ok
     t = ledger.tables
     for statement in (
         t.postings.update().values(amount=1),
         t.entries.delete(),
         t.balances.delete(),
+        t.compliance.audit_log.update().values(actor="someone else"),
+        t.compliance.audit_log.delete(),
         sa.text(f"TRUNCATE {t.postings.name}"),
         sa.text(f"DROP TABLE {t.quotes.name}"),
     ):

@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from spaktok_ledger._compliance._monitor import Movement, MovementKind
 from spaktok_ledger._domain import EntryDraft, EntryType, Posting
 from spaktok_ledger._service._debts import ALLOWANCE, REFUND_LOSSES, allowance_legs
 from spaktok_ledger._service._gateway import PurchaseSnapshot
@@ -149,6 +150,10 @@ class _Clawbacks(_PaymentsCore):
         row["gift_clawbacks"] = [*row["gift_clawbacks"], *gifts]
         row["clawed_coins"] = target
         row["clearing_usd_minor"] -= list_price
+        if self.economy.compliance is not None:  # chargebacks feed the monitoring rules
+            kind = MovementKind.DISPUTE if by_dispute else MovementKind.REFUND
+            movement = Movement(kind, user, list_price, now, None, row["id"])
+            self.economy.compliance.observe(tx, movement, entry_ids=(entry.id,))
         s.outcomes.append("clawed_back")
         s.events.append(
             (

@@ -22,17 +22,25 @@ Chart of accounts (DESIGN.md), USD minor units:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spaktok_ledger._catalogue import Gift, GiftCatalogue
 from spaktok_ledger._clock import Clock
+from spaktok_ledger._compliance._audit import AuditAction, write_audit
+from spaktok_ledger._compliance._core import (
+    Compliance,
+    check_sensitive_metadata,
+    fingerprint_metadata,
+    seal_metadata,
+)
+from spaktok_ledger._compliance._monitor import Movement, MovementKind
 from spaktok_ledger._domain import (
     AccountKind,
     AccountSpec,
@@ -42,7 +50,6 @@ from spaktok_ledger._domain import (
     EntryPhase,
     EntryType,
     Posting,
-    check_json,
 )
 from spaktok_ledger._errors import (
     GiftRejected,
@@ -77,6 +84,7 @@ __all__ = [
     "WalletCredit",
 ]
 
+T = TypeVar("T")
 MAX_QUANTITY: Final = 10_000
 # Streamer shares wait a week before they can be paid out: why, in docs/gifts.md.
 DEFAULT_HOLD_DAYS: Final = 7
@@ -253,6 +261,8 @@ class WalletCredit:
     debt_repaid_usd_minor: int
     wallet: WalletBalance
     replayed: bool = field(default=False, compare=False)
+    held: bool = False
+    """The coins were credited as pending (a hold for review), not spendable yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,14 +361,21 @@ class GiftEconomy:
         clock: Clock | None = None,
         earnings_shards: int = EARNINGS_SHARDS,
         revenue_shards: int = REVENUE_SHARDS,
+        compliance: Compliance | None = None,
     ) -> None:
         """``earnings_shards`` / ``revenue_shards``: balance rows for each streamer's
         earnings and for ``platform:gift_revenue`` (hot accounts, see docs/gifts.md);
-        fixed when the accounts are first opened."""
+        fixed when the accounts are first opened. ``compliance``: transaction
+        monitoring and encryption at rest (docs/compliance.md), for this service and
+        the payments and payouts built on it."""
         if not isinstance(ledger, Ledger):
             raise InvalidInput("ledger must be a Ledger")
         if gifts is not None and not isinstance(gifts, GiftCatalogue):
             raise InvalidInput("gifts must be a GiftCatalogue")
+        if compliance is not None and (
+            not isinstance(compliance, Compliance) or compliance.ledger.prefix != ledger.prefix
+        ):
+            raise InvalidInput("compliance must be a Compliance built on the same ledger")
         if isinstance(hold_days, bool) or not isinstance(hold_days, int) or hold_days < 0:
             raise InvalidInput("hold_days must be a non-negative int")
         value = check_minor(coin_value_usd_minor, name="coin_value_usd_minor")
@@ -373,6 +390,7 @@ class GiftEconomy:
         self.outbox = Outbox(ledger)
         self.earnings_shards = earnings_shards
         self.revenue_shards = revenue_shards
+        self.compliance = compliance
         self._t = ledger.tables
 
     def using(self, tx: Ledger) -> GiftEconomy:
@@ -426,7 +444,7 @@ class GiftEconomy:
         """
         streamer = check_party_id(streamer_id, "streamer_id")
         bps = _check_bps(streamer_bps)
-        meta = check_json(metadata or {})
+        meta = check_sensitive_metadata(self.compliance, metadata)
         now = self.clock()
         t = self._t.streamers
 
@@ -456,7 +474,7 @@ class GiftEconomy:
                         "streamer_id": streamer,
                         "status": "active",
                         "streamer_bps": bps,
-                        "metadata": meta,
+                        "metadata": seal_metadata(self.compliance, conn, streamer, meta, now=now),
                         "created_at": now,
                         "updated_at": now,
                     },
@@ -479,16 +497,41 @@ class GiftEconomy:
         """Change a streamer's share (None: back to the default). Past gifts keep theirs."""
         return self._update_streamer(streamer_id, streamer_bps=_check_bps(streamer_bps))
 
-    def block_streamer(self, streamer_id: str | int, reason: str) -> Streamer:
-        """Stop a streamer from receiving gifts (fraud, terms violations)."""
+    def block_streamer(
+        self,
+        streamer_id: str | int,
+        reason: str,
+        *,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> Streamer:
+        """Stop a streamer from receiving gifts (fraud, terms violations); audited with
+        ``actor`` (the operator) and ``request_id`` (the host's request)."""
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidInput("blocking a streamer needs a reason")
-        return self._update_streamer(streamer_id, status="blocked", blocked_reason=reason[:500])
+        audit = (AuditAction.BLOCK_STREAMER, actor, reason, request_id)
+        return self._update_streamer(
+            streamer_id, audit, status="blocked", blocked_reason=reason[:500]
+        )
 
-    def unblock_streamer(self, streamer_id: str | int) -> Streamer:
-        return self._update_streamer(streamer_id, status="active", blocked_reason=None)
+    def unblock_streamer(
+        self,
+        streamer_id: str | int,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        request_id: str | None = None,
+    ) -> Streamer:
+        """Let a blocked streamer receive gifts again (audited)."""
+        audit = (AuditAction.UNBLOCK_STREAMER, actor, reason, request_id)
+        return self._update_streamer(streamer_id, audit, status="active", blocked_reason=None)
 
-    def _update_streamer(self, streamer_id: str | int, **values: Any) -> Streamer:
+    def _update_streamer(
+        self,
+        streamer_id: str | int,
+        audit: tuple[AuditAction, str | None, str | None, str | None] | None = None,
+        **values: Any,
+    ) -> Streamer:
         streamer = check_party_id(streamer_id, "streamer_id")
         t = self._t.streamers
         now = self.clock()
@@ -500,6 +543,19 @@ class GiftEconomy:
             )
             if result.rowcount == 0:
                 raise UnknownStreamer(f"no streamer {streamer!r}", streamer_id=streamer)
+            if audit is not None:
+                action, actor, reason, request_id = audit
+                write_audit(
+                    conn,
+                    self._t,
+                    action,
+                    actor=actor,
+                    subject=f"streamer:{streamer}",
+                    reason=reason,
+                    request={"streamer_id": streamer, **values},
+                    request_id=request_id,
+                    now=now,
+                )
             found = self._load_streamer(conn, streamer)
             assert found is not None
             return found
@@ -568,7 +624,7 @@ class GiftEconomy:
                 raise UnknownGift(f"no gift {gift_id!r}: this service has no gift catalogue")
             gift = self.gifts.get(gift_id)
             send = _GiftRequest(sender, streamer_key, gift, quantity, ledger_key, request)
-            return self.ledger.atomic(lambda tx: self._send(tx, send))
+            return self._guard(lambda: self.ledger.atomic(lambda tx: self._send(tx, send)))
         except LedgerError as exc:
             if isinstance(exc, IdempotencyConflict):
                 raise
@@ -576,6 +632,12 @@ class GiftEconomy:
             if replay is not None:
                 return replay
             raise
+
+    def _guard(self, call: Callable[[], T]) -> T:
+        """Run ``call``; a monitoring refusal inside it is recorded as a case."""
+        if self.compliance is None:
+            return call()
+        return self.compliance.guard(self.ledger, call)
 
     def _send(self, tx: Ledger, req: _GiftRequest) -> GiftReceipt:
         sender, streamer_id, gift, quantity = req.sender, req.streamer, req.gift, req.quantity
@@ -611,6 +673,8 @@ class GiftEconomy:
             legs.append(Posting.credit(earnings_account(streamer_id, bucket), streamer_share))
         if platform_share:
             legs.append(Posting.credit(GIFT_REVENUE, platform_share))
+        movement = Movement(MovementKind.GIFT, sender, value, now, streamer_id, ledger_key)
+        check = self.compliance.check(tx, movement) if self.compliance else None
         draft = EntryDraft(
             EntryType.GIFT,
             tuple(legs),
@@ -638,6 +702,8 @@ class GiftEconomy:
             raise
         if entry.replayed:
             return self._receipt_from_outbox(conn, entry)
+        if check is not None and self.compliance is not None:
+            self.compliance.record(tx, check, entry_ids=(entry.id,))
         if matures_at is not None and streamer_share:
             conn.execute(
                 self._t.earning_lots.insert(),
@@ -801,12 +867,25 @@ class GiftEconomy:
         if count <= 0 or price < 0:
             raise InvalidInput("coins must be positive and price_usd_minor not negative")
         face = count * self.coin_value_usd_minor
-        meta = check_json(metadata or {})
+        meta = check_sensitive_metadata(self.compliance, metadata)
         now = self.clock()
         self.ledger.open_accounts(self._user_specs(user))
 
         def run(tx: Ledger) -> WalletCredit:
-            debt = 0 if hold else self._debt(tx, user)
+            check, held = (
+                self.compliance.check_credit(
+                    tx,
+                    user=user,
+                    price_usd_minor=price,
+                    idempotency_key=key,
+                    purchase_id=meta.get("purchase_id"),
+                    now=now,
+                )
+                if self.compliance is not None
+                else (None, False)
+            )
+            held = hold or held
+            debt = 0 if held else self._debt(tx, user)
             repaid = min(debt, face)
             legs = [Posting.debit(clearing_account, price)] if price else []
             if face - repaid:
@@ -816,12 +895,13 @@ class GiftEconomy:
                 legs.extend(recovery_legs(tx, repaid))
             if price != face:
                 legs.append(Posting(COIN_PRICING, face - price))
+            stored = seal_metadata(self.compliance, tx.connection(), user, meta, now=now)
             draft = EntryDraft(
                 EntryType.PURCHASE,
                 tuple(legs),
                 key,
                 description=description or f"{count} coins for user {user}",
-                metadata={**meta, "user": user, "coins": count, "price_usd_minor": price},
+                metadata={**stored, "user": user, "coins": count, "price_usd_minor": price},
                 effective_at=now,
             )
             fingerprint = request or {
@@ -830,14 +910,24 @@ class GiftEconomy:
                 "coins": count,
                 "price_usd_minor": price,
                 "hold": hold,
-                "metadata": meta,
+                "metadata": fingerprint_metadata(meta),
             }
             entry = (
-                tx.hold(draft, request=fingerprint) if hold else tx.post(draft, request=fingerprint)
+                tx.hold(draft, request=fingerprint) if held else tx.post(draft, request=fingerprint)
             )
+            if check is not None and self.compliance is not None and not entry.replayed:
+                reference = meta.get("purchase_id")
+                holds = (
+                    [("purchase", reference, entry.id)]
+                    if isinstance(reference, str)
+                    else [("credit", str(entry.id), entry.id)]
+                )
+                self.compliance.record(
+                    tx, check, entry_ids=(entry.id,), holds=holds if check.holds else ()
+                )
             return self._credit_result(tx, user, entry, now)
 
-        return self.ledger.atomic(run)
+        return self._guard(lambda: self.ledger.atomic(run))
 
     def _credit_result(self, tx: Ledger, user: str, entry: Entry, now: datetime) -> WalletCredit:
         wallet_leg = sum(
@@ -854,6 +944,7 @@ class GiftEconomy:
             debt_repaid_usd_minor=repaid,
             wallet=self._wallet_from(user, balances),
             replayed=entry.replayed,
+            held=entry.phase is EntryPhase.PENDING,
         )
         if not entry.replayed:
             self.outbox.write(
@@ -881,11 +972,13 @@ class GiftEconomy:
         reason: str,
         idempotency_key: str,
         actor: str | None = None,
+        request_id: str | None = None,
     ) -> WalletCredit:
         """An admin adjustment: credit (positive) or debit (negative) coins, with a reason.
 
         Booked against ``platform:adjustments``; the reason and the actor are
-        kept on the entry. A debit cannot take the wallet below zero.
+        kept on the entry, and the action in the audit log (with the host's
+        ``request_id``). A debit cannot take the wallet below zero.
         """
         user = check_party_id(user_id, "user_id")
         count = check_minor(coins, name="coins", allow_zero=False)
@@ -911,6 +1004,19 @@ class GiftEconomy:
                 raise UnknownUser(f"no wallet for user {user!r}", user_id=user) from exc
             if count > 0 and not entry.replayed:
                 self.using(tx).repay_debt(user, f"adjust:{key}")
+            if not entry.replayed:
+                write_audit(
+                    tx.connection(),
+                    self._t,
+                    AuditAction.ADJUST,
+                    actor=actor,
+                    subject=f"user:{user}",
+                    reason=reason,
+                    request={"user_id": user, "coins": count, "idempotency_key": key},
+                    request_id=request_id,
+                    result={"entry_id": entry.id},
+                    now=now,
+                )
             return self._credit_result(tx, user, entry, now)
 
         return self.ledger.atomic(run)

@@ -20,15 +20,17 @@ records the event id (``_purchase_flow.py``). The parts: checkout creation
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from spaktok_ledger._clock import Clock
+from spaktok_ledger._compliance._audit import AuditAction, write_audit
 from spaktok_ledger._currency import to_stripe_amount
 from spaktok_ledger._domain import EntryDraft, EntryType, Posting
 from spaktok_ledger._errors import InvalidInput, LedgerError, UnknownPurchase
@@ -281,7 +283,7 @@ class Payments(_Checkout, _PurchaseFlow):
         self.checkout_ttl = checkout_ttl
         self.tolerance_seconds = tolerance_seconds
         self.clock = clock or self.ledger.now
-        self.inbox = WebhookInbox(self.ledger)
+        self.inbox = WebhookInbox(self.ledger, economy.compliance)
         self.transfer_events = transfer_events
         self._t = self.ledger.tables.purchases
 
@@ -521,8 +523,15 @@ class Payments(_Checkout, _PurchaseFlow):
 
     # -- fraud review -------------------------------------------------------------
 
-    def release(self, purchase_id: str) -> Purchase:
-        """Make the coins of a purchase held for fraud review spendable."""
+    def release(
+        self,
+        purchase_id: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        request_id: str | None = None,
+    ) -> Purchase:
+        """Make the coins of a purchase held for fraud review spendable (audited)."""
         now = self.clock()
 
         def run(tx: Ledger) -> None:
@@ -541,12 +550,25 @@ class Payments(_Checkout, _PurchaseFlow):
             state = _State(row)
             self._settle(tx, state, (), now)  # the money held for review becomes coins
             self._save(conn, state, now)
+            audit = AuditAction.RELEASE_PURCHASE
+            self._audit(
+                conn, audit, row, actor=actor, reason=reason, request_id=request_id, now=now
+            )
 
         self.ledger.atomic(run)
         return self.purchase(purchase_id)
 
-    def refuse(self, purchase_id: str, *, refund: bool = True) -> Purchase:
-        """Refuse a purchase held for review: its coins are voided; optionally refund it."""
+    def refuse(
+        self,
+        purchase_id: str,
+        *,
+        refund: bool = True,
+        actor: str | None = None,
+        reason: str | None = None,
+        request_id: str | None = None,
+    ) -> Purchase:
+        """Refuse a purchase held for review: its coins are voided; optionally refund it
+        (audited)."""
         now = self.clock()
 
         def run(tx: Ledger) -> dict[str, Any]:
@@ -562,6 +584,10 @@ class Payments(_Checkout, _PurchaseFlow):
             state = _State(row)
             self._settle(tx, state, (), now)
             self._save(conn, state, now)
+            audit = AuditAction.REFUSE_PURCHASE
+            self._audit(
+                conn, audit, row, actor=actor, reason=reason, request_id=request_id, now=now
+            )
             return row
 
         row = self.ledger.atomic(run)
@@ -569,13 +595,21 @@ class Payments(_Checkout, _PurchaseFlow):
         return self.purchase(purchase_id)
 
     def refund(
-        self, purchase_id: str, *, local_amount_minor: int | None = None, idempotency_key: str
+        self,
+        purchase_id: str,
+        *,
+        local_amount_minor: int | None = None,
+        idempotency_key: str,
+        actor: str | None = None,
+        reason: str | None = None,
+        request_id: str | None = None,
     ) -> str:
         """Ask Stripe to refund a purchase (all of it, or part in its currency's minor
         units). The coins are clawed back when Stripe's ``charge.refunded`` arrives.
 
         Works as soon as Stripe has the payment, even if its webhook has not
-        arrived yet (the purchase is synced from Stripe first).
+        arrived yet (the purchase is synced from Stripe first). Audited once
+        Stripe accepted it (``actor``, ``reason``, ``request_id``).
         """
         row = self._find(purchase_id)
         if row is None:
@@ -592,8 +626,50 @@ class Payments(_Checkout, _PurchaseFlow):
                 raise InvalidInput("refund amount must be positive and at most the price")
             amount = to_stripe_amount(local_amount_minor, row["currency"])
         key = check_text(idempotency_key, "idempotency_key", 200)
-        return str(
+        refund_id = str(
             self.gateway.refund(row["payment_intent_id"], amount, f"refund:{purchase_id}:{key}")
+        )
+        now = self.clock()
+        paid = row
+        self.ledger.atomic(
+            lambda tx: self._audit(
+                tx.connection(),
+                AuditAction.REFUND,
+                paid,
+                actor=actor,
+                reason=reason,
+                request_id=request_id,
+                now=now,
+                request={"local_amount_minor": local_amount_minor, "idempotency_key": key},
+                result={"refund_id": refund_id},
+            )
+        )
+        return refund_id
+
+    def _audit(
+        self,
+        conn: Connection,
+        action: AuditAction,
+        row: Mapping[str, Any],
+        *,
+        actor: str | None,
+        reason: str | None,
+        request_id: str | None,
+        now: datetime,
+        request: Mapping[str, Any] | None = None,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
+        write_audit(
+            conn,
+            self.ledger.tables,
+            action,
+            actor=actor,
+            subject=f"purchase:{row['id']}",
+            reason=reason,
+            request={"purchase_id": row["id"], "user_id": row["user_id"], **(request or {})},
+            request_id=request_id,
+            result=result or {"status": row["status"]},
+            now=now,
         )
 
     # -- debts ---------------------------------------------------------------------
@@ -615,11 +691,19 @@ class Payments(_Checkout, _PurchaseFlow):
         rows = self.ledger.read(lambda conn: list(conn.execute(query)))
         return [(code.split(":")[1], int(amount)) for code, amount in rows]
 
-    def write_off(self, user_id: str | int, *, reason: str, idempotency_key: str) -> WriteOff:
+    def write_off(
+        self,
+        user_id: str | int,
+        *,
+        reason: str,
+        idempotency_key: str,
+        actor: str | None = None,
+        request_id: str | None = None,
+    ) -> WriteOff:
         """Give up a viewer's debt (``user:{id}:receivable``): the loss was booked when
         Stripe took the money back, so this only removes the claim and its allowance
         (Dr ``platform:receivables_allowance`` / Cr receivable). Spending is no
-        longer blocked. Idempotent by key."""
+        longer blocked. Idempotent by key; audited with ``actor`` and ``request_id``."""
         user = check_party_id(user_id, "user_id")
         reason = check_text(reason, "reason", 500)
         key = check_text(idempotency_key, "idempotency_key", 200)
@@ -664,6 +748,18 @@ class Payments(_Checkout, _PurchaseFlow):
                     f"wallet.debt_written_off:{entry.id}",
                     {"user_id": user, "amount_usd_minor": amount, "reason": reason},
                     entry_id=entry.id,
+                    now=now,
+                )
+                write_audit(
+                    tx.connection(),
+                    self.ledger.tables,
+                    AuditAction.WRITE_OFF,
+                    actor=actor,
+                    subject=f"user:{user}",
+                    reason=reason,
+                    request={"user_id": user, "idempotency_key": key},
+                    request_id=request_id,
+                    result={"entry_id": entry.id, "amount_usd_minor": amount},
                     now=now,
                 )
             return WriteOff(user, amount, entry.id, reason, replayed=entry.replayed)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from spaktok_ledger._errors import PaymentProviderError
 from spaktok_ledger._service._gateway import PayoutSnapshot, TransferSnapshot, WebhookEvent
 from spaktok_ledger._service._payout_driver import _PayoutDriver
-from spaktok_ledger._service._payout_rows import Facts, state_values
+from spaktok_ledger._service._payout_rows import Facts
 from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookResult
 from spaktok_ledger._store import Ledger
 
@@ -129,7 +129,7 @@ class _PayoutEvents(_PayoutDriver):
                     if conn.dialect.name == "sqlite"
                     else sa.func.greatest(t.c.stripe_updated, event.created),
                     updated_at=now,
-                    **state_values(state),
+                    **self._account_values(conn, streamer, state, now),
                 )
             )
 

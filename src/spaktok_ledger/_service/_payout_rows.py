@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spaktok_ledger._clock import Clock
+from spaktok_ledger._compliance._core import open_account_values
 from spaktok_ledger._currency import from_stripe_amount
 from spaktok_ledger._errors import InvalidInput, PaymentProviderError, UnknownPayout
 from spaktok_ledger._service._gateway import (
@@ -51,7 +52,15 @@ BANK_RANK: Final[Mapping[str | None, int]] = {
 }
 
 PayoutStatus = Literal[
-    "pending", "transferred", "in_transit", "paid", "failed", "canceled", "reversed"
+    "pending",
+    "transferred",
+    "in_transit",
+    "paid",
+    "failed",
+    "canceled",
+    "reversed",
+    "review",
+    "refused",
 ]
 
 # Countries whose accounts a platform in another of them onboards under the
@@ -153,7 +162,10 @@ class PayoutRecord:
     back). A refused transfer (``failed``, ``ledger_state="voided"``) or a reversal
     puts the money back in earnings; a failed or canceled *bank* payout (manual
     payouts, ``ledger_state="held"``) leaves it on the connected account, where
-    Stripe returned it, until :meth:`Payouts.repay` pays it out again."""
+    Stripe returned it, until :meth:`Payouts.repay` pays it out again. ``review``:
+    held while a compliance case about the streamer is open (nothing has moved at
+    Stripe); ``refused``: refused by monitoring or after review, its hold voided
+    (the money is back in earnings)."""
     mode: Literal["automatic", "manual"]
     ledger_state: Literal["held", "settled", "voided"]
     """The ledger's side: the hold is open, or posted and paid out, or voided."""
@@ -346,6 +358,20 @@ class _PayoutsCore:
         if not isinstance(payout_id, str):
             raise InvalidInput("payout_id must be a string")
         return self.ledger.read(lambda conn: self._load(conn, payout_id))
+
+    def _account_row(self, conn: Connection, row: Any) -> ConnectedAccount | None:
+        """A connected account from its row (its sealed details opened)."""
+        if row is None:
+            return None
+        return account_of(Row(open_account_values(self.economy.compliance, conn, row)))
+
+    def _account_values(
+        self, conn: Connection, streamer: str, state: ConnectedAccountState, now: datetime
+    ) -> dict[str, Any]:
+        """What to store of Stripe's account state (its details sealed, with a keyring)."""
+        values = state_values(state)
+        compliance = self.economy.compliance
+        return compliance.seal_account(conn, streamer, values, now=now) if compliance else values
 
 
 class Row:

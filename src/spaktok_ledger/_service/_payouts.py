@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spaktok_ledger._clock import Clock
+from spaktok_ledger._compliance._monitor import Movement, MovementKind
 from spaktok_ledger._domain import EntryDraft, EntryType, Posting
 from spaktok_ledger._errors import (
     Conflict,
@@ -75,12 +76,10 @@ from spaktok_ledger._service._payout_rows import (
     Facts,
     PayoutDiscrepancy,
     PayoutRecord,
-    account_of,
     check_key,
     cross_border,
     record_of,
     replace_replayed,
-    state_values,
     usd,
 )
 from spaktok_ledger._service._webhooks import WebhookInbox
@@ -154,7 +153,7 @@ class Payouts(_PayoutReconcile):
         self.platform_country = platform_country.upper()
         self.tolerance_seconds = tolerance_seconds
         self.clock: Clock = clock or economy.clock
-        self.inbox = WebhookInbox(self.ledger)
+        self.inbox = WebhookInbox(self.ledger, economy.compliance)
         self._secret = connect_webhook_secret
         self._t = self.ledger.tables
 
@@ -226,10 +225,11 @@ class Payouts(_PayoutReconcile):
         """The streamer's connected account and KYC state (None: none linked yet)."""
         streamer = check_party_id(streamer_id, "streamer_id")
         t = self._t.connected_accounts
-        row = self.ledger.read(
-            lambda conn: conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).first()
+        return self.ledger.read(
+            lambda conn: self._account_row(
+                conn, conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).first()
+            )
         )
-        return None if row is None else account_of(row)
 
     def _registered(self, streamer_id: str | int) -> str:
         return self.economy.streamer(streamer_id).streamer_id
@@ -249,7 +249,7 @@ class Payouts(_PayoutReconcile):
                     account_id=state.id,
                     streamer_id=owner,
                 )
-            values = state_values(state)
+            values = self._account_values(conn, streamer, state, now)
             current = conn.execute(
                 sa.select(t.c.streamer_id).where(t.c.streamer_id == streamer).with_for_update()
             ).first()
@@ -266,8 +266,11 @@ class Payouts(_PayoutReconcile):
                 conn.execute(
                     t.update().where(t.c.streamer_id == streamer).values(updated_at=now, **values)
                 )
-            row = conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).one()
-            return account_of(row)
+            found = self._account_row(
+                conn, conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).one()
+            )
+            assert found is not None
+            return found
 
         return self.ledger.atomic(run)
 
@@ -322,16 +325,21 @@ class Payouts(_PayoutReconcile):
             json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
         payout_id = f"pyt_{secrets.token_hex(10)}"
-        record = self.ledger.atomic(
-            lambda tx: self._place(
-                tx,
-                streamer=streamer,
-                amount=amount,
-                key=key,
-                request_hash=request_hash,
-                payout_id=payout_id,
+
+        def place() -> PayoutRecord:
+            return self.ledger.atomic(
+                lambda tx: self._place(
+                    tx,
+                    streamer=streamer,
+                    amount=amount,
+                    key=key,
+                    request_hash=request_hash,
+                    payout_id=payout_id,
+                )
             )
-        )
+
+        compliance = self.economy.compliance
+        record = compliance.guard(self.ledger, place) if compliance else place()
         if not record.is_open:
             return record
         advanced = self._advance(record)
@@ -383,7 +391,8 @@ class Payouts(_PayoutReconcile):
             )
         if account is None:
             raise self._no_account(streamer)
-        state = account_of(account)
+        state = self._account_row(conn, account)
+        assert state is not None
         if not state.payouts_enabled:
             due = state.requirements_due
             reason = state.disabled_reason or (
@@ -419,6 +428,9 @@ class Payouts(_PayoutReconcile):
             )
         now = self.clock()
         self._check_caps(conn, streamer, wanted, now)
+        compliance = self.economy.compliance
+        movement = Movement(MovementKind.PAYOUT, streamer, wanted, now, reference=payout_id)
+        check = compliance.check(tx, movement) if compliance else None
         hold = tx.hold(
             EntryDraft(
                 EntryType.PAYOUT,
@@ -447,13 +459,17 @@ class Payouts(_PayoutReconcile):
                 account_id=state.account_id,
                 mode=self._mode,
                 amount_usd_minor=wanted,
-                status="pending",
+                # Held for review: no money moves until its cases are decided.
+                status="review" if check is not None and check.holds else "pending",
                 ledger_state="held",
                 hold_entry_id=hold.id,
                 created_at=now,
                 updated_at=now,
             )
         )
+        if compliance is not None and check is not None:
+            holds = [("payout", payout_id, hold.id)] if check.holds else []
+            compliance.record(tx, check, entry_ids=(hold.id,), holds=holds)
         record = self._load(conn, payout_id)
         self.economy.outbox.write(
             conn,

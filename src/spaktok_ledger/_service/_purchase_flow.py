@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from spaktok_ledger._errors import InsufficientFunds, PaymentProviderError
+from spaktok_ledger._errors import InsufficientFunds, MonitoringRefused, PaymentProviderError
 from spaktok_ledger._service._clawbacks import _Clawbacks
 from spaktok_ledger._service._gateway import PurchaseSnapshot, WebhookEvent
 from spaktok_ledger._service._purchase_rows import (
@@ -173,16 +173,24 @@ class _PurchaseFlow(_Clawbacks, _Settlement):
             s.events.append(("purchase.refused", {"purchase_id": row["id"]}))
             row["refund_due"] = self.refund_refused
             return
-        held = decision is FraudDecision.HOLD
-        credit = self.economy.using(tx).credit_purchase(
-            row["user_id"],
-            coins=row["coins"],
-            price_usd_minor=row["price_usd_minor"],
-            idempotency_key=f"purchase:{row['id']}:credit",
-            description=f"{row['coins']} coins ({row['pack_id']}), Stripe checkout",
-            metadata=self._entry_metadata(row, snap),
-            hold=held,
-        )
+        try:
+            credit = self.economy.using(tx).credit_purchase(
+                row["user_id"],
+                coins=row["coins"],
+                price_usd_minor=row["price_usd_minor"],
+                idempotency_key=f"purchase:{row['id']}:credit",
+                description=f"{row['coins']} coins ({row['pack_id']}), Stripe checkout",
+                metadata=self._entry_metadata(row, snap),
+                hold=decision is FraudDecision.HOLD,
+            )
+        except MonitoringRefused as exc:  # its case is recorded in this transaction
+            row["status"] = "refused"
+            row["note"] = f"refused by monitoring (case {exc.details.get('case_id')}): {exc}"[:1000]
+            s.outcomes.append("refused")
+            s.events.append(("purchase.refused", {"purchase_id": row["id"]}))
+            row["refund_due"] = self.refund_refused
+            return
+        held = credit.held  # by the fraud policy, or by a monitoring rule
         row["credit_entry_id"] = credit.entry_id
         row["held"] = held
         row["status"] = "held" if held else "credited"

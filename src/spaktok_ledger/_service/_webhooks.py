@@ -6,7 +6,9 @@ the event's effect: if the row is already there the whole transaction rolls
 back and the delivery is answered as a duplicate, so an effect can never
 happen twice, and never be lost half-done. Events the service cannot apply
 yet (a purchase it does not know) are *parked* with their payload and
-retried later (``retry_parked``); they are never dropped.
+retried later (``retry_parked``); they are never dropped. With a keyring
+(``Compliance(keyring=...)``) a parked payload is stored sealed: Stripe's
+objects carry customers' emails, names and addresses.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from spaktok_ledger._compliance._core import Compliance, open_payload
 from spaktok_ledger._service._gateway import WebhookEvent
 from spaktok_ledger._store import Ledger
 
@@ -63,8 +66,9 @@ class DuplicateDelivery(Exception):
 class WebhookInbox:
     """Event bookkeeping shared by the purchase and payout webhooks."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, compliance: Compliance | None = None) -> None:
         self._ledger = ledger
+        self._compliance = compliance
         self._t = ledger.tables.webhook_events
 
     def status(self, event_id: str) -> str | None:
@@ -143,7 +147,7 @@ class WebhookInbox:
                 status="parked",
                 outcome="parked",
                 subject_id=subject_id,
-                payload=dict(event.raw),
+                payload=self._seal(event),
                 last_error=reason[:1000],
                 received_at=now,
             )
@@ -162,13 +166,22 @@ class WebhookInbox:
         gateway's ``parse_event`` reads them back)."""
         t = self._t
         query = (
-            sa.select(t.c.payload)
+            sa.select(t.c.event_id, t.c.payload)
             .where(t.c.status == "parked", t.c.endpoint == endpoint)
             .order_by(t.c.received_at, t.c.event_id)
             .limit(limit)
         )
-        payloads = self._ledger.read(lambda conn: list(conn.execute(query).scalars()))
-        return [p for p in payloads if isinstance(p, Mapping)]
+        rows = self._ledger.read(lambda conn: list(conn.execute(query).all()))
+        return [
+            open_payload(self._compliance, payload, event_id=event_id)
+            for event_id, payload in rows
+            if isinstance(payload, Mapping)
+        ]
+
+    def _seal(self, event: WebhookEvent) -> dict[str, Any]:
+        if self._compliance is None:
+            return dict(event.raw)
+        return self._compliance.seal_payload(event.raw, event_id=event.id)
 
 
 def _dialect_insert(conn: Connection) -> Any:

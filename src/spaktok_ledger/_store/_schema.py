@@ -30,6 +30,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -39,6 +40,7 @@ from sqlalchemy.types import TypeDecorator
 
 from spaktok_ledger._currency import currency_info
 from spaktok_ledger._errors import InvalidInput
+from spaktok_ledger._store._compliance_tables import ComplianceTables, compliance_tables
 
 __all__ = ["DEFAULT_PREFIX", "LedgerTables", "UTCDateTime", "check_prefix", "tables_for"]
 
@@ -124,6 +126,8 @@ class LedgerTables:
     payouts: Table
     stripe_txns: Table
     stripe_cursors: Table
+    compliance: ComplianceTables
+    """Monitoring, cases, links, screening, data keys, audit log (migration 0009)."""
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -439,6 +443,10 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("country", String(8), nullable=True),
         Column("stripe_updated", BigInteger, nullable=False, server_default=text("0")),
         Column("service_agreement", String(16), nullable=True),  # migration 0007
+        # With a keyring (migration 0009): country, requirements and disabled
+        # reason sealed with the streamer's data key; the plain columns then
+        # hold nothing personal.
+        Column("sealed", Text, nullable=True),
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
         Index(f"{p}connected_accounts_account", "account_id", unique=True),
@@ -491,7 +499,7 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         CheckConstraint("mode IN ('automatic', 'manual')", name=f"{p}payouts_mode"),
         CheckConstraint(
             "status IN ('pending', 'transferred', 'in_transit', 'paid', 'failed', "
-            "'canceled', 'reversed')",
+            "'canceled', 'reversed', 'review', 'refused')",
             name=f"{p}payouts_status",
         ),
         CheckConstraint(
@@ -558,4 +566,5 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         payouts,
         stripe_txns,
         stripe_cursors,
+        compliance_tables(md, p, entries, UTCDateTime),
     )

@@ -22,6 +22,8 @@ __all__ = ["Problem", "VerifyReport", "verify_ledger"]
 Progress = Callable[[str, int, int], None]
 
 STEPS = ("balances", "entries", "totals", "overdraft", "holds", "guards")
+# Tables whose rows are never updated or deleted (the operator audit log: 0009).
+_APPEND_ONLY = ("transactions", "postings", "accounts", "audit_log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,11 +295,11 @@ def _expected_triggers(t: LedgerTables, dialect: str) -> set[str]:
     p = t.prefix
     if dialect == "postgresql":
         names = {f"{p}postings_balanced", f"{p}balances_no_delete"}
-        for table in ("transactions", "postings", "accounts"):
+        for table in _APPEND_ONLY:
             names |= {f"{p}{table}_append_only", f"{p}{table}_no_truncate"}
         return names
     names = {f"{p}balances_no_delete"}
-    for table in ("transactions", "postings", "accounts"):
+    for table in _APPEND_ONLY:
         names |= {f"{p}{table}_no_update", f"{p}{table}_no_delete"}
     return names
 
