@@ -2,7 +2,7 @@
 """Project tasks that need nothing but Python 3.11+.
 
     python3 dev.py demo         # the gift-economy demo on ./spaktok-demo.db
-    python3 dev.py test         # the whole test suite (PostgreSQL tests run when a server answers)
+    python3 dev.py test         # the whole test suite, one worker per core (PostgreSQL tests run when a server answers)
     python3 dev.py lint         # ruff and mypy --strict on src/
     python3 dev.py bench        # the ledger and hot-account benchmarks
     python3 dev.py mutate       # mutation testing of the money modules (see CONTRIBUTING.md)
@@ -313,6 +313,20 @@ def run(*args: str) -> int:
     return subprocess.run(list(args), cwd=ROOT, check=False).returncode
 
 
+def test_workers(rest: list[str]) -> list[str]:
+    """``-n N`` for pytest-xdist: one worker per core (at most 4), unless the
+    caller chose (``-n``/``--numprocesses``, or ``-p no:xdist``) or there is one core."""
+    chosen = any(
+        arg in ("-n", "--numprocesses", "no:xdist")
+        or arg.startswith(("-n", "--numprocesses="))
+        for arg in rest
+    )
+    cores = os.cpu_count() or 1
+    if chosen or cores < 2:
+        return []
+    return ["-n", str(min(cores, 4))]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in TASKS:
         print(__doc__)
@@ -327,7 +341,7 @@ def main(argv: list[str]) -> int:
     if task == "demo":
         return run(py, "-m", "spaktok_ledger", "demo", *rest)
     if task == "test":
-        return run(py, "-m", "pytest", *rest)
+        return run(py, "-m", "pytest", *test_workers(rest), *rest)
     if task == "api":
         return run(py, "-c", API_DOCS)
     if task == "mutate":
