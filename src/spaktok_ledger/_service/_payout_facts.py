@@ -137,6 +137,8 @@ class _PayoutFacts(_PayoutsCore):
         if arrival is not None and p["arrival_currency"] is None:
             p["arrival_currency"] = arrival.currency
             p["arrival_stripe_amount"] = arrival.amount_minor
+            p["arrival_stripe_exponent"] = expected_exponent(arrival.currency, "stripe")
+            p["arrival_exponent"] = expected_exponent(arrival.currency, "iso")
             if arrival.exchange_rate is not None:
                 p["exchange_rate"] = str(arrival.exchange_rate)
         if bank is not None:

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
+from spaktok_ledger._currency import stripe_exponent, to_minor
 from spaktok_ledger._domain import AccountKind, AccountSpec, EntryDraft, EntryType, Posting
 from spaktok_ledger._service._debts import REFUND_LOSSES
 from spaktok_ledger._service._gateway import BalanceTxn
@@ -100,6 +101,12 @@ def _merge_seen(stored: Mapping[str, Any], fresh: Sequence[BalanceTxn]) -> dict[
     return seen
 
 
+def _ledger_units(stripe_amount: int, currency: str) -> int:
+    """A total of Stripe's integers in the ledger's minor units, rounded half-even."""
+    major = Decimal(stripe_amount).scaleb(-stripe_exponent(currency))
+    return to_minor(major, currency, rounding=ROUND_HALF_EVEN)
+
+
 class _Settlement(_PaymentsCore):
     """Books Stripe's fees, FX and balance movements for a purchase."""
 
@@ -115,6 +122,23 @@ class _Settlement(_PaymentsCore):
         charged = int(local.quantize(Decimal(1), rounding=ROUND_HALF_UP))
         return share(row["price_usd_minor"], charged, row["stripe_amount"])
 
+    def _foreign_totals(
+        self, row: Mapping[str, Any], seen: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, list[int]]:
+        """{currency: [net in the ledger's units, its USD value]} for non-USD settlement."""
+        foreign: dict[str, list[int]] = {}
+        for v in seen.values():
+            if v["currency"] != "USD":
+                totals = foreign.setdefault(v["currency"], [0, 0])
+                totals[0] += v["net"]
+                totals[1] += self._usd_value(row, v["net"], v)
+        for currency, totals in foreign.items():
+            # Stripe's integers for the currency (ISK: two-decimal) to the ledger's
+            # (ISO 4217: ISK has none). The running total is converted, so a
+            # fraction the ledger cannot hold is rounded once, never accumulated.
+            totals[0] = _ledger_units(totals[0], currency)
+        return foreign
+
     def _settle(self, tx: Ledger, s: _State, fresh: Sequence[BalanceTxn], now: datetime) -> None:
         """Bring the books to the targets above (deltas only: Stripe's figures only ever
         accumulate, so a snapshot older than one already booked cannot take it back)."""
@@ -128,12 +152,7 @@ class _Settlement(_PaymentsCore):
             return
         net_usd = sum(v["net"] for v in seen.values() if v["currency"] == "USD")
         fee_usd = sum(self._usd_value(row, v["fee"], v) for v in seen.values())
-        foreign: dict[str, list[int]] = {}
-        for v in seen.values():
-            if v["currency"] != "USD":
-                totals = foreign.setdefault(v["currency"], [0, 0])
-                totals[0] += v["net"]
-                totals[1] += self._usd_value(row, v["net"], v)
+        foreign = self._foreign_totals(row, seen)
         charged = row["charged_stripe_amount"] or row["stripe_amount"]
         twice = max(row["refunded_stripe_amount"] + disputed_amount(row["disputes"]) - charged, 0)
         over = share(row["price_usd_minor"], twice, row["stripe_amount"])

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from spaktok_ledger._service._gateway import BalanceTxn
 from spaktok_ledger._store._schema import LedgerTables
+from spaktok_ledger._store._units import expected_exponent
 
 __all__ = ["PLATFORM", "read_cursor", "record_booked", "record_seen", "write_cursor"]
 
@@ -52,6 +53,7 @@ def record_booked(
             "subject_id": subject_id,
             "currency": txn.currency,
             "booked_net_minor": txn.net_minor,
+            "exponent": expected_exponent(txn.currency, "stripe"),
             "stripe_created": txn.created,
             "entry_id": entry_id,
             "booked_at": now,
@@ -63,6 +65,7 @@ def record_booked(
                 set_={
                     "booked_net_minor": insert.excluded.booked_net_minor,
                     "currency": insert.excluded.currency,
+                    "exponent": insert.excluded.exponent,
                     "subject_id": sa.func.coalesce(t.c.subject_id, insert.excluded.subject_id),
                     "entry_id": sa.func.coalesce(t.c.entry_id, insert.excluded.entry_id),
                     "booked_at": sa.func.coalesce(t.c.booked_at, insert.excluded.booked_at),
@@ -74,14 +77,17 @@ def record_booked(
 def record_seen(conn: Connection, tables: LedgerTables, txn: BalanceTxn, now: datetime) -> None:
     """Stripe lists this transaction (reconciliation)."""
     t = tables.stripe_txns
+    units = expected_exponent(txn.currency, "stripe")
     insert = _insert(conn)(t).values(
         txn_id=txn.id,
         stripe_account=txn.account or PLATFORM,
         type=txn.type[:64],
         source_id=txn.source_id,
         currency=txn.currency,
+        exponent=units,
         stripe_net_minor=txn.net_minor,
         stripe_currency=txn.currency,
+        stripe_exponent=units,
         stripe_created=txn.created,
         seen_at=now,
     )
@@ -91,6 +97,7 @@ def record_seen(conn: Connection, tables: LedgerTables, txn: BalanceTxn, now: da
             set_={
                 "stripe_net_minor": insert.excluded.stripe_net_minor,
                 "stripe_currency": insert.excluded.stripe_currency,
+                "stripe_exponent": insert.excluded.stripe_exponent,
                 "stripe_created": insert.excluded.stripe_created,
                 "seen_at": insert.excluded.seen_at,
             },

@@ -496,6 +496,11 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         # connected account) and what the ledger holds there for this payout.
         Column("bank_attempts", Integer, nullable=False, server_default=text("0")),
         Column("on_account_minor", BigInteger, nullable=False, server_default=text("0")),
+        # Migration 0015: the units of the two amounts above (set with
+        # arrival_currency): arrival_stripe_amount at Stripe's exponent,
+        # on_account_minor at the ledger's (ISO 4217) exponent.
+        Column("arrival_stripe_exponent", SmallInteger, nullable=True),
+        Column("arrival_exponent", SmallInteger, nullable=True),
         CheckConstraint("mode IN ('automatic', 'manual')", name=f"{p}payouts_mode"),
         CheckConstraint(
             "status IN ('pending', 'transferred', 'in_transit', 'paid', 'failed', "
@@ -533,6 +538,10 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("stripe_currency", String(3), nullable=True),
         Column("stripe_created", BigInteger, nullable=False),
         Column("entry_id", Id, ForeignKey(entries.c.id), nullable=True),
+        # Migration 0015: the Stripe exponent booked_net_minor (in ``currency``)
+        # and stripe_net_minor (in ``stripe_currency``) were written at.
+        Column("exponent", SmallInteger, nullable=True),
+        Column("stripe_exponent", SmallInteger, nullable=True),
         Column("booked_at", UTCDateTime, nullable=True),
         Column("seen_at", UTCDateTime, nullable=True),
         Index(f"{p}stripe_txns_account_time", "stripe_account", "stripe_created"),

@@ -13,7 +13,14 @@ purchases      ``stripe_exponent``        ``stripe_amount``, ``refunded_stripe_a
                                           ``charged_stripe_amount`` (0007), each
                                           dispute's and refund's ``amount``
 payouts        ``payout_stripe_exponent`` ``payout_stripe_amount``
+payouts        ``arrival_stripe_exponent````arrival_stripe_amount`` (0015)
+payouts        ``arrival_exponent`` (ISO) ``on_account_minor`` (0015)
+stripe_txns    ``exponent`` (Stripe)      ``booked_net_minor`` (0015)
+stripe_txns    ``stripe_exponent``        ``stripe_net_minor`` (0015)
 =============  =========================  ===========================================
+
+``purchases.settled_foreign`` holds what was booked to the platform's Stripe
+balance account in each other currency: it is rescaled with those accounts.
 
 New rows get the exponent of the library's tables at insert time (a column
 default computed from the row's currency, so no write path can forget it).
@@ -67,7 +74,20 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("purchases", "currency", "local_exponent", "iso"),
     _Spec("purchases", "currency", "stripe_exponent", "stripe"),
     _Spec("payouts", "payout_currency", "payout_stripe_exponent", "stripe"),
+    _Spec("payouts", "arrival_currency", "arrival_stripe_exponent", "stripe"),
+    _Spec("payouts", "arrival_currency", "arrival_exponent", "iso"),
+    _Spec("stripe_txns", "currency", "exponent", "stripe"),
+    _Spec("stripe_txns", "stripe_currency", "stripe_exponent", "stripe"),
 )
+
+# (table, exponent column) -> (currency column, the one amount column written at it)
+_SINGLE_AMOUNT: dict[tuple[str, str], tuple[str, str]] = {
+    ("payouts", "payout_stripe_exponent"): ("payout_currency", "payout_stripe_amount"),
+    ("payouts", "arrival_stripe_exponent"): ("arrival_currency", "arrival_stripe_amount"),
+    ("payouts", "arrival_exponent"): ("arrival_currency", "on_account_minor"),
+    ("stripe_txns", "exponent"): ("currency", "booked_net_minor"),
+    ("stripe_txns", "stripe_exponent"): ("stripe_currency", "stripe_net_minor"),
+}
 
 
 def expected_exponent(currency: str, kind: Kind) -> int | None:
@@ -261,147 +281,200 @@ def _in_range_or_refuse(
 def _rescale(
     conn: Connection, tables: LedgerTables, problem: UnitsProblem, progress: Progress
 ) -> None:
+    if problem.table == "accounts":
+        _rescale_accounts(conn, tables, problem, progress)
+    elif problem.table == "quotes":
+        _rescale_quotes(conn, tables, problem, progress)
+    elif problem.table == "purchases":
+        _rescale_purchases(conn, tables, problem, progress)
+    else:
+        _rescale_single_amount(conn, tables, problem, progress)
+
+
+def _rescale_accounts(
+    conn: Connection, tables: LedgerTables, problem: UnitsProblem, progress: Progress
+) -> None:
     _, divide = _factor(problem)
     code, stored = problem.currency, problem.stored_exponent
-    if problem.table == "accounts":
-        a, p, b = tables.accounts, tables.postings, tables.balances
-        ids = sa.select(a.c.id).where(a.c.currency == code, a.c.exponent == stored)
-        _in_range_or_refuse(conn, problem, "a posting", p.c.amount, p.c.account_id.in_(ids))
-        for name in ("posted", "pending_debit", "pending_credit"):
-            _in_range_or_refuse(
-                conn, problem, f"a balance's {name}", b.c[name], b.c.account_id.in_(ids)
-            )
-        if divide != 1:
-            _exact_or_refuse(
-                conn,
-                problem,
-                "a posting",
-                sa.select(p.c.amount).where(p.c.account_id.in_(ids), p.c.amount % divide != 0),
-            )
-            for name in ("posted", "pending_debit", "pending_credit"):
-                column = b.c[name]
-                _exact_or_refuse(
-                    conn,
-                    problem,
-                    f"a balance's {name}",
-                    sa.select(column).where(b.c.account_id.in_(ids), column % divide != 0),
-                )
-        with _guards_lifted(conn, tables.prefix):
-            moved = conn.execute(
-                p.update()
-                .where(p.c.account_id.in_(ids))
-                .values(amount=_sql_scaled(p.c.amount, problem))
-            ).rowcount
-            progress(f"  {moved} posting(s) rescaled")
-            conn.execute(
-                b.update()
-                .where(b.c.account_id.in_(ids))
-                .values(
-                    {
-                        name: _sql_scaled(b.c[name], problem)
-                        for name in ("posted", "pending_debit", "pending_credit")
-                    }
-                )
-            )
-            conn.execute(
-                a.update()
-                .where(a.c.currency == code, a.c.exponent == stored)
-                .values(exponent=problem.expected_exponent)
-            )
-        return
-    if problem.table == "quotes":
-        q = tables.quotes
-        where = sa.and_(q.c.currency == code, q.c.local_exponent == stored)
-        columns = (q.c.id, q.c.local_amount_minor, q.c.quote)
-        for done, row in _batches(conn, q.c.id, where, columns):
-            data = dict(row.quote)
-            data["local_amount_minor"] = _scaled(data["local_amount_minor"], problem, "a quote")
-            data["exponent"] = problem.expected_exponent
-            conn.execute(
-                q.update()
-                .where(q.c.id == row.id)
-                .values(
-                    local_amount_minor=_scaled(row.local_amount_minor, problem, "a quote"),
-                    local_exponent=problem.expected_exponent,
-                    quote=data,
-                )
-            )
-            if done % 1000 == 0:
-                progress(f"  {done} quote(s) rescaled")
-        return
-    if problem.table == "purchases":
-        t = tables.purchases
-        if problem.column == "local_exponent":
-            where = sa.and_(t.c.currency == code, t.c.local_exponent == stored)
-            _in_range_or_refuse(conn, problem, "a purchase", t.c.local_amount_minor, where)
-            _exact_or_refuse(
-                conn,
-                problem,
-                "a purchase's local_amount_minor",
-                sa.select(t.c.local_amount_minor).where(
-                    where, t.c.local_amount_minor % divide != 0
-                ),
-            )
-            conn.execute(
-                t.update()
-                .where(where)
-                .values(
-                    local_amount_minor=_sql_scaled(t.c.local_amount_minor, problem),
-                    local_exponent=problem.expected_exponent,
-                )
-            )
-            return
-        where = sa.and_(t.c.currency == code, t.c.stripe_exponent == stored)
-        stripe_columns = (
-            t.c.id,
-            t.c.stripe_amount,
-            t.c.refunded_stripe_amount,
-            t.c.charged_stripe_amount,
-            t.c.disputes,
-            t.c.refunds,
+    a, p, b = tables.accounts, tables.postings, tables.balances
+    ids = sa.select(a.c.id).where(a.c.currency == code, a.c.exponent == stored)
+    _in_range_or_refuse(conn, problem, "a posting", p.c.amount, p.c.account_id.in_(ids))
+    for name in ("posted", "pending_debit", "pending_credit"):
+        _in_range_or_refuse(
+            conn, problem, f"a balance's {name}", b.c[name], b.c.account_id.in_(ids)
         )
-        for done, row in _batches(conn, t.c.id, where, stripe_columns):
-            disputes = {
-                key: {**value, "amount": _scaled(value["amount"], problem, "a dispute")}
-                for key, value in (row.disputes or {}).items()
-            }
-            refunds = {
-                key: {**value, "amount": _scaled(value["amount"], problem, "a refund")}
-                for key, value in (row.refunds or {}).items()
-            }
-            charged = row.charged_stripe_amount
-            conn.execute(
-                t.update()
-                .where(t.c.id == row.id)
-                .values(
-                    stripe_amount=_scaled(row.stripe_amount, problem, "a purchase"),
-                    refunded_stripe_amount=_scaled(
-                        row.refunded_stripe_amount, problem, "a purchase's refund"
-                    ),
-                    disputes=disputes,
-                    refunds=refunds,
-                    charged_stripe_amount=None
-                    if charged is None
-                    else _scaled(charged, problem, "a purchase's charge"),
-                    stripe_exponent=problem.expected_exponent,
-                )
+    if divide != 1:
+        _exact_or_refuse(
+            conn,
+            problem,
+            "a posting",
+            sa.select(p.c.amount).where(p.c.account_id.in_(ids), p.c.amount % divide != 0),
+        )
+        for name in ("posted", "pending_debit", "pending_credit"):
+            column = b.c[name]
+            _exact_or_refuse(
+                conn,
+                problem,
+                f"a balance's {name}",
+                sa.select(column).where(b.c.account_id.in_(ids), column % divide != 0),
             )
-            if done % 1000 == 0:
-                progress(f"  {done} purchase(s) rescaled")
+    with _guards_lifted(conn, tables.prefix):
+        moved = conn.execute(
+            p.update()
+            .where(p.c.account_id.in_(ids))
+            .values(amount=_sql_scaled(p.c.amount, problem))
+        ).rowcount
+        progress(f"  {moved} posting(s) rescaled")
+        conn.execute(
+            b.update()
+            .where(b.c.account_id.in_(ids))
+            .values(
+                {
+                    name: _sql_scaled(b.c[name], problem)
+                    for name in ("posted", "pending_debit", "pending_credit")
+                }
+            )
+        )
+        conn.execute(
+            a.update()
+            .where(a.c.currency == code, a.c.exponent == stored)
+            .values(exponent=problem.expected_exponent)
+        )
+    _rescale_settled_foreign(conn, tables, problem, progress)
+
+
+def _rescale_quotes(
+    conn: Connection, tables: LedgerTables, problem: UnitsProblem, progress: Progress
+) -> None:
+    code, stored = problem.currency, problem.stored_exponent
+    q = tables.quotes
+    where = sa.and_(q.c.currency == code, q.c.local_exponent == stored)
+    columns = (q.c.id, q.c.local_amount_minor, q.c.quote)
+    for done, row in _batches(conn, q.c.id, where, columns):
+        data = dict(row.quote)
+        data["local_amount_minor"] = _scaled(data["local_amount_minor"], problem, "a quote")
+        data["exponent"] = problem.expected_exponent
+        conn.execute(
+            q.update()
+            .where(q.c.id == row.id)
+            .values(
+                local_amount_minor=_scaled(row.local_amount_minor, problem, "a quote"),
+                local_exponent=problem.expected_exponent,
+                quote=data,
+            )
+        )
+        if done % 1000 == 0:
+            progress(f"  {done} quote(s) rescaled")
+
+
+def _rescale_purchases(
+    conn: Connection, tables: LedgerTables, problem: UnitsProblem, progress: Progress
+) -> None:
+    _, divide = _factor(problem)
+    code, stored = problem.currency, problem.stored_exponent
+    t = tables.purchases
+    if problem.column == "local_exponent":
+        where = sa.and_(t.c.currency == code, t.c.local_exponent == stored)
+        _in_range_or_refuse(conn, problem, "a purchase", t.c.local_amount_minor, where)
+        _exact_or_refuse(
+            conn,
+            problem,
+            "a purchase's local_amount_minor",
+            sa.select(t.c.local_amount_minor).where(where, t.c.local_amount_minor % divide != 0),
+        )
+        conn.execute(
+            t.update()
+            .where(where)
+            .values(
+                local_amount_minor=_sql_scaled(t.c.local_amount_minor, problem),
+                local_exponent=problem.expected_exponent,
+            )
+        )
         return
-    t = tables.payouts
-    where = sa.and_(t.c.payout_currency == code, t.c.payout_stripe_exponent == stored)
-    for _done, row in _batches(conn, t.c.id, where, (t.c.id, t.c.payout_stripe_amount)):
-        amount = row.payout_stripe_amount
-        scaled = None if amount is None else _scaled(amount, problem, "a payout")
+    where = sa.and_(t.c.currency == code, t.c.stripe_exponent == stored)
+    stripe_columns = (
+        t.c.id,
+        t.c.stripe_amount,
+        t.c.refunded_stripe_amount,
+        t.c.charged_stripe_amount,
+        t.c.disputes,
+        t.c.refunds,
+    )
+    for done, row in _batches(conn, t.c.id, where, stripe_columns):
+        disputes = {
+            key: {**value, "amount": _scaled(value["amount"], problem, "a dispute")}
+            for key, value in (row.disputes or {}).items()
+        }
+        refunds = {
+            key: {**value, "amount": _scaled(value["amount"], problem, "a refund")}
+            for key, value in (row.refunds or {}).items()
+        }
+        charged = row.charged_stripe_amount
         conn.execute(
             t.update()
             .where(t.c.id == row.id)
             .values(
-                payout_stripe_amount=scaled,
-                payout_stripe_exponent=problem.expected_exponent,
+                stripe_amount=_scaled(row.stripe_amount, problem, "a purchase"),
+                refunded_stripe_amount=_scaled(
+                    row.refunded_stripe_amount, problem, "a purchase's refund"
+                ),
+                disputes=disputes,
+                refunds=refunds,
+                charged_stripe_amount=None
+                if charged is None
+                else _scaled(charged, problem, "a purchase's charge"),
+                stripe_exponent=problem.expected_exponent,
             )
         )
+        if done % 1000 == 0:
+            progress(f"  {done} purchase(s) rescaled")
+
+
+def _rescale_single_amount(
+    conn: Connection, tables: LedgerTables, problem: UnitsProblem, progress: Progress
+) -> None:
+    _, divide = _factor(problem)
+    code, stored = problem.currency, problem.stored_exponent
+    currency_column, amount_column = _SINGLE_AMOUNT[(problem.table, problem.column)]
+    t = getattr(tables, problem.table)
+    where = sa.and_(t.c[currency_column] == code, t.c[problem.column] == stored)
+    amount = t.c[amount_column]
+    what = f"a {problem.table} row's {amount_column}"
+    _in_range_or_refuse(conn, problem, what, amount, where)
+    if divide != 1:
+        _exact_or_refuse(conn, problem, what, sa.select(amount).where(where, amount % divide != 0))
+    moved = conn.execute(
+        t.update()
+        .where(where)
+        .values(
+            {amount_column: _sql_scaled(amount, problem), problem.column: problem.expected_exponent}
+        )
+    ).rowcount
+    progress(f"  {moved} {problem.table} row(s) rescaled")
+
+
+def _rescale_settled_foreign(
+    conn: Connection, tables: LedgerTables, problem: UnitsProblem, progress: Progress
+) -> None:
+    """What purchases booked to the Stripe balance account in ``problem.currency``.
+
+    ``settled_foreign`` is ``{currency: [net booked, its USD value]}``: the net
+    is an amount of that account, so it moves with the account's rescale.
+    """
+    t = tables.purchases
+    code = problem.currency
+    rows = _batches(conn, t.c.id, t.c.settled_foreign.is_not(None), (t.c.id, t.c.settled_foreign))
+    changed = 0
+    for _done, row in rows:
+        booked = dict(row.settled_foreign or {})
+        if code not in booked:
+            continue
+        net, usd = booked[code]
+        booked[code] = [_scaled(int(net), problem, "a purchase's settled_foreign"), usd]
+        conn.execute(t.update().where(t.c.id == row.id).values(settled_foreign=booked))
+        changed += 1
+    if changed:
+        progress(f"  {changed} purchase settlement(s) in {code} rescaled")
 
 
 def _batches(
