@@ -194,10 +194,11 @@ class WebhookInbox:
 
         def run(tx: Ledger) -> None:
             conn = tx.connection()
+            # Each claim counted an attempt; the backoff grows with them.
             attempts = conn.execute(
                 sa.select(t.c.attempts).where(t.c.event_id == event.id)
             ).scalar()
-            tries = 1 if attempts is None else int(attempts) + 1
+            tries = 1 if attempts is None else int(attempts)
             insert = _dialect_insert(conn)(t).values(
                 event_id=event.id,
                 endpoint=endpoint,
@@ -220,7 +221,6 @@ class WebhookInbox:
                         "status": "parked",
                         "outcome": "parked",
                         "subject_id": subject_id,
-                        "attempts": t.c.attempts + 1,
                         "last_error": reason[:1000],
                         "wake_key": wake_key,
                         "next_attempt_at": now + parked_backoff(tries),
@@ -266,7 +266,11 @@ class WebhookInbox:
             )
             statement = insert.on_conflict_do_update(
                 index_elements=[t.c.event_id],
-                set_={"lease_owner": owner, "lease_until": now + lease},
+                set_={
+                    "lease_owner": owner,
+                    "lease_until": now + lease,
+                    "attempts": t.c.attempts + 1,
+                },
                 where=sa.and_(
                     t.c.status.in_(["parked", "queued"]),
                     sa.or_(
@@ -298,7 +302,6 @@ class WebhookInbox:
                 .values(
                     lease_owner=None,
                     lease_until=None,
-                    attempts=t.c.attempts + 1,
                     last_error=error[:1000],
                     next_attempt_at=now + parked_backoff(1),
                 )
