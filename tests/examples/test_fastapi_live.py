@@ -7,15 +7,14 @@ import time
 import uuid
 
 import pytest
-
 from examples.common.services import Settings, build_services
+
 from spaktok_ledger.testing import FakeStripe, signed_event
 from tests.service.test_relay import REDIS_URL, _need
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from examples.fastapi_app.app import create_app  # noqa: E402
+from examples.fastapi_app.app import create_app
+from fastapi.testclient import TestClient
 
 SECRET = "whsec_live_platform"
 CONNECT_SECRET = "whsec_live_connect"

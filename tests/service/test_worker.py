@@ -215,10 +215,10 @@ class TestParkedEvents:
         """An event naming a purchase the ledger has not written yet waits on
         ``purchase:{id}``; the checkout that writes the purchase applies it."""
         economy, payments, _ = shop
-        from spaktok_ledger._service._gateway import CheckoutRequest
-
         # The purchase id create_checkout derives for (alice, k-early).
         import hashlib
+
+        from spaktok_ledger._service._gateway import CheckoutRequest
 
         purchase_id = "pur_" + hashlib.sha256(b"alice\x00k-early").hexdigest()[:24]
         early = payments.gateway.create_checkout_session(
