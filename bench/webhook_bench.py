@@ -33,6 +33,7 @@ Absolute numbers depend on the machine and its load; read the ratios.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -53,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.common.services import Settings, build_services  # noqa: E402
 
-from spaktok_ledger import OutboxRelay, RedisStreamsPublisher  # noqa: E402
+from spaktok_ledger import OutboxRelay, RedisStreamsPublisher, VelocityLimits  # noqa: E402
 from spaktok_ledger.testing import FakeStripe, signed_event  # noqa: E402
 
 DEFAULT_PG = os.environ.get(
@@ -64,6 +65,7 @@ SECRET = "whsec_bench_platform"
 CONNECT_SECRET = "whsec_bench_connect"
 API_KEY = "sk_test_bench"
 SENDERS = (1, 4, 16, 32)
+_serial = itertools.count()
 
 
 def _free_port() -> int:
@@ -160,8 +162,9 @@ class App:
 
 def _deliveries(app: App, fake: FakeStripe, purchases: int, rng: random.Random) -> tuple[list, int]:
     payments = app.services.payments
+    payments.velocity = VelocityLimits(None, None)  # the bench buys a lot, quickly
     events = []
-    for n in range(purchases):
+    for n in (next(_serial) for _ in range(purchases)):
         quote = payments.pricing.quote("starter", currency="USD", user_id=f"v{n % 50}")
         result = payments.create_checkout(
             f"v{n % 50}", quote.id, idempotency_key=f"{app.prefix}{n}",

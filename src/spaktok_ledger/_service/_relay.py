@@ -243,13 +243,14 @@ class OutboxRelay:
         return len(events)
 
     def run_forever(self, *, stop: threading.Event | None = None) -> None:
-        """Publish until :meth:`stop`; a broker outage is retried after ``idle_seconds``."""
+        """Publish until :meth:`stop`; a broker or database outage is retried after
+        ``idle_seconds``."""
         while not (self._stop.is_set() or (stop is not None and stop.is_set())):
             try:
                 count = self.run_once()
-            except PublishError as exc:
+            except Exception as exc:  # a broker or database outage: retry
                 if self._on_progress is not None:
-                    self._on_progress(f"error: {exc}")
+                    self._on_progress(f"error: {type(exc).__name__}: {exc}")
                 count = 0
             if count < self.batch:
                 self._stop.wait(self.idle_seconds)

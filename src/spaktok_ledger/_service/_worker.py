@@ -185,7 +185,13 @@ class Worker:
     def run_forever(self, *, stop: threading.Event | None = None) -> None:
         """Run rounds until :meth:`stop` (or ``stop.set()``); sleeps only when idle."""
         while not (self._stop.is_set() or (stop is not None and stop.is_set())):
-            report = self.run_once()
+            try:
+                report = self.run_once()
+            except Exception as exc:  # a database outage must not end the loop
+                if self._on_progress is not None:
+                    self._on_progress(f"error: {type(exc).__name__}: {exc}")
+                self._stop.wait(max(self.idle_seconds, 1.0))
+                continue
             if report.idle or report.events < self.batch:
                 self._stop.wait(self.idle_seconds)
 
