@@ -134,6 +134,18 @@ class Settings:
     payout_minimum_usd_minor: int = DEFAULT_PAYOUT_MINIMUM_USD_MINOR
     checkout_success_url: str = DEFAULT_SUCCESS_URL
     checkout_cancel_url: str = DEFAULT_CANCEL_URL
+    webhook_mode: Literal["inline", "fast-ack"] = "inline"
+    """``SPAKTOK_WEBHOOK_MODE`` (default from the environment: ``fast-ack``): ``fast-ack``
+    stores verified events for a worker and answers at once (docs/worker.md);
+    ``inline`` applies them in the request."""
+    in_process_worker: bool = False
+    """``SPAKTOK_IN_PROCESS_WORKER`` (default from the environment: on): run a Worker
+    (and, with ``redis_url``, the outbox relay) in a thread of the app. Off when
+    ``spaktok-ledger worker`` / ``relay`` run as their own processes."""
+    redis_url: str | None = None
+    """``SPAKTOK_REDIS_URL``: where the relay publishes gift events, and the
+    WebSocket ``/api/streams/{streamer_id}/gifts`` reads them."""
+    redis_stream_prefix: str = "spaktok:"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -163,6 +175,9 @@ class Settings:
         if not minimum.isdigit():
             raise ConfigError("SPAKTOK_PAYOUT_MINIMUM_USD_MINOR must be a whole number of cents")
         static = get("SPAKTOK_STATIC_RATES")
+        webhook_mode = get("SPAKTOK_WEBHOOK_MODE") or "fast-ack"
+        if webhook_mode not in ("inline", "fast-ack"):
+            raise ConfigError(f"SPAKTOK_WEBHOOK_MODE must be inline or fast-ack: {webhook_mode!r}")
         return cls(
             stripe_secret_key=required("STRIPE_SECRET_KEY"),
             stripe_webhook_secret=required("STRIPE_WEBHOOK_SECRET"),
@@ -179,6 +194,10 @@ class Settings:
             payout_minimum_usd_minor=int(minimum),
             checkout_success_url=get("SPAKTOK_CHECKOUT_SUCCESS_URL") or DEFAULT_SUCCESS_URL,
             checkout_cancel_url=get("SPAKTOK_CHECKOUT_CANCEL_URL") or DEFAULT_CANCEL_URL,
+            webhook_mode=webhook_mode,  # type: ignore[arg-type]
+            in_process_worker=(get("SPAKTOK_IN_PROCESS_WORKER") or "1") not in ("0", "false", "no"),
+            redis_url=get("SPAKTOK_REDIS_URL"),
+            redis_stream_prefix=get("SPAKTOK_REDIS_STREAM_PREFIX") or "spaktok:",
         )
 
 
@@ -208,13 +227,50 @@ class Services:
     gateway: StripeGateway
     payments: Payments
     payouts: Payouts
+    background: list[Any] = field(default_factory=list)
+    """The in-process worker and relay (``start_background``) and their threads."""
 
     def handle_platform_webhook(self, body: bytes, signature: str) -> WebhookResult:
         """A delivery to the platform endpoint (``transfer.*`` events among them are
-        handed to the payouts service by ``Payments``, see ``build_services``)."""
+        handed to the payouts service by ``Payments``, see ``build_services``):
+        stored for the worker (``fast-ack``) or applied now (``inline``)."""
+        if self.settings.webhook_mode == "fast-ack":
+            return self.payments.accept_webhook(body, signature)
         return self.payments.handle_webhook(body, signature)
 
+    def handle_connect_webhook(self, body: bytes, signature: str) -> WebhookResult:
+        """A delivery to the Connect endpoint, in the same mode."""
+        if self.settings.webhook_mode == "fast-ack":
+            return self.payouts.accept_webhook(body, signature)
+        return self.payouts.handle_webhook(body, signature)
+
+    def start_background(self) -> None:
+        """Run a Worker (and the outbox relay to Redis, with ``redis_url``) in daemon
+        threads; ``close()`` stops them. Production runs ``spaktok-ledger worker`` and
+        ``spaktok-ledger relay`` instead (docs/operations.md)."""
+        import threading
+
+        from spaktok_ledger import OutboxRelay, RedisStreamsPublisher, Worker
+
+        loops: list[Any] = [Worker(self.payments, self.payouts, idle_seconds=0.2)]
+        if self.settings.redis_url:
+            publisher = RedisStreamsPublisher(
+                self.settings.redis_url, stream_prefix=self.settings.redis_stream_prefix
+            )
+            loops.append(OutboxRelay(self.economy.outbox, [publisher], idle_seconds=0.1))
+        for loop in loops:
+            thread = threading.Thread(target=loop.run_forever, daemon=True)
+            thread.start()
+            self.background.append((loop, thread))
+
     def close(self) -> None:
+        for loop, _thread in self.background:
+            loop.stop()
+        for loop, thread in self.background:
+            thread.join(timeout=30)
+            if hasattr(loop, "close"):
+                loop.close()
+        self.background.clear()
         self.ledger.close()
 
 
@@ -288,7 +344,10 @@ def build_services(settings: Settings | None = None, *, ledger: Ledger | None = 
     except BaseException:
         ledger.close()
         raise
-    return Services(settings, ledger, economy, pricing, gateway, payments, payouts)
+    services = Services(settings, ledger, economy, pricing, gateway, payments, payouts)
+    if settings.in_process_worker:
+        services.start_background()
+    return services
 
 
 # -- the apps' own problems (RFC 9457) -----------------------------------------------------

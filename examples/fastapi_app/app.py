@@ -8,6 +8,10 @@
     GET  /api/transactions                        the caller's statement, paged
     POST /api/payouts/request                     a streamer cashes out
     POST /api/payouts/webhook                     Stripe (Connect endpoint)
+    WS   /api/streams/{streamer_id}/gifts         gifts a streamer receives, live (Redis)
+
+The webhooks are acknowledged fast by default (``SPAKTOK_WEBHOOK_MODE=fast-ack``:
+verified, stored, answered; a worker applies them, docs/worker.md).
 
 Each endpoint validates its request (pydantic), names the caller through the
 ``X-User-Id`` header (a STAND-IN for real authentication, see
@@ -22,7 +26,10 @@ comes from environment variables; run it with
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -46,7 +53,16 @@ from examples.common.services import (
     unexpected_error,
     validation_failed,
 )
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    Query,
+    Request,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -216,8 +232,54 @@ def request_payout(
 async def payouts_webhook(request: Request, services: Svc) -> dict[str, Any]:
     body = await request.body()
     signature = request.headers.get("Stripe-Signature", "")
-    result = await run_in_threadpool(services.payouts.handle_webhook, body, signature)
+    result = await run_in_threadpool(services.handle_connect_webhook, body, signature)
     return result.to_dict()
+
+
+@router.websocket("/streams/{streamer_id}/gifts")
+async def live_gifts(websocket: WebSocket, streamer_id: str) -> None:
+    """Push the gifts a streamer receives to a viewer's page, as they commit.
+
+    The outbox relay (``spaktok-ledger relay``, or the app's in-process one)
+    publishes ``gift.sent`` events to the Redis stream ``spaktok:gift.sent``;
+    each socket reads the stream from where it joined (``?after=ID`` resumes
+    after a reconnect) and sends ``{"event_id", "gift"}`` for its streamer.
+    Consumers dedupe on ``event_id``: delivery is at least once.
+    """
+    settings = websocket.app.state.services.settings
+    if not re.fullmatch(ID_PATTERN, streamer_id) or not settings.redis_url:
+        await websocket.close(code=1008 if settings.redis_url else 1011)
+        return
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    stream = f"{settings.redis_stream_prefix}gift.sent"
+    after = websocket.query_params.get("after")
+    if after is None:  # from now on: the newest entry when the viewer joined
+        newest = await client.xrevrange(stream, count=1)
+        after = newest[0][0].decode() if newest else "0-0"
+    await websocket.accept()
+    left = asyncio.create_task(websocket.receive())  # completes when the viewer leaves
+    try:
+        while not left.done():
+            read = asyncio.create_task(client.xread({stream: after}, block=1000, count=100))
+            await asyncio.wait({read, left}, return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()
+                break
+            for _stream, entries in read.result():
+                for entry_id, fields in entries:
+                    after = entry_id.decode()
+                    gift = json.loads(fields[b"payload"])
+                    if gift.get("streamer_id") == streamer_id:
+                        await websocket.send_json(
+                            {"event_id": fields[b"event_id"].decode(), "gift": gift}
+                        )
+    except WebSocketDisconnect:
+        pass
+    finally:
+        left.cancel()
+        await client.aclose()
 
 
 # -- errors as problem responses ---------------------------------------------------------

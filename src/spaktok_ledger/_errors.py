@@ -64,6 +64,7 @@ exception: adapters translate them with ``raise ... from exc``.
     │   │                                      fails authentication
     │   └── ScreeningUnavailable               the sanctions screening provider did not answer
     ├── LedgerBusy                             transient contention outlasted the retries
+    ├── PublishError                           a broker refused outbox events (relayed again)
     └── SchemaError                            tables missing or at an unexpected revision
         └── UnitsMismatch                      stored amounts use another exponent than the table
 """
@@ -108,6 +109,7 @@ __all__ = [
     "PayoutError",
     "PayoutLimitExceeded",
     "PayoutsNotEnabled",
+    "PublishError",
     "QuoteExpired",
     "RateError",
     "RateStale",
@@ -412,6 +414,11 @@ class ScreeningUnavailable(ComplianceError):
 class LedgerBusy(LedgerError):
     """Contention (deadlocks, serialization failures, a locked SQLite file)
     outlasted the library's bounded retries. Safe to retry with the same key."""
+
+
+class PublishError(LedgerError):
+    """A message broker did not accept a batch of outbox events: nothing was
+    acknowledged, and the relay publishes them again (``details``: ``broker``)."""
 
 
 class SchemaError(LedgerError):

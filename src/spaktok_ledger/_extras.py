@@ -21,6 +21,8 @@ EXTRAS: Final = {
     "httpx": "fx",
     "moneyed": "moneyed",
     "django": "django",
+    "redis": "redis",
+    "pika": "rabbitmq",
 }
 
 

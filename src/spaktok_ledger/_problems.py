@@ -121,6 +121,7 @@ PROBLEM_TYPES: Final[Mapping[type[LedgerError], ProblemType]] = {
         503, "Ledger busy: retry with the same Idempotency-Key", retry_after_seconds=1
     ),
     e.SchemaError: ProblemType(500, "Ledger schema not ready"),
+    e.PublishError: ProblemType(503, "Message broker unavailable", retry_after_seconds=5),
     e.UnitsMismatch: ProblemType(500, "Stored amounts use other units than the library"),
 }
 

@@ -62,6 +62,7 @@ from spaktok_ledger._cli_stripe import (
     cmd_reconcile_payouts,
     cmd_write_off,
 )
+from spaktok_ledger._cli_worker import add_commands as add_worker_commands
 from spaktok_ledger._errors import InvalidInput, LedgerError, NotFound, SchemaError
 from spaktok_ledger._extras import extra_for, missing_module
 from spaktok_ledger._store import DEFAULT_PREFIX
@@ -533,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a list of comm
     p.add_argument("--actor", help="who decides it (recorded in the audit log)")
     p.add_argument("--packs", help=argparse.SUPPRESS)
     add_compliance_commands(add, common)
+    add_worker_commands(add)
     p = add("quote", cmd_quote, "a coin pack's price in a currency or locale")
     p.add_argument("pack")
     p.add_argument("--currency", help="ISO 4217 code (default: the locale's, else USD)")

@@ -187,6 +187,10 @@ class AppContract:
             "SPAKTOK_RATES": "static",
             "SPAKTOK_PAYOUT_MODE": "manual",
             "SPAKTOK_PAYOUT_MINIMUM_USD_MINOR": "100",
+            # The story checks each webhook's outcome in its answer: inline. Fast
+            # acknowledgement (the apps' default) is tested in test_fastapi_live.py.
+            "SPAKTOK_WEBHOOK_MODE": "inline",
+            "SPAKTOK_IN_PROCESS_WORKER": "0",
             "PYTHONUNBUFFERED": "1",
         }
         log = tmp_path_factory.mktemp(cls.prefix) / "server.log"

@@ -108,7 +108,9 @@ def test_replay_storm(pg_database_url: str, prefix: str) -> None:
         outcomes = Counter()
         for r in results:
             outcomes.update(r["outcomes"])
-        assert outcomes["duplicate"] == len(deliveries) - len(events)
+        # A copy that arrives while another delivery holds the event's claim answers
+        # in_progress (the claimant applies it); later copies are duplicates.
+        assert outcomes["duplicate"] + outcomes["in_progress"] == len(deliveries) - len(events)
 
         # Exactly one credit per purchase, and wallets equal Stripe's final state.
         credits = Counter(

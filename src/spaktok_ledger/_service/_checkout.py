@@ -10,7 +10,7 @@ idempotency key and gets the same session.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ class _Checkout(_PaymentsCore):
 
     velocity: VelocityLimits
     payment_method_types: tuple[str, ...] | None
+    wake: Callable[[Iterable[str | None]], list[Any]]
 
     def create_checkout(
         self,
@@ -137,7 +138,10 @@ class _Checkout(_PaymentsCore):
             assert found is not None
             return found
 
-        return checkout_result(self.ledger.atomic(opened))
+        opened_row = self.ledger.atomic(opened)
+        # Events that beat this answer (a fast payer) were parked: apply them now.
+        self.wake([f"purchase:{purchase_id}", f"session:{session.id}"])
+        return checkout_result(opened_row)
 
     def gateway_call(self, row: Mapping[str, Any], call: Callable[[], Any]) -> Any:
         """Call Stripe for a purchase; on failure record it on the purchase and re-raise."""

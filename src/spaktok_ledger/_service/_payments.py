@@ -20,7 +20,7 @@ records the event id (``_purchase_flow.py``). The parts: checkout creation
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -49,7 +49,12 @@ from spaktok_ledger._service._purchase_rows import (
     purchase_of,
 )
 from spaktok_ledger._service._quotes import Pricing
-from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookInbox, WebhookResult
+from spaktok_ledger._service._webhooks import (
+    DuplicateDelivery,
+    WebhookInbox,
+    WebhookResult,
+    current_owner,
+)
 from spaktok_ledger._store import Ledger
 
 __all__ = [
@@ -324,7 +329,12 @@ class Payments(_Checkout, _PurchaseFlow):
         return self.handle_event(event)
 
     def handle_event(self, event: WebhookEvent) -> WebhookResult:
-        """Apply an already verified event (parked and swept events come through here)."""
+        """Apply an already verified event (parked and swept events come through here).
+
+        The event is claimed in the inbox before any Stripe call: a copy that
+        arrives while another delivery (or the worker) holds the claim is
+        answered at once with ``in_progress`` (and ``duplicate`` true).
+        """
         if event.type.startswith("transfer.") and self.transfer_events is not None:
             return self.transfer_events(event)
         if self.inbox.status(event.id) in ("processed", "ignored"):
@@ -333,6 +343,58 @@ class Payments(_Checkout, _PurchaseFlow):
             # Not recorded: an event meant for the other endpoint (a misconfigured
             # subscription) must stay free to be applied there.
             return WebhookResult(event.id, event.type, "ignored")
+        owner = current_owner()
+        claim = self.inbox.claim(event, "platform", owner=owner, now=self.clock())
+        if claim == "done":
+            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+        if claim == "busy":
+            return WebhookResult(event.id, event.type, "in_progress", duplicate=True)
+        try:
+            result = self._handle_claimed(event)
+        except BaseException as exc:
+            self.inbox.release(
+                event.id, owner, now=self.clock(), error=f"{type(exc).__name__}: {exc}"
+            )
+            raise
+        self.inbox.settle(event.id, owner)
+        return result
+
+    def accept_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
+        """Verify a delivery and store it for the :class:`Worker`; answer 200 at once.
+
+        The fast acknowledgement: no Stripe call and no ledger write happen
+        here, only one insert, so Stripe gets its 2xx within milliseconds
+        whatever the load. The outcome is ``queued`` (or ``duplicate`` for an
+        event already applied, ``ignored`` for a type this endpoint does not
+        handle). Bad signatures raise ``WebhookVerificationError`` (400) as in
+        :meth:`handle_webhook`, which stays available for inline handling.
+        """
+        event = self.gateway.parse_webhook(
+            payload, signature_header, self._secret, self.tolerance_seconds
+        )
+        if not (
+            event.type in PURCHASE_EVENTS
+            or (event.type.startswith("transfer.") and self.transfer_events is not None)
+        ):
+            return WebhookResult(event.id, event.type, "ignored")
+        status = self.inbox.accept(event, "platform", now=self.clock())
+        if status in ("processed", "ignored"):
+            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+        return WebhookResult(event.id, event.type, "queued")
+
+    def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
+        """Apply the parked events waiting for one of ``keys`` (``purchase:{id}``,
+        ``session:{id}``, ``payment_intent:{id}``, ``charge:{id}``): called when
+        the object is written. Those that fail stay parked for the worker."""
+        results = []
+        for payload in self.inbox.woken(keys):
+            try:
+                results.append(self.handle_event(self.gateway.parse_event(payload)))
+            except LedgerError:
+                continue  # still parked (or queued): the worker retries it after a backoff
+        return results
+
+    def _handle_claimed(self, event: WebhookEvent) -> WebhookResult:
         subject = event.subject
         session_id = subject.id if subject.kind == "checkout.session" else None
         row = self._row_for(event)
@@ -345,6 +407,7 @@ class Payments(_Checkout, _PurchaseFlow):
                 reason="no purchase for this event yet",
                 subject_id=subject.metadata.get("purchase_id"),
                 now=self.clock(),
+                wake_key=_wake_key(event),
             )
             return WebhookResult(
                 event.id, event.type, "parked", subject.metadata.get("purchase_id")
@@ -357,12 +420,13 @@ class Payments(_Checkout, _PurchaseFlow):
                 reason="purchase has no checkout session yet",
                 subject_id=row["id"],
                 now=self.clock(),
+                wake_key=f"purchase:{row['id']}",
             )
             return WebhookResult(event.id, event.type, "parked", row["id"])
         snapshot = self.gateway.purchase_state(session)
         result = self._converge(event, row["id"], snapshot)
         if result.outcome != "duplicate":
-            self.retry_parked(subject_id=row["id"])
+            self.wake(_row_keys(self._find(row["id"]) or row))
         return result
 
     def _row_for(self, event: WebhookEvent) -> dict[str, Any] | None:
@@ -765,3 +829,28 @@ class Payments(_Checkout, _PurchaseFlow):
             return WriteOff(user, amount, entry.id, reason, replayed=entry.replayed)
 
         return self.ledger.atomic(run)
+
+
+def _wake_key(event: WebhookEvent) -> str | None:
+    """What a parked platform event waits for: its purchase, else its Stripe objects."""
+    subject = event.subject
+    purchase_id = subject.metadata.get("purchase_id")
+    if purchase_id:
+        return f"purchase:{purchase_id}"
+    if subject.kind == "checkout.session":
+        return f"session:{subject.id}"
+    if subject.payment_intent_id:
+        return f"payment_intent:{subject.payment_intent_id}"
+    if subject.charge_id:
+        return f"charge:{subject.charge_id}"
+    return None
+
+
+def _row_keys(row: Mapping[str, Any]) -> list[str | None]:
+    """The wake keys a purchase row answers to."""
+    return [
+        f"purchase:{row['id']}",
+        f"session:{row['checkout_session_id']}" if row.get("checkout_session_id") else None,
+        f"payment_intent:{row['payment_intent_id']}" if row.get("payment_intent_id") else None,
+        f"charge:{row['charge_id']}" if row.get("charge_id") else None,
+    ]

@@ -10,15 +10,16 @@ account this ledger does not know is parked, never lost.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from spaktok_ledger._errors import PaymentProviderError
+from spaktok_ledger._errors import LedgerError, PaymentProviderError
 from spaktok_ledger._service._gateway import PayoutSnapshot, TransferSnapshot, WebhookEvent
 from spaktok_ledger._service._payout_driver import _PayoutDriver
 from spaktok_ledger._service._payout_rows import Facts
-from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookResult
+from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookResult, current_owner
 from spaktok_ledger._store import Ledger
 
 PAYOUT_EVENTS: Final = frozenset(
@@ -55,19 +56,61 @@ class _PayoutEvents(_PayoutDriver):
 
     def handle_event(self, event: WebhookEvent) -> WebhookResult:
         """Apply an already verified event (e.g. ``transfer.*`` events that arrive at
-        the platform endpoint and are handed on). Deduplicated like ``handle_webhook``."""
+        the platform endpoint and are handed on). Deduplicated like ``handle_webhook``,
+        and claimed before any Stripe call (a concurrent copy: ``in_progress``)."""
         if self.inbox.status(event.id) in ("processed", "ignored"):
             return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+        if event.type not in CONNECT_EVENTS and event.type not in TRANSFER_EVENTS:
+            # Not a payout event: nothing to do, and nothing recorded, so that an
+            # event meant for the platform endpoint is never marked as handled here.
+            return WebhookResult(event.id, event.type, "ignored")
+        owner = current_owner()
+        claim = self.inbox.claim(event, "connect", owner=owner, now=self.clock())
+        if claim == "done":
+            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+        if claim == "busy":
+            return WebhookResult(event.id, event.type, "in_progress", duplicate=True)
+        try:
+            result = self._handle_claimed(event)
+        except BaseException as exc:
+            self.inbox.release(
+                event.id, owner, now=self.clock(), error=f"{type(exc).__name__}: {exc}"
+            )
+            raise
+        self.inbox.settle(event.id, owner)
+        return result
+
+    def accept_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
+        """Verify a Connect delivery and store it for the :class:`Worker` (the fast
+        acknowledgement, as :meth:`Payments.accept_webhook`): outcome ``queued``."""
+        event = self.gateway.parse_webhook(
+            payload, signature_header, self._secret, self.tolerance_seconds
+        )
+        if event.type not in CONNECT_EVENTS and event.type not in TRANSFER_EVENTS:
+            return WebhookResult(event.id, event.type, "ignored")
+        status = self.inbox.accept(event, "connect", now=self.clock())
+        if status in ("processed", "ignored"):
+            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+        return WebhookResult(event.id, event.type, "queued")
+
+    def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
+        """Apply the parked Connect events waiting for one of ``keys``
+        (``account:{id}``, ``payout:{id}``, ``transfer:{id}``, ``stripe_payout:{id}``)."""
+        results = []
+        for payload in self.inbox.woken(keys):
+            try:
+                results.append(self.handle_event(self.gateway.parse_event(payload)))
+            except LedgerError:
+                continue  # stays parked: the worker retries it after a backoff
+        return results
+
+    def _handle_claimed(self, event: WebhookEvent) -> WebhookResult:
         try:
             if event.type == "account.updated":
                 return self._on_account_updated(event)
             if event.type in PAYOUT_EVENTS:
                 return self._on_payout_event(event)
-            if event.type in TRANSFER_EVENTS:
-                return self._on_transfer_event(event)
-            # Not a payout event: nothing to do, and nothing recorded, so that an
-            # event meant for the platform endpoint is never marked as handled here.
-            return WebhookResult(event.id, event.type, "ignored")
+            return self._on_transfer_event(event)
         except DuplicateDelivery:
             return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
 
@@ -93,8 +136,12 @@ class _PayoutEvents(_PayoutDriver):
         )
         return WebhookResult(event.id, event.type, outcome, subject)
 
-    def _park(self, event: WebhookEvent, reason: str, subject: str | None) -> WebhookResult:
-        self.inbox.park(event, "connect", reason=reason, subject_id=subject, now=self.clock())
+    def _park(
+        self, event: WebhookEvent, reason: str, subject: str | None, wake_key: str | None
+    ) -> WebhookResult:
+        self.inbox.park(
+            event, "connect", reason=reason, subject_id=subject, now=self.clock(), wake_key=wake_key
+        )
         return WebhookResult(event.id, event.type, "parked", subject)
 
     def _on_account_updated(self, event: WebhookEvent) -> WebhookResult:
@@ -104,7 +151,12 @@ class _PayoutEvents(_PayoutDriver):
             lambda conn: conn.execute(sa.select(t).where(t.c.account_id == account_id)).first()
         )
         if row is None:
-            return self._park(event, f"no streamer is linked to account {account_id}", account_id)
+            return self._park(
+                event,
+                f"no streamer is linked to account {account_id}",
+                account_id,
+                f"account:{account_id}",
+            )
         # Fetch the current state: it is newer than any event, so the order in which
         # account.updated deliveries arrive cannot matter.
         try:
@@ -167,7 +219,12 @@ class _PayoutEvents(_PayoutDriver):
                 # A payout Stripe made on the account's automatic schedule: it
                 # names none of our payouts (their transfers were the settlement).
                 return self._ignore(event, "automatic_payout", snap.id)
-            return self._park(event, f"no payout matches Stripe payout {snap.id}", snap.id)
+            return self._park(
+                event,
+                f"no payout matches Stripe payout {snap.id}",
+                snap.id,
+                f"payout:{ours}" if ours else f"stripe_payout:{snap.id}",
+            )
         if event.account is not None and event.account != row.account_id:
             return self._ignore(event, "account_mismatch", row.id)
         # Re-fetch: the object's balance transactions (and a later failure) are only on
@@ -188,7 +245,12 @@ class _PayoutEvents(_PayoutDriver):
             ours = snap.transfer_group.removeprefix("payout:")
         row = self._find(payout_id=ours, transfer_id=snap.id)
         if row is None:
-            return self._park(event, f"no payout matches transfer {snap.id}", snap.id)
+            return self._park(
+                event,
+                f"no payout matches transfer {snap.id}",
+                snap.id,
+                f"payout:{ours}" if ours else f"transfer:{snap.id}",
+            )
         with contextlib.suppress(PaymentProviderError):  # the current object, with its txns
             snap = self.gateway.retrieve_transfer(snap.id)
         return self._apply_event(event, row.id, self._facts(row, transfer=snap))
@@ -232,7 +294,19 @@ class _PayoutEvents(_PayoutDriver):
             return outcome
 
         outcome = self.ledger.atomic(run)
+        self.wake(self._payout_keys(payout_id))
         return WebhookResult(event.id, event.type, outcome, payout_id)
+
+    def _payout_keys(self, payout_id: str) -> list[str | None]:
+        """The wake keys a payout answers to (its id, transfer and bank payout)."""
+        row = self._find(payout_id=payout_id)
+        if row is None:
+            return [f"payout:{payout_id}"]
+        return [
+            f"payout:{payout_id}",
+            f"transfer:{row.transfer_id}" if row.transfer_id else None,
+            f"stripe_payout:{row.stripe_payout_id}" if row.stripe_payout_id else None,
+        ]
 
     def _known_account(self, account_id: str) -> bool:
         t = self._t.connected_accounts

@@ -272,7 +272,9 @@ class Payouts(_PayoutReconcile):
             assert found is not None
             return found
 
-        return self.ledger.atomic(run)
+        account = self.ledger.atomic(run)
+        self.wake([f"account:{state.id}"])  # account.updated events that came first
+        return account
 
     @staticmethod
     def _no_account(streamer: str) -> PayoutsNotEnabled:
@@ -343,6 +345,7 @@ class Payouts(_PayoutReconcile):
         if not record.is_open:
             return record
         advanced = self._advance(record)
+        self.wake(self._payout_keys(advanced.payout_id))  # events that beat the answer
         return replace_replayed(advanced, record.replayed)
 
     def _place(

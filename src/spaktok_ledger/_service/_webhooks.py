@@ -6,16 +6,31 @@ the event's effect: if the row is already there the whole transaction rolls
 back and the delivery is answered as a duplicate, so an effect can never
 happen twice, and never be lost half-done. Events the service cannot apply
 yet (a purchase it does not know) are *parked* with their payload and
-retried later (``retry_parked``); they are never dropped. With a keyring
+retried later (``retry_parked``, the :class:`Worker`, or at once when the
+purchase or payout they name is written: their ``wake_key``); they are never
+dropped. With a keyring
 (``Compliance(keyring=...)``) a parked payload is stored sealed: Stripe's
 objects carry customers' emails, names and addresses.
+
+Claims (migration 0012): before any Stripe call a delivery *claims* the event
+id, inserting its row as ``queued`` with the payload and a lease
+(``lease_owner``, ``lease_until``). Concurrent copies of the event find the
+lease and answer at once (``in_progress``) without calling Stripe; a claimant
+that crashes leaves a queued row whose lease expires, and the worker (or the
+next delivery) takes it over. The dedupe in the effect's transaction stays
+the guarantee; the claim only keeps copies from all fetching from Stripe.
+A fast acknowledgement (``accept``) stores the event ``queued`` without a
+lease for the worker to apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -28,6 +43,41 @@ from spaktok_ledger._store import Ledger
 __all__ = ["DuplicateDelivery", "WebhookInbox", "WebhookResult"]
 
 Endpoint = Literal["platform", "connect"]
+Claim = Literal["claimed", "done", "busy"]
+
+LEASE = timedelta(seconds=60)
+"""How long a claim keeps other deliveries and workers off an event: longer than
+any Stripe round trip the handler makes, short enough that a crash is soon undone."""
+PARKED_BACKOFF_FIRST = timedelta(seconds=30)
+PARKED_BACKOFF_MAX = timedelta(hours=1)
+
+_owner: ContextVar[str | None] = ContextVar("spaktok_inbox_owner", default=None)
+
+
+def new_owner() -> str:
+    """A lease owner id: one per delivery, or one per worker process."""
+    return uuid.uuid4().hex
+
+
+def current_owner() -> str:
+    """The owner set by :func:`acting_as` (the worker), else a fresh one."""
+    return _owner.get() or new_owner()
+
+
+@contextmanager
+def acting_as(owner: str) -> Iterator[None]:
+    """Handle events as ``owner``: the worker's claims are then the handler's."""
+    token = _owner.set(owner)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+def parked_backoff(attempts: int) -> timedelta:
+    """Wait before the ``attempts``-th retry of a parked event: 30 s doubling, at most 1 h."""
+    seconds = PARKED_BACKOFF_FIRST.total_seconds() * 2 ** min(max(attempts - 1, 0), 20)
+    return min(timedelta(seconds=seconds), PARKED_BACKOFF_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +122,7 @@ class WebhookInbox:
         self._t = ledger.tables.webhook_events
 
     def status(self, event_id: str) -> str | None:
-        """``processed``, ``ignored``, ``parked`` or None (never seen)."""
+        """``processed``, ``ignored``, ``parked``, ``queued`` or None (never seen)."""
         t = self._t
         return self._ledger.read(
             lambda conn: conn.execute(
@@ -92,7 +142,7 @@ class WebhookInbox:
         ignored: bool = False,
     ) -> None:
         """Mark the event applied, in the caller's transaction; ``DuplicateDelivery`` if
-        another delivery already applied it (a parked event may be completed)."""
+        another delivery already applied it (a parked or queued event may be completed)."""
         t = self._t
         values = {
             "event_id": event.id,
@@ -118,8 +168,12 @@ class WebhookInbox:
                 "processed_at": now,
                 "attempts": t.c.attempts + 1,
                 "last_error": None,
+                "lease_owner": None,
+                "lease_until": None,
+                "wake_key": None,
+                "next_attempt_at": None,
             },
-            where=t.c.status == "parked",
+            where=t.c.status.in_(["parked", "queued"]),
         ).returning(t.c.event_id)
         if conn.execute(statement).first() is None:
             raise DuplicateDelivery(event.id)
@@ -132,12 +186,19 @@ class WebhookInbox:
         reason: str,
         subject_id: str | None,
         now: datetime,
+        wake_key: str | None = None,
     ) -> None:
-        """Keep an event we cannot apply yet (its payload too) for ``retry_parked``."""
+        """Keep an event we cannot apply yet (its payload too) for ``retry_parked``,
+        the worker (after a backoff) or the write of the object ``wake_key`` names."""
         t = self._t
 
         def run(tx: Ledger) -> None:
             conn = tx.connection()
+            # Each claim counted an attempt; the backoff grows with them.
+            attempts = conn.execute(
+                sa.select(t.c.attempts).where(t.c.event_id == event.id)
+            ).scalar()
+            tries = 1 if attempts is None else int(attempts)
             insert = _dialect_insert(conn)(t).values(
                 event_id=event.id,
                 endpoint=endpoint,
@@ -150,16 +211,200 @@ class WebhookInbox:
                 payload=self._seal(event),
                 last_error=reason[:1000],
                 received_at=now,
+                wake_key=wake_key,
+                next_attempt_at=now + parked_backoff(1),
             )
             conn.execute(
                 insert.on_conflict_do_update(
                     index_elements=[t.c.event_id],
-                    set_={"attempts": t.c.attempts + 1, "last_error": reason[:1000]},
-                    where=t.c.status == "parked",
+                    set_={
+                        "status": "parked",
+                        "outcome": "parked",
+                        "subject_id": subject_id,
+                        "last_error": reason[:1000],
+                        "wake_key": wake_key,
+                        "next_attempt_at": now + parked_backoff(tries),
+                        "lease_owner": None,
+                        "lease_until": None,
+                    },
+                    where=t.c.status.in_(["parked", "queued"]),
                 )
             )
 
         self._ledger.atomic(run)
+
+    # -- claims, fast acknowledgement, wake-ups (migration 0012) ---------------------
+
+    def claim(
+        self,
+        event: WebhookEvent,
+        endpoint: Endpoint,
+        *,
+        owner: str,
+        now: datetime,
+        lease: timedelta = LEASE,
+    ) -> Claim:
+        """Take the event before calling Stripe for it: ``claimed`` (ours now),
+        ``done`` (applied or ignored already) or ``busy`` (another delivery or
+        worker holds an unexpired lease on it)."""
+        t = self._t
+
+        def run(tx: Ledger) -> bool:
+            conn = tx.connection()
+            insert = _dialect_insert(conn)(t).values(
+                event_id=event.id,
+                endpoint=endpoint,
+                type=event.type[:100],
+                account=event.account,
+                stripe_created=event.created,
+                status="queued",
+                outcome="queued",
+                payload=self._seal(event),
+                received_at=now,
+                lease_owner=owner,
+                lease_until=now + lease,
+            )
+            statement = insert.on_conflict_do_update(
+                index_elements=[t.c.event_id],
+                set_={
+                    "lease_owner": owner,
+                    "lease_until": now + lease,
+                    "attempts": t.c.attempts + 1,
+                },
+                where=sa.and_(
+                    t.c.status.in_(["parked", "queued"]),
+                    sa.or_(
+                        t.c.lease_until.is_(None),
+                        t.c.lease_until < now,
+                        t.c.lease_owner == owner,
+                    ),
+                ),
+            ).returning(t.c.event_id)
+            return conn.execute(statement).first() is not None
+
+        if self._ledger.atomic(run):
+            return "claimed"
+        return "done" if self.status(event.id) in ("processed", "ignored") else "busy"
+
+    def release(self, event_id: str, owner: str, *, now: datetime, error: str) -> None:
+        """Give a claim back after a failure (a Stripe outage): the next delivery may
+        take it at once, the worker after a backoff."""
+        t = self._t
+
+        def run(tx: Ledger) -> None:
+            tx.connection().execute(
+                t.update()
+                .where(
+                    t.c.event_id == event_id,
+                    t.c.lease_owner == owner,
+                    t.c.status.in_(["parked", "queued"]),
+                )
+                .values(
+                    lease_owner=None,
+                    lease_until=None,
+                    last_error=error[:1000],
+                    next_attempt_at=now + parked_backoff(1),
+                )
+            )
+
+        self._ledger.atomic(run)
+
+    def settle(self, event_id: str, owner: str) -> None:
+        """After a claimed event was handled without a record (a type or object the
+        endpoint does not handle): remove the claim row, so nothing stays queued."""
+        t = self._t
+
+        def run(tx: Ledger) -> None:
+            tx.connection().execute(
+                t.delete().where(
+                    t.c.event_id == event_id,
+                    t.c.lease_owner == owner,
+                    t.c.status == "queued",
+                )
+            )
+
+        self._ledger.atomic(run)
+
+    def accept(self, event: WebhookEvent, endpoint: Endpoint, *, now: datetime) -> str:
+        """Store a verified event for the worker (a fast acknowledgement): ``queued``,
+        or the status it already had (``processed``, ``ignored``, ``parked``)."""
+        t = self._t
+
+        def run(tx: Ledger) -> bool:
+            conn = tx.connection()
+            insert = _dialect_insert(conn)(t).values(
+                event_id=event.id,
+                endpoint=endpoint,
+                type=event.type[:100],
+                account=event.account,
+                stripe_created=event.created,
+                status="queued",
+                outcome="queued",
+                payload=self._seal(event),
+                received_at=now,
+            )
+            statement = insert.on_conflict_do_nothing(index_elements=[t.c.event_id]).returning(
+                t.c.event_id
+            )
+            return conn.execute(statement).first() is not None
+
+        if self._ledger.atomic(run):
+            return "queued"
+        return self.status(event.id) or "queued"
+
+    def take_due(
+        self, *, owner: str, now: datetime, limit: int, lease: timedelta = LEASE
+    ) -> list[tuple[Endpoint, Mapping[str, Any]]]:
+        """Claim up to ``limit`` events for a worker: queued ones (oldest first) and
+        parked ones whose backoff is over, none under another unexpired lease.
+        ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers never wait on each other."""
+        t = self._t
+        free = sa.or_(t.c.lease_until.is_(None), t.c.lease_until < now)
+        due = sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now)
+        query = (
+            sa.select(t.c.event_id, t.c.endpoint, t.c.payload)
+            .where(t.c.status.in_(["queued", "parked"]), free, due)
+            .order_by(t.c.received_at, t.c.event_id)
+            .limit(limit)
+        )
+
+        def run(tx: Ledger) -> list[Any]:
+            conn = tx.connection()
+            locked = query.with_for_update(skip_locked=True)
+            rows = list(conn.execute(locked if conn.dialect.name == "postgresql" else query))
+            if rows:
+                conn.execute(
+                    t.update()
+                    .where(t.c.event_id.in_([r.event_id for r in rows]))
+                    .values(lease_owner=owner, lease_until=now + lease)
+                )
+            return rows
+
+        rows = self._ledger.atomic(run)
+        return [
+            (row.endpoint, open_payload(self._compliance, row.payload, event_id=row.event_id))
+            for row in rows
+            if isinstance(row.payload, Mapping)
+        ]
+
+    def woken(self, keys: Iterable[str | None], *, limit: int = 100) -> list[Mapping[str, Any]]:
+        """Parked events waiting for one of ``keys`` (the object was just written)."""
+        wanted = sorted({k for k in keys if k})
+        if not wanted:
+            return []
+        t = self._t
+        query = (
+            sa.select(t.c.event_id, t.c.payload)
+            .where(t.c.status == "parked", t.c.wake_key.in_(wanted))
+            .order_by(t.c.received_at, t.c.event_id)
+            .limit(limit)
+        )
+        rows = self._ledger.read(lambda conn: list(conn.execute(query).all()))
+        return [
+            open_payload(self._compliance, payload, event_id=event_id)
+            for event_id, payload in rows
+            if isinstance(payload, Mapping)
+        ]
 
     def parked(self, endpoint: Endpoint, *, limit: int = 100) -> list[Mapping[str, Any]]:
         """Parked events of an endpoint, oldest first, as Stripe sent them (the

@@ -128,6 +128,8 @@ class LedgerTables:
     stripe_cursors: Table
     compliance: ComplianceTables
     """Monitoring, cases, links, screening, data keys, audit log (migration 0009)."""
+    worker_jobs: Table
+    """The worker's periodic jobs and their leases (migration 0012)."""
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -334,11 +336,35 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("last_error", String(1000), nullable=True),
         Column("received_at", UTCDateTime, nullable=False),
         Column("processed_at", UTCDateTime, nullable=True),
+        # Migration 0012: a delivery claims the event (a lease) before any Stripe
+        # call; 'queued' events were acknowledged fast and wait for the worker;
+        # parked events carry the key that wakes them and when to try again.
+        Column("lease_owner", String(64), nullable=True),
+        Column("lease_until", UTCDateTime, nullable=True),
+        Column("wake_key", String(300), nullable=True),
+        Column("next_attempt_at", UTCDateTime, nullable=True),
         CheckConstraint(
-            "status IN ('processed', 'ignored', 'parked')", name=f"{p}webhook_events_status"
+            "status IN ('processed', 'ignored', 'parked', 'queued')",
+            name=f"{p}webhook_events_status",
         ),
         Index(f"{p}webhook_events_parked", "status", "received_at"),
         Index(f"{p}webhook_events_subject", "subject_id"),
+        Index(f"{p}webhook_events_wake", "wake_key"),
+    )
+
+    # The worker's schedules (migration 0012): one row per periodic job, claimed
+    # with a lease so that of several worker processes one runs it when due.
+    worker_jobs = Table(
+        f"{p}worker_jobs",
+        md,
+        Column("name", String(64), primary_key=True),
+        Column("next_run_at", UTCDateTime, nullable=False),
+        Column("lease_owner", String(64), nullable=True),
+        Column("lease_until", UTCDateTime, nullable=True),
+        Column("last_run_at", UTCDateTime, nullable=True),
+        Column("last_result", String(1000), nullable=True),
+        Column("runs", Integer, nullable=False, server_default=text("0")),
+        Column("failures", Integer, nullable=False, server_default=text("0")),
     )
 
     # Coin purchases through Stripe Checkout (migration 0004): the state the
@@ -576,4 +602,5 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         stripe_txns,
         stripe_cursors,
         compliance_tables(md, p, entries, UTCDateTime),
+        worker_jobs=worker_jobs,
     )
