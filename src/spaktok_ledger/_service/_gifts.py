@@ -69,6 +69,7 @@ from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox
 from spaktok_ledger._split import BPS_TOTAL, RevenueSplit
 from spaktok_ledger._store import Ledger
+from spaktok_ledger._validate import check_text, derived_key
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
@@ -612,7 +613,7 @@ class GiftEconomy:
             "gift": gift_id,
             "quantity": quantity,
         }
-        ledger_key = f"gift:{sender}:{key}"
+        ledger_key = derived_key("gift", sender, key)
         try:
             if sender == streamer_key:
                 raise GiftRejected("a streamer cannot send a gift to themselves")
@@ -869,9 +870,11 @@ class GiftEconomy:
         face = count * self.coin_value_usd_minor
         meta = check_sensitive_metadata(self.compliance, metadata)
         now = self.clock()
-        self.ledger.open_accounts(self._user_specs(user))
 
         def run(tx: Ledger) -> WalletCredit:
+            # Inside the transaction: a refused credit (a key another user
+            # used, a monitoring refusal) must not leave the accounts behind.
+            tx.open_accounts(self._user_specs(user))
             check, held = (
                 self.compliance.check_credit(
                     tx,
@@ -1003,7 +1006,7 @@ class GiftEconomy:
             except UnknownAccount as exc:
                 raise UnknownUser(f"no wallet for user {user!r}", user_id=user) from exc
             if count > 0 and not entry.replayed:
-                self.using(tx).repay_debt(user, f"adjust:{key}")
+                self.using(tx).repay_debt(user, derived_key("adjust", key, limit=MAX_KEY))
             if not entry.replayed:
                 write_audit(
                     tx.connection(),
@@ -1221,6 +1224,13 @@ def _check_bps(value: object) -> int | None:
 
 
 def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters")
-    return key
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY:
+        raise InvalidInput(
+            "idempotency_key must be a non-empty string of at most 200 characters",
+            field="idempotency_key",
+        )
+    return check_text(key, "idempotency_key", max_length=MAX_KEY)
+
+
+MAX_KEY = 200
+"""Characters of a client's idempotency key (derived keys are hashed to fit)."""

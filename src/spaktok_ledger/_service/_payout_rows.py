@@ -33,6 +33,7 @@ from spaktok_ledger._service._gifts import GiftEconomy
 from spaktok_ledger._service._webhooks import WebhookInbox
 from spaktok_ledger._store import Ledger
 from spaktok_ledger._store._schema import LedgerTables
+from spaktok_ledger._validate import check_text
 
 __all__ = ["ConnectedAccount", "PayoutDiscrepancy", "PayoutRecord"]
 
@@ -516,5 +517,8 @@ def usd(amount_minor: int) -> str:
 
 def check_key(key: object) -> str:
     if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters")
-    return key
+        raise InvalidInput(
+            "idempotency_key must be a non-empty string of at most 200 characters",
+            field="idempotency_key",
+        )
+    return check_text(key, "idempotency_key", max_length=200)

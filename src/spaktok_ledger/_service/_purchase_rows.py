@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from spaktok_ledger import _validate as validate
 from spaktok_ledger._clock import Clock
 from spaktok_ledger._errors import InvalidInput
 from spaktok_ledger._service._gateway import PaymentGateway
@@ -187,8 +188,10 @@ def request_hash(data: Mapping[str, Any]) -> str:
 
 def check_text(value: object, name: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise InvalidInput(f"{name} must be a non-empty string of at most {limit} characters")
-    return value
+        raise InvalidInput(
+            f"{name} must be a non-empty string of at most {limit} characters", field=name
+        )
+    return validate.check_text(value, name, max_length=limit)
 
 
 def purchase_of(row: Mapping[str, Any]) -> Purchase:
