@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from examples.common.openapi import openapi_document
+from examples.common.openapi import ROUTES, openapi_document
 from examples.common.services import (
     IDEMPOTENCY_HEADER,
     USER_HEADER,
@@ -197,7 +197,13 @@ def payouts_webhook() -> Response:
 
 def openapi() -> Response:
     """The API's OpenAPI 3.1 document (hand-written, shared with the Django example)."""
-    return jsonify(openapi_document("spaktok-ledger example (Flask)"))
+    # Flask also refuses oversized bodies (413) and, on JSON routes, other media types (415).
+    extra = {
+        (route.method, route.path): (413,) if route.webhook else (413, 415)
+        for route in ROUTES
+        if route.method == "post"
+    }
+    return jsonify(openapi_document("spaktok-ledger example (Flask)", extra=extra))
 
 
 # -- errors as problem responses ---------------------------------------------------------

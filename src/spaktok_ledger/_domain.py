@@ -29,7 +29,7 @@ from spaktok_ledger._errors import (
     UnbalancedEntry,
 )
 from spaktok_ledger._money import check_minor
-from spaktok_ledger._validate import check_metadata_shape, check_metadata_size, check_text
+from spaktok_ledger._validate import check_metadata_shape, check_metadata_size, check_text, shown
 
 __all__ = [
     "Account",
@@ -119,7 +119,7 @@ def check_account_code(code: object) -> str:
     if not isinstance(code, str) or len(code) > 200 or not _CODE.match(code):
         raise InvalidAccountCode(
             f"account code must look like 'namespace:part[:part...]' "
-            f"(lower-case namespace, at most 200 characters), got {code!r}",
+            f"(lower-case namespace, at most 200 characters), got {shown(code)}",
             account=code if isinstance(code, str) else None,
         )
     return code
@@ -157,7 +157,7 @@ def _check_aware(value: datetime | None, name: str) -> None:
     if value is not None and (
         not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None
     ):
-        raise InvalidEntry(f"{name} must be a timezone-aware datetime, got {value!r}")
+        raise InvalidEntry(f"{name} must be a timezone-aware datetime, got {shown(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +187,7 @@ class AccountSpec:
             try:
                 object.__setattr__(self, "kind", AccountKind(self.kind))
             except ValueError as exc:
-                raise InvalidInput(f"unknown account kind {self.kind!r}") from exc
+                raise InvalidInput(f"unknown account kind {shown(self.kind)}") from exc
         validate_currency(self.currency)
         if not isinstance(self.allow_overdraft, bool):
             raise InvalidInput("allow_overdraft must be a bool")
@@ -319,7 +319,9 @@ class EntryDraft:
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not _TYPE.match(self.type):
-            raise InvalidEntry(f"entry type must match [a-z][a-z0-9_.]{{0,63}}, got {self.type!r}")
+            raise InvalidEntry(
+                f"entry type must match [a-z][a-z0-9_.]{{0,63}}, got {shown(self.type)}"
+            )
         if isinstance(self.postings, str | bytes | Mapping) or not isinstance(
             self.postings, Iterable
         ):
@@ -330,7 +332,7 @@ class EntryDraft:
         postings = tuple(self.postings)
         for posting in postings:
             if not isinstance(posting, Posting):
-                raise InvalidEntry(f"postings must be Posting objects, got {posting!r}")
+                raise InvalidEntry(f"postings must be Posting objects, got {shown(posting)}")
         if len(postings) < 2:
             raise InvalidEntry("an entry needs at least two postings")
         if len(postings) > MAX_POSTINGS:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Final
 
 from spaktok_ledger._errors import InvalidInput
@@ -42,6 +43,7 @@ __all__ = [
     "check_text",
     "check_types",
     "derived_key",
+    "shown",
 ]
 
 MAX_ENTRY_ID: Final = INT64_MAX
@@ -200,3 +202,26 @@ def derived_key(prefix: str, *parts: str, limit: int = MAX_KEY_COLUMN) -> str:
         return key
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
     return f"{prefix}:sha256:{digest}"
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A short, safe rendering of a refused value for an error message.
+
+    Never the ``repr`` of an arbitrary object (a 100,000-deep dict has none
+    that fits the stack, a long string would fill logs): text and numbers
+    shortened to ``limit`` characters, anything else by its type name.
+
+    >>> shown("abc")
+    "'abc'"
+    >>> shown({"a": 1})
+    '<dict>'
+    """
+    if isinstance(value, str | bytes | int | float | Decimal) and not isinstance(value, bool):
+        try:
+            text = repr(value)
+        except ValueError:  # an int with more digits than int -> str allows
+            return f"<{type(value).__name__}>"
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return f"<{type(value).__name__}>"

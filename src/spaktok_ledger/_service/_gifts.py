@@ -69,7 +69,7 @@ from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox
 from spaktok_ledger._split import BPS_TOTAL, RevenueSplit
 from spaktok_ledger._store import Ledger
-from spaktok_ledger._validate import check_text, derived_key
+from spaktok_ledger._validate import check_text, derived_key, shown
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
@@ -622,7 +622,7 @@ class GiftEconomy:
             if not 1 <= quantity <= MAX_QUANTITY:
                 raise GiftRejected(f"quantity must be from 1 to {MAX_QUANTITY}, got {quantity}")
             if self.gifts is None:
-                raise UnknownGift(f"no gift {gift_id!r}: this service has no gift catalogue")
+                raise UnknownGift(f"no gift {shown(gift_id)}: this service has no gift catalogue")
             gift = self.gifts.get(gift_id)
             send = _GiftRequest(sender, streamer_key, gift, quantity, ledger_key, request)
             return self._guard(lambda: self.ledger.atomic(lambda tx: self._send(tx, send)))
@@ -1219,7 +1219,7 @@ def _check_bps(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BPS_TOTAL:
-        raise InvalidInput(f"streamer_bps must be an int from 0 to {BPS_TOTAL}, got {value!r}")
+        raise InvalidInput(f"streamer_bps must be an int from 0 to {BPS_TOTAL}, got {shown(value)}")
     return value
 
 

@@ -82,6 +82,7 @@ from spaktok_ledger._validate import (
     check_int,
     check_text,
     check_types,
+    shown,
 )
 
 __all__ = ["Clock", "Ledger", "utc_now"]
@@ -160,7 +161,7 @@ def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
 
 def _aware(value: datetime, name: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime, got {value!r}")
+        raise InvalidInput(f"{name} must be a timezone-aware datetime, got {shown(value)}")
     return value.astimezone(UTC)
 
 
@@ -501,7 +502,7 @@ class Ledger:
         specs = list(specs)
         for spec in specs:
             if not isinstance(spec, AccountSpec):
-                raise InvalidInput(f"expected an AccountSpec, got {spec!r}")
+                raise InvalidInput(f"expected an AccountSpec, got {shown(spec)}")
         now = self.now()
         return self._write(lambda conn: [self._open(conn, spec, now) for spec in specs])
 
