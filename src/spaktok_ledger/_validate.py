@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
     "MAX_WEBHOOK_BODY_BYTES",
+    "check_aware",
     "check_entry_id",
     "check_int",
     "check_metadata_shape",
@@ -225,3 +227,10 @@ def shown(value: object, limit: int = 80) -> str:
     if value is None or isinstance(value, bool):
         return repr(value)
     return f"<{type(value).__name__}>"
+
+
+def check_aware(value: object, field: str) -> datetime:
+    """A timezone-aware ``datetime`` (a naive one is ambiguous: which zone?)."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidInput(f"{field} must be a timezone-aware datetime", field=field)
+    return value

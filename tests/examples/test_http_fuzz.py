@@ -40,7 +40,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-EXAMPLES = int(os.environ.get("SPAKTOK_HTTP_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("SPAKTOK_HTTP_FUZZ_EXAMPLES", "10"))
 """Requests per operation and generation mode (kept small: CI runs it on 2 cores)."""
 
 

@@ -157,6 +157,7 @@ def calls(draw: st.DrawFn) -> tuple[str, Callable[[GiftEconomy], object]]:
                 "earnings",
                 "economy_history",
                 "mature_earnings",
+                "expire_holds",
             ]
         )
     )
@@ -254,6 +255,8 @@ def calls(draw: st.DrawFn) -> tuple[str, Callable[[GiftEconomy], object]]:
         return name, lambda e: e.history(user_id=user, limit=limit, cursor=cursor, types=types)
     now = draw(st.one_of(st.none(), times))
     limit = draw(st.one_of(hostile_int, values))
+    if name == "expire_holds":
+        return name, lambda e: e.ledger.expire_holds(now=now, limit=limit)
     return name, lambda e: e.mature_earnings(now=now, limit=limit)
 
 
@@ -274,7 +277,7 @@ def world(economy: GiftEconomy) -> GiftEconomy:
 
 
 @settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
@@ -301,7 +304,7 @@ def test_the_strategy_reaches_every_method() -> None:
     ledger_methods = {
         "entry", "entry_by_key", "hold_status", "reverse", "void_hold", "post_hold", "history",
         "entries_page", "balance", "balances", "account", "accounts", "open_account", "post",
-        "hold", "iter_entries", "balance_as_of",
+        "hold", "iter_entries", "balance_as_of", "expire_holds",
     }  # fmt: skip
     economy_methods = {
         "open_user", "register_streamer", "set_split", "block_streamer", "send_gift",

@@ -69,7 +69,7 @@ from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox
 from spaktok_ledger._split import BPS_TOTAL, RevenueSplit
 from spaktok_ledger._store import Ledger
-from spaktok_ledger._validate import check_text, derived_key, shown
+from spaktok_ledger._validate import check_aware, check_int, check_text, derived_key, shown
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
@@ -1072,7 +1072,8 @@ class GiftEconomy:
         when several runs overlap (shares are claimed in the same transaction
         as the entry). Run it periodically (``spaktok-ledger mature-earnings``).
         """
-        moment = now or self.clock()
+        moment = check_aware(now, "now") if now is not None else self.clock()
+        check_int(limit, "limit", minimum=1, maximum=100_000)
         lots = self._t.earning_lots
         due = (
             sa.select(lots.c.streamer_id)

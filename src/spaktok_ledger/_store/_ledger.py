@@ -780,6 +780,7 @@ class Ledger:
         expire-holds``).
         """
         now = _aware(now, "now") if now is not None else self.now()
+        check_int(limit, "limit", minimum=1, maximum=100_000)
         e, r = self._tables.entries, self._tables.entries.alias("r")
         query = (
             sa.select(e.c.id)
