@@ -485,3 +485,20 @@ def test_quote_expiry_is_unaffected(shop) -> None:
     result = payments.create_checkout("alice", quote.id, idempotency_key="ok", **URLS)
     assert not result.replayed
     assert timedelta(0) < quote.expires_at - quote.created_at
+
+
+def test_balance_range_check_guards_raw_sql(ledger: Ledger) -> None:
+    """The CHECK of migration 0013 refuses an out-of-range balance written by raw SQL too,
+    and the table keeps its DELETE guard after SQLite's table rebuild."""
+    open_pair(ledger, "test:a", "test:b")
+    move(ledger, "k1", "test:a", "test:b", MAX)
+    b = ledger.tables.balances
+    engine = ledger.engine
+    assert engine is not None
+    with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
+        conn.execute(b.update().values(posted=b.c.posted + 1).where(b.c.posted == MAX))
+    with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
+        conn.execute(b.update().values(posted=-MAX - 1).where(b.c.posted == -MAX))
+    with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
+        conn.execute(b.delete())
+    assert ledger.balance("test:a").posted_minor == MAX
