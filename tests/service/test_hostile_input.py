@@ -502,3 +502,19 @@ def test_balance_range_check_guards_raw_sql(ledger: Ledger) -> None:
     with pytest.raises(sa.exc.DBAPIError), engine.begin() as conn:
         conn.execute(b.delete())
     assert ledger.balance("test:a").posted_minor == MAX
+
+
+def test_purchase_and_payout_lookups_with_hostile_ids(shop, economy: GiftEconomy) -> None:
+    """purchase()/sync()/release() and payout() with NUL, huge or non-str ids: typed errors."""
+    from spaktok_ledger import UnknownPurchase
+
+    _, _, payments = shop
+    for bad in ("pur_\x00", "p" * 10_000, b"pur_1", 5):
+        refused(payments.economy.ledger, lambda b=bad: payments.purchase(b), UnknownPurchase)
+        refused(payments.economy.ledger, lambda b=bad: payments.sync(b), UnknownPurchase)
+    with FakeStripe() as fake:
+        payouts = Payouts(
+            economy, StripeGateway(stripe_client(fake, timeout=5)), connect_webhook_secret=SECRET
+        )
+        for bad in ("pyt_\x00", "p" * 10_000, b"pyt_1"):
+            refused(economy.ledger, lambda b=bad: payouts.payout(b), InvalidInput)

@@ -318,6 +318,7 @@ class _PayoutsCore:
 
     def _lock(self, conn: Connection, payout_id: str) -> Any:
         p = self._t.payouts
+        check_text(payout_id, "payout_id", max_length=255)
         row = conn.execute(sa.select(p).where(p.c.id == payout_id).with_for_update()).first()
         if row is None:
             raise UnknownPayout(f"no payout {payout_id!r}", payout_id=payout_id)
@@ -325,6 +326,7 @@ class _PayoutsCore:
 
     def _load(self, conn: Connection, payout_id: str) -> PayoutRecord:
         p = self._t.payouts
+        check_text(payout_id, "payout_id", max_length=255)
         row = conn.execute(sa.select(p).where(p.c.id == payout_id)).first()
         if row is None:
             raise UnknownPayout(f"no payout {payout_id!r}", payout_id=payout_id)

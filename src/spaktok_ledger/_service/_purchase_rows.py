@@ -123,6 +123,8 @@ class _PaymentsCore:
 def load_row(
     conn: Connection, t: sa.Table, purchase_id: str, *, lock: bool = False
 ) -> dict[str, Any] | None:
+    if not _storable_id(purchase_id):
+        return None  # no purchase has it (ids are ``pur_<hex>``); never a driver error
     query = sa.select(t).where(t.c.id == purchase_id)
     if lock:
         query = query.with_for_update()
@@ -223,3 +225,12 @@ def purchase_of(row: Mapping[str, Any]) -> Purchase:
         refund_due=bool(row["refund_due"]),
         fraud_warning=row["fraud_warning"],
     )
+
+
+def _storable_id(value: object) -> bool:
+    """Text both backends can compare with an id column (else nothing can match it)."""
+    try:
+        validate.check_text(value, "id", max_length=255)
+    except InvalidInput:
+        return False
+    return True
