@@ -203,9 +203,12 @@ def event(data: Mapping[str, Any]) -> WebhookEvent:
     account = data.get("account") if isinstance(data.get("account"), str) else None
     if account is not None:
         _check_event_text(account, "account")
-    # Every Stripe object names its kind and id: ``data.object = {}`` is not one.
-    for name in ("object", "id"):
+    # Every Stripe object has an id (``data.object = {}`` is not one), and its kind
+    # (``object``), when given, is short text too.
+    for name in ("id", "object"):
         value = inner["object"].get(name)
+        if value is None and name == "object":
+            continue
         if not isinstance(value, str):
             raise WebhookPayloadError(f"the event's data.object.{name} is not a string")
         _check_event_text(value, f"data.object.{name}")
