@@ -197,7 +197,7 @@ def derived_key(prefix: str, *parts: str, limit: int = MAX_KEY_COLUMN) -> str:
     >>> derived_key("adjust", "k1")
     'adjust:k1'
     >>> len(derived_key("gift", "u" * 64, "k" * 200))
-    78
+    76
     """
     key = ":".join((prefix, *parts))
     if len(key) <= limit:
