@@ -63,8 +63,10 @@ def main(database: str) -> None:
         for case in cases.find(subject_id="mule"):
             print(f"case {case.id} [{case.rule}]: {case.reason}")
             cases.decide(case.id, "refuse", actor="aml-analyst", reason="cash-out of fresh coins")
-        print(f"after review: {payouts.payout(payout.payout_id).status}; "
-              f"back in earnings: {economy.earnings('mule').available_minor} US cents")
+        print(
+            f"after review: {payouts.payout(payout.payout_id).status}; "
+            f"back in earnings: {economy.earnings('mule').available_minor} US cents"
+        )
         report = io.StringIO()
         print(f"suspicious-activity export: {cases.export(report, decision='refuse')} case(s)")
 

@@ -30,6 +30,7 @@ PURE = [
     "_catalogue",
     "_clock",
     "_extras",
+    "_validate",
 ]
 PURE_MODULES = {f"spaktok_ledger.{m}" for m in PURE} | {"spaktok_ledger.fx._rates"}
 # babel reads CLDR data files shipped in the package; py-moneyed is a value type

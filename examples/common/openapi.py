@@ -165,6 +165,8 @@ _STATUS_TEXT: Final = {
     403: "Someone else's wallet or statement",
     404: "Something the request names does not exist",
     409: "Refused because of what is recorded (funds, idempotency key, quote, payout rules)",
+    413: "The request body is larger than the app accepts",
+    415: "The body is not sent as JSON (Content-Type: application/json)",
     422: "Invalid request fields, or input the library refuses",
     429: "Purchase limit reached",
     500: "Unexpected error",

@@ -433,6 +433,14 @@ def require_idempotency_key(value: str | None) -> str:
             f"send an {IDEMPOTENCY_HEADER} header (a unique value per intended operation; "
             "retries reuse it)",
         )
+    if len(value) > 200 or not value.isprintable():
+        # NUL and other control characters, or longer than the library takes.
+        raise fail(
+            400,
+            "invalid_idempotency_key",
+            "Invalid Idempotency-Key header",
+            f"the {IDEMPOTENCY_HEADER} header must be 1-200 printable characters",
+        )
     return value
 
 

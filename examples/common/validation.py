@@ -28,6 +28,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise malformed_json(str(exc)) from None
+    except RecursionError:  # a deeply nested body: refused, never a 500
+        raise malformed_json("the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise validation_failed([{"field": "body", "message": "must be a JSON object"}])
     return data
@@ -62,6 +64,8 @@ class Fields:
             return None
         if not isinstance(value, str) or not value:
             self._fail(name, "must be a non-empty string")
+        elif not value.isprintable():  # NUL, control characters, lone surrogates
+            self._fail(name, "must not contain control characters")
         elif len(value) > max_length:
             self._fail(name, f"must be at most {max_length} characters")
         elif pattern is not None and not pattern.match(value):
@@ -107,7 +111,8 @@ def parse_query_int(raw: str | None, name: str, *, default: int, minimum: int, m
     """A query parameter that must be a whole number in a range (422 otherwise)."""
     if raw is None:
         return default
-    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+    # ASCII digits only ("²".isdigit() is true), and short: int() of a huge string is slow.
+    if not re.fullmatch(r"[0-9]{1,18}", raw) or not minimum <= int(raw) <= maximum:
         raise validation_failed(
             [{"field": name, "message": f"must be an integer from {minimum} to {maximum}"}]
         )

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from examples.common.openapi import openapi_document
+from examples.common.openapi import ROUTES, openapi_document
 from examples.common.services import (
     IDEMPOTENCY_HEADER,
     USER_HEADER,
@@ -57,13 +57,22 @@ from spaktok_ledger.http import PROBLEM_JSON, Problem, ProblemError, problem_for
 
 log = logging.getLogger("examples.flask_app")
 Answer = tuple[Response, int, dict[str, str]]
+MAX_BODY_BYTES = 1_048_576
 
 
 # -- explicit request checks (the field checks are shared with the Django example) ------
 
 
 def json_object() -> dict[str, Any]:
-    """The request body as a JSON object: 400 if it is not JSON, 422 if not an object."""
+    """The request body as a JSON object: 415 unless sent as JSON, 400 if it is not JSON,
+    422 if not an object."""
+    if not request.is_json:
+        raise fail(
+            415,
+            "unsupported_media_type",
+            "Unsupported Media Type",
+            "send the body as JSON (Content-Type: application/json)",
+        )
     return parse_json_object(request.get_data())
 
 
@@ -188,7 +197,13 @@ def payouts_webhook() -> Response:
 
 def openapi() -> Response:
     """The API's OpenAPI 3.1 document (hand-written, shared with the Django example)."""
-    return jsonify(openapi_document("spaktok-ledger example (Flask)"))
+    # Flask also refuses oversized bodies (413) and, on JSON routes, other media types (415).
+    extra = {
+        (route.method, route.path): (413,) if route.webhook else (413, 415)
+        for route in ROUTES
+        if route.method == "post"
+    }
+    return jsonify(openapi_document("spaktok-ledger example (Flask)", extra=extra))
 
 
 # -- errors as problem responses ---------------------------------------------------------
@@ -229,6 +244,8 @@ def on_crash(exc: Exception) -> Response:
 def create_app(services: Services | None = None) -> Flask:
     """The app (``flask --app`` finds this factory); ``services`` default: from the environment."""
     app = Flask(__name__)
+    # Bodies over 1 MiB are refused (413) before they are read, webhooks included.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     if services is None:
         services = build_services()
         atexit.register(services.close)

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from spaktok_ledger._errors import InvalidAmount, InvalidCatalogue, UnknownGift, UnknownPack
 from spaktok_ledger._money import check_minor
+from spaktok_ledger._validate import shown
 
 __all__ = [
     "CATALOGUE_ID",
@@ -187,7 +188,7 @@ class GiftCatalogue:
         try:
             return self._by_id[gift_id]
         except (KeyError, TypeError):
-            raise UnknownGift(f"no gift {gift_id!r}", gift_id=gift_id) from None
+            raise UnknownGift(f"no gift {shown(gift_id)}", gift_id=shown(gift_id)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {"gifts": [gift.to_dict() for gift in self.gifts]}
@@ -350,7 +351,7 @@ class PackCatalogue:
         try:
             return self._by_id[pack_id]
         except (KeyError, TypeError):
-            raise UnknownPack(f"no coin pack {pack_id!r}", pack_id=pack_id) from None
+            raise UnknownPack(f"no coin pack {shown(pack_id)}", pack_id=shown(pack_id)) from None
 
     def face_value_usd_minor(self, pack_id: str) -> int:
         """F for a pack at this catalogue's coin value."""

@@ -78,6 +78,7 @@ from spaktok_ledger._errors import (
 )
 from spaktok_ledger._iso4217 import MINOR_UNITS, NO_MINOR_UNIT, TABLE_VERSION, WITHDRAWN
 from spaktok_ledger._money import check_minor
+from spaktok_ledger._validate import shown
 
 if TYPE_CHECKING:
     from moneyed import Money
@@ -285,7 +286,7 @@ def validate_currency(code: object) -> str:
     too: the ledger stores integers of a minor unit, and they have none.
     """
     if not isinstance(code, str) or not _CODE.match(code):
-        raise UnknownCurrency(f"currency must be a 3-letter ISO 4217 code, got {code!r}")
+        raise UnknownCurrency(f"currency must be a 3-letter ISO 4217 code, got {shown(code)}")
     if code not in _KNOWN:
         if code in NO_MINOR_UNIT:
             raise UnknownCurrency(

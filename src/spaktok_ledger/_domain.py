@@ -29,6 +29,7 @@ from spaktok_ledger._errors import (
     UnbalancedEntry,
 )
 from spaktok_ledger._money import check_minor
+from spaktok_ledger._validate import check_metadata_shape, check_metadata_size, check_text, shown
 
 __all__ = [
     "Account",
@@ -118,7 +119,7 @@ def check_account_code(code: object) -> str:
     if not isinstance(code, str) or len(code) > 200 or not _CODE.match(code):
         raise InvalidAccountCode(
             f"account code must look like 'namespace:part[:part...]' "
-            f"(lower-case namespace, at most 200 characters), got {code!r}",
+            f"(lower-case namespace, at most 200 characters), got {shown(code)}",
             account=code if isinstance(code, str) else None,
         )
     return code
@@ -130,10 +131,12 @@ def check_json(value: object, *, name: str = "metadata") -> dict[str, Json]:
         raise InvalidInput(f"{name} must be a mapping, not {type(value).__name__}")
     if not value:
         return {}
+    check_metadata_shape(value, name)
     try:
         text = json.dumps(dict(value), allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{name} must be JSON-serialisable: {exc}") from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{name} must be JSON-serialisable: {exc}", field=name) from exc
+    check_metadata_size(text, name)
     copy: dict[str, Json] = json.loads(text)
     if _has_nul(copy):
         raise InvalidInput(f"{name} must not contain NUL characters (PostgreSQL cannot store them)")
@@ -154,7 +157,7 @@ def _check_aware(value: datetime | None, name: str) -> None:
     if value is not None and (
         not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None
     ):
-        raise InvalidEntry(f"{name} must be a timezone-aware datetime, got {value!r}")
+        raise InvalidEntry(f"{name} must be a timezone-aware datetime, got {shown(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +187,7 @@ class AccountSpec:
             try:
                 object.__setattr__(self, "kind", AccountKind(self.kind))
             except ValueError as exc:
-                raise InvalidInput(f"unknown account kind {self.kind!r}") from exc
+                raise InvalidInput(f"unknown account kind {shown(self.kind)}") from exc
         validate_currency(self.currency)
         if not isinstance(self.allow_overdraft, bool):
             raise InvalidInput("allow_overdraft must be a bool")
@@ -278,9 +281,10 @@ def check_balanced(postings: Iterable[Posting]) -> None:
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
         raise InvalidEntry(
-            f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} characters"
+            f"idempotency_key must be a non-empty string of at most {MAX_KEY_LENGTH} characters",
+            field="idempotency_key",
         )
-    return key
+    return check_text(key, "idempotency_key", max_length=MAX_KEY_LENGTH, error=InvalidEntry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,11 +319,20 @@ class EntryDraft:
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not _TYPE.match(self.type):
-            raise InvalidEntry(f"entry type must match [a-z][a-z0-9_.]{{0,63}}, got {self.type!r}")
+            raise InvalidEntry(
+                f"entry type must match [a-z][a-z0-9_.]{{0,63}}, got {shown(self.type)}"
+            )
+        if isinstance(self.postings, str | bytes | Mapping) or not isinstance(
+            self.postings, Iterable
+        ):
+            raise InvalidEntry(
+                f"postings must be a sequence of Posting, not {type(self.postings).__name__}",
+                field="postings",
+            )
         postings = tuple(self.postings)
         for posting in postings:
             if not isinstance(posting, Posting):
-                raise InvalidEntry(f"postings must be Posting objects, got {posting!r}")
+                raise InvalidEntry(f"postings must be Posting objects, got {shown(posting)}")
         if len(postings) < 2:
             raise InvalidEntry("an entry needs at least two postings")
         if len(postings) > MAX_POSTINGS:
@@ -333,8 +346,12 @@ class EntryDraft:
             or "\x00" in self.description
         ):
             raise InvalidEntry(
-                "description must be a string of at most 1000 characters, without NUL"
+                "description must be a string of at most 1000 characters, without NUL",
+                field="description",
             )
+        check_text(
+            self.description, "description", max_length=1000, min_length=0, error=InvalidEntry
+        )
         object.__setattr__(self, "metadata", check_json(self.metadata))
         _check_aware(self.effective_at, "effective_at")
 

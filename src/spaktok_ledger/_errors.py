@@ -11,7 +11,8 @@ exception: adapters translate them with ``raise ... from exc``.
     LedgerError
     ├── InvalidInput (ValueError)              bad arguments; nothing was written
     │   ├── InvalidAmount                      not an int minor amount in int64 range
-    │   │   └── InvalidAmountType (TypeError)  float, bool, str... where an int belongs
+    │   │   ├── InvalidAmountType (TypeError)  float, bool, str... where an int belongs
+    │   │   └── BalanceOverflow                a balance would leave signed 64-bit range
     │   ├── UnknownCurrency                    not an ISO 4217 code we know
     │   ├── UnknownLocale                      not a CLDR locale babel knows
     │   ├── InvalidAccountCode
@@ -79,6 +80,7 @@ __all__ = [
     "AlreadyReversed",
     "AmountBelowMinimum",
     "AmountMismatch",
+    "BalanceOverflow",
     "CaseClosed",
     "ComplianceError",
     "Conflict",
@@ -176,6 +178,16 @@ class InvalidAmount(InvalidInput):
 
 class InvalidAmountType(InvalidAmount, TypeError):
     """An amount has the wrong type (float, bool, str...): money is ``int`` minor units."""
+
+
+class BalanceOverflow(InvalidAmount):
+    """The entry would take a balance outside signed 64-bit range; nothing was written.
+
+    Each posting can be within range while their sum on one account is not:
+    balances are checked when they are written (and guarded by a CHECK
+    constraint on both backends), so the books never hold a wrapped or
+    floating-point balance.
+    """
 
 
 class UnknownCurrency(InvalidInput):

@@ -58,6 +58,7 @@ PROBLEM_TYPES: Final[Mapping[type[LedgerError], ProblemType]] = {
     e.InvalidInput: ProblemType(422, "Invalid input"),
     e.InvalidAmount: ProblemType(422, "Invalid amount"),
     e.InvalidAmountType: ProblemType(422, "Amount of the wrong type"),
+    e.BalanceOverflow: ProblemType(422, "Balance would overflow"),
     e.UnknownCurrency: ProblemType(422, "Unknown currency"),
     e.UnknownLocale: ProblemType(422, "Unknown locale"),
     e.InvalidAccountCode: ProblemType(422, "Invalid account code"),

@@ -83,7 +83,11 @@ class Books:
     ):
         """A paid purchase (settled in USD unless told); returns the Purchase."""
         result = self.checkout(user, pack, currency)
-        if currency != "USD" and "exchange_rate" not in complete and "settle_currency" not in complete:
+        if (
+            currency != "USD"
+            and "exchange_rate" not in complete
+            and "settle_currency" not in complete
+        ):
             complete["exchange_rate"] = Decimal(1) / RATES[currency]
         event = self.fake.complete_checkout(result.checkout_session_id, **complete)
         if deliver:

@@ -200,7 +200,10 @@ class TestBalancesAndCredits:
         world.ledger.post(
             EntryDraft(
                 "refund",
-                (Posting.debit("user:carol:receivable", 30), Posting.credit("platform:stripe_clearing", 30)),
+                (
+                    Posting.debit("user:carol:receivable", 30),
+                    Posting.credit("platform:stripe_clearing", 30),
+                ),
                 "debt",
             )
         )

@@ -97,7 +97,9 @@ class TestCheckout:
         request = [r for r in fake.requests if r.path == "/v1/checkout/sessions"][-1]
         assert request.params["mode"] == "payment"
         assert request.params["line_items"][0]["price_data"]["unit_amount"] == "466"
-        assert request.params["payment_intent_data"]["metadata"]["purchase_id"] == result.purchase_id
+        assert (
+            request.params["payment_intent_data"]["metadata"]["purchase_id"] == result.purchase_id
+        )
         assert request.params["client_reference_id"] == result.purchase_id
         assert request.headers["Idempotency-Key"] == f"checkout:{result.purchase_id}"
         purchase = payments.purchase(result.purchase_id)
@@ -133,28 +135,47 @@ class TestCheckout:
         pricing.store.save(btn)
         with pytest.raises(UnsupportedCurrency):
             payments.create_checkout("alice", "quote_btn", idempotency_key="d", **URLS)
-        tiny = replace(mine, id="quote_tiny", pack_id="tiny", coins=30, bonus_coins=0,
-                       usd_price_minor=30, face_value_usd_minor=30, local_amount_minor=28)
+        tiny = replace(
+            mine,
+            id="quote_tiny",
+            pack_id="tiny",
+            coins=30,
+            bonus_coins=0,
+            usd_price_minor=30,
+            face_value_usd_minor=30,
+            local_amount_minor=28,
+        )
         pricing.store.save(tiny)
         with pytest.raises(AmountBelowMinimum):
             payments.create_checkout("alice", "quote_tiny", idempotency_key="e", **URLS)
         with pytest.raises(InvalidInput):
-            payments.create_checkout("alice", mine.id, idempotency_key="f",
-                                     success_url="javascript:alert(1)", cancel_url="x")
+            payments.create_checkout(
+                "alice",
+                mine.id,
+                idempotency_key="f",
+                success_url="javascript:alert(1)",
+                cancel_url="x",
+            )
         assert stripe_calls(fake, "/v1/checkout/sessions") == calls
 
     def test_velocity_limits(self, shop) -> None:
         """Purchases per hour and USD per day are capped per user."""
         economy, pricing, _ = shop
-        payments = Payments(economy, pricing, shop[2].gateway, webhook_secret=SECRET,
-                            velocity=VelocityLimits(max_purchases_per_hour=2,
-                                                    max_usd_minor_per_day=3000),
-                            clock=shop[2].clock)
+        payments = Payments(
+            economy,
+            pricing,
+            shop[2].gateway,
+            webhook_secret=SECRET,
+            velocity=VelocityLimits(max_purchases_per_hour=2, max_usd_minor_per_day=3000),
+            clock=shop[2].clock,
+        )
         for key in ("v1", "v2"):
             quote = pricing.quote("starter", user_id="alice")
             payments.create_checkout("alice", quote.id, idempotency_key=key, **URLS)
         with pytest.raises(FraudRejected, match="an hour"):
-            payments.create_checkout("alice", pricing.quote("starter").id, idempotency_key="v3", **URLS)
+            payments.create_checkout(
+                "alice", pricing.quote("starter").id, idempotency_key="v3", **URLS
+            )
         big = pricing.quote("fan", user_id="carol")
         payments.create_checkout("carol", big.id, idempotency_key="c1", **URLS)
         with pytest.raises(FraudRejected, match="in a day"):
@@ -208,8 +229,12 @@ class TestWebhooks:
         )
         deliver(payments, event)
         b = economy.ledger.balances(
-            ["platform:stripe_clearing", "platform:stripe_balance", "platform:payment_fees",
-             "platform:fx_gain_loss"]
+            [
+                "platform:stripe_clearing",
+                "platform:stripe_balance",
+                "platform:payment_fees",
+                "platform:fx_gain_loss",
+            ]
         )
         settled = 509  # 466 EUR cents x 1.0921, half up
         assert b["platform:stripe_clearing"].posted_minor == 0
@@ -251,8 +276,13 @@ class TestWebhooks:
     def test_unknown_event_types_are_ignored(self, shop) -> None:
         """An event type the service does not handle is acknowledged, ignored, and not
         recorded (so the endpoint it was meant for can still apply it)."""
-        event = {"id": "evt_ping", "object": "event", "type": "account.updated",
-                 "created": int(time.time()), "data": {"object": {"id": "acct_1"}}}
+        event = {
+            "id": "evt_ping",
+            "object": "event",
+            "type": "account.updated",
+            "created": int(time.time()),
+            "data": {"object": {"id": "acct_1"}},
+        }
         assert deliver(shop[2], event).outcome == "ignored"
         assert shop[2].inbox.status("evt_ping") is None
 
@@ -262,8 +292,13 @@ class TestWebhooks:
 
         seen = []
         shop[2].transfer_events = lambda e: seen.append(e.id) or WebhookResult(e.id, e.type, "x")
-        event = {"id": "evt_tr", "object": "event", "type": "transfer.reversed",
-                 "created": int(time.time()), "data": {"object": {"id": "tr_1"}}}
+        event = {
+            "id": "evt_tr",
+            "object": "event",
+            "type": "transfer.reversed",
+            "created": int(time.time()),
+            "data": {"object": {"id": "tr_1"}},
+        }
         assert deliver(shop[2], event).outcome == "x"
         assert seen == ["evt_tr"]
 
@@ -271,32 +306,70 @@ class TestWebhooks:
         """An unpaid completion waits; async success credits; async failure fails."""
         economy, _, payments = shop
         ok = checkout(shop, key="sepa-ok")
-        assert deliver(payments, fake.complete_checkout(
-            ok.checkout_session_id, paid=False, exchange_rate=Decimal("1.07"))).outcome == "waiting"
+        assert (
+            deliver(
+                payments,
+                fake.complete_checkout(
+                    ok.checkout_session_id, paid=False, exchange_rate=Decimal("1.07")
+                ),
+            ).outcome
+            == "waiting"
+        )
         assert not _has_wallet(economy, "alice") or economy.wallet("alice").coins == 0
-        assert deliver(payments, fake.async_payment_succeeded(ok.checkout_session_id)).outcome == "credited"
+        assert (
+            deliver(payments, fake.async_payment_succeeded(ok.checkout_session_id)).outcome
+            == "credited"
+        )
         bad = checkout(shop, user="carol", key="sepa-bad")
-        deliver(payments, fake.complete_checkout(
-            bad.checkout_session_id, paid=False, exchange_rate=Decimal("1.07")))
-        assert deliver(payments, fake.async_payment_failed(bad.checkout_session_id)).outcome == "failed"
+        deliver(
+            payments,
+            fake.complete_checkout(
+                bad.checkout_session_id, paid=False, exchange_rate=Decimal("1.07")
+            ),
+        )
+        assert (
+            deliver(payments, fake.async_payment_failed(bad.checkout_session_id)).outcome
+            == "failed"
+        )
         assert payments.purchase(bad.purchase_id).status == "failed"
         expiring = checkout(shop, user="carol", key="exp")
-        assert deliver(payments, fake.expire_checkout(expiring.checkout_session_id)).outcome == "expired"
+        assert (
+            deliver(payments, fake.expire_checkout(expiring.checkout_session_id)).outcome
+            == "expired"
+        )
 
     def test_amount_mismatch_credits_nothing(self, shop, fake) -> None:
         """If Stripe charged something else than the quote, nothing is credited and it is reported."""
         economy, pricing, payments = shop
         quote = pricing.quote("starter", currency="EUR", user_id="alice")
         client = stripe_client(fake)
-        metadata = {"purchase_id": "pur_forged", "user_id": "alice", "quote_id": quote.id,
-                    "pack_id": "starter"}
-        session = client.v1.checkout.sessions.create(params={
-            "mode": "payment", "success_url": URLS["success_url"], "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
-            "line_items": [{"quantity": 1, "price_data": {
-                "currency": "eur", "unit_amount": 1, "product_data": {"name": "x"}}}],
-        })
-        result = deliver(payments, fake.complete_checkout(session.id, exchange_rate=Decimal("1.07")))
+        metadata = {
+            "purchase_id": "pur_forged",
+            "user_id": "alice",
+            "quote_id": quote.id,
+            "pack_id": "starter",
+        }
+        session = client.v1.checkout.sessions.create(
+            params={
+                "mode": "payment",
+                "success_url": URLS["success_url"],
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": "eur",
+                            "unit_amount": 1,
+                            "product_data": {"name": "x"},
+                        },
+                    }
+                ],
+            }
+        )
+        result = deliver(
+            payments, fake.complete_checkout(session.id, exchange_rate=Decimal("1.07"))
+        )
         assert result.outcome == "amount_mismatch"
         assert payments.purchase("pur_forged").status == "mismatch"
         assert economy.wallet("alice").coins == 0
@@ -345,10 +418,18 @@ class TestRefundsAndDisputes:
     def test_platform_loss_policy(self, shop, fake) -> None:
         """Under PLATFORM_LOSS, spent coins are the platform's loss, not the user's debt."""
         economy, pricing, payments = shop
-        lossy = Payments(economy, pricing, payments.gateway, webhook_secret=SECRET,
-                         refund_policy=RefundPolicy.PLATFORM_LOSS, clock=payments.clock)
+        lossy = Payments(
+            economy,
+            pricing,
+            payments.gateway,
+            webhook_secret=SECRET,
+            refund_policy=RefundPolicy.PLATFORM_LOSS,
+            clock=payments.clock,
+        )
         result = checkout(shop, key="loss")
-        deliver(lossy, fake.complete_checkout(result.checkout_session_id, exchange_rate=Decimal("1.07")))
+        deliver(
+            lossy, fake.complete_checkout(result.checkout_session_id, exchange_rate=Decimal("1.07"))
+        )
         economy.send_gift("alice", "bob", "rose", 20, idempotency_key="spend")
         deliver(lossy, fake.refund(lossy.purchase(result.purchase_id).charge_id))
         assert economy.wallet("alice").debt_usd_minor == 0
@@ -369,7 +450,9 @@ class TestRefundsAndDisputes:
         wallet = economy.wallet("alice")
         assert (wallet.coins, wallet.debt_usd_minor) == (400, 0)
         assert deliver(payments, fake.close_dispute(dispute_id, status="won")).outcome in (
-            "no_change", "settled")
+            "no_change",
+            "settled",
+        )
         assert economy.ledger.balance("platform:stripe_clearing").posted_minor == 0
         assert economy.ledger.verify().ok
 
@@ -377,7 +460,9 @@ class TestRefundsAndDisputes:
         """A refund that arrives before the completion event still credits, then claws back."""
         economy, _, payments = shop
         result = checkout(shop)
-        completed = fake.complete_checkout(result.checkout_session_id, exchange_rate=Decimal("1.07"))
+        completed = fake.complete_checkout(
+            result.checkout_session_id, exchange_rate=Decimal("1.07")
+        )
         charge = payments.gateway.purchase_state(result.checkout_session_id).charge_id
         refunded = fake.refund(charge)
         assert deliver(payments, refunded).outcome == "credited"
@@ -392,14 +477,30 @@ class TestRefundsAndDisputes:
         economy, pricing, payments = shop
         quote = pricing.quote("starter", currency="EUR", user_id="dora")
         client = stripe_client(fake)
-        metadata = {"purchase_id": "pur_lost", "user_id": "dora", "quote_id": quote.id,
-                    "pack_id": "starter"}
-        session = client.v1.checkout.sessions.create(params={
-            "mode": "payment", "success_url": URLS["success_url"], "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
-            "line_items": [{"quantity": 1, "price_data": {
-                "currency": "eur", "unit_amount": 466, "product_data": {"name": "x"}}}],
-        })
+        metadata = {
+            "purchase_id": "pur_lost",
+            "user_id": "dora",
+            "quote_id": quote.id,
+            "pack_id": "starter",
+        }
+        session = client.v1.checkout.sessions.create(
+            params={
+                "mode": "payment",
+                "success_url": URLS["success_url"],
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": "eur",
+                            "unit_amount": 466,
+                            "product_data": {"name": "x"},
+                        },
+                    }
+                ],
+            }
+        )
         completed = fake.complete_checkout(session.id, exchange_rate=Decimal("1.07"))
         charge = payments.gateway.purchase_state(session.id).charge_id
         refund = fake.refund(charge, amount_minor=100)
@@ -412,9 +513,15 @@ class TestRefundsAndDisputes:
     def test_event_about_no_purchase_is_parked(self, shop, fake) -> None:
         """A refund of a payment that came from no Checkout Session is parked, not lost."""
         _, _, payments = shop
-        event = {"id": "evt_foreign", "object": "event", "type": "charge.refunded",
-                 "created": int(time.time()), "data": {"object": {
-                     "id": "ch_foreign", "object": "charge", "payment_intent": "pi_foreign"}}}
+        event = {
+            "id": "evt_foreign",
+            "object": "event",
+            "type": "charge.refunded",
+            "created": int(time.time()),
+            "data": {
+                "object": {"id": "ch_foreign", "object": "charge", "payment_intent": "pi_foreign"}
+            },
+        }
         assert deliver(payments, event).outcome == "parked"
         assert [r.outcome for r in payments.retry_parked()] == ["parked"]
 
@@ -424,8 +531,9 @@ class TestFraud:
         """Radar 'elevated' credits coins as pending; release makes them spendable."""
         economy, _, payments = shop
         result = checkout(shop)
-        event = fake.complete_checkout(result.checkout_session_id, risk_level="elevated",
-                                       exchange_rate=Decimal("1.07"))
+        event = fake.complete_checkout(
+            result.checkout_session_id, risk_level="elevated", exchange_rate=Decimal("1.07")
+        )
         assert deliver(payments, event).outcome == "held"
         wallet = economy.wallet("alice")
         assert (wallet.coins, wallet.pending_coins) == (0, 500)
@@ -437,8 +545,9 @@ class TestFraud:
         """Radar 'highest' credits nothing and asks Stripe for a refund."""
         economy, _, payments = shop
         result = checkout(shop)
-        event = fake.complete_checkout(result.checkout_session_id, risk_level="highest",
-                                       exchange_rate=Decimal("1.07"))
+        event = fake.complete_checkout(
+            result.checkout_session_id, risk_level="highest", exchange_rate=Decimal("1.07")
+        )
         assert deliver(payments, event).outcome == "refused"
         refund = [r for r in fake.requests if r.path == "/v1/refunds"][-1]
         # The key names what is refunded: a retry refunds it once.
@@ -449,8 +558,12 @@ class TestFraud:
         """A held purchase refused after review voids its pending coins."""
         economy, _, payments = shop
         result = checkout(shop)
-        deliver(payments, fake.complete_checkout(result.checkout_session_id, risk_level="elevated",
-                                                 exchange_rate=Decimal("1.07")))
+        deliver(
+            payments,
+            fake.complete_checkout(
+                result.checkout_session_id, risk_level="elevated", exchange_rate=Decimal("1.07")
+            ),
+        )
         assert payments.refuse(result.purchase_id).status == "refused"
         assert economy.wallet("alice").pending_coins == 0
         with pytest.raises(InvalidInput):
@@ -469,8 +582,13 @@ def test_checkout_ttl_bounds(shop) -> None:
     """Stripe only accepts sessions expiring 30 minutes to 24 hours ahead."""
     economy, pricing, payments = shop
     with pytest.raises(InvalidInput):
-        Payments(economy, pricing, payments.gateway, webhook_secret=SECRET,
-                 checkout_ttl=timedelta(minutes=5))
+        Payments(
+            economy,
+            pricing,
+            payments.gateway,
+            webhook_secret=SECRET,
+            checkout_ttl=timedelta(minutes=5),
+        )
 
 
 class TestOrderAndRetryEdgeCases:
@@ -479,8 +597,12 @@ class TestOrderAndRetryEdgeCases:
     def paid(self, shop, fake, **kw):
         _, _, payments = shop
         result = checkout(shop)
-        deliver(payments, fake.complete_checkout(
-            result.checkout_session_id, exchange_rate=Decimal("1.0705"), **kw))
+        deliver(
+            payments,
+            fake.complete_checkout(
+                result.checkout_session_id, exchange_rate=Decimal("1.0705"), **kw
+            ),
+        )
         return result, payments.purchase(result.purchase_id)
 
     def test_dispute_won_with_fee_returned_restores(self, shop, fake) -> None:
@@ -491,7 +613,9 @@ class TestOrderAndRetryEdgeCases:
         dispute_id = dispute["data"]["object"]["id"]
         deliver(payments, dispute)
         deliver(payments, fake.dispute_funds_withdrawn(dispute_id))
-        result = deliver(payments, fake.dispute_funds_reinstated(dispute_id, fee_returned_minor=1500))
+        result = deliver(
+            payments, fake.dispute_funds_reinstated(dispute_id, fee_returned_minor=1500)
+        )
         assert result.outcome == "restored"
         assert economy.wallet("alice").coins == 500
         assert payments.sync(purchase.id).clawed_coins == 0
@@ -550,8 +674,9 @@ class TestOrderAndRetryEdgeCases:
         """If refunding a refused purchase fails once, sync() sends it again, once."""
         _, _, payments = shop
         result = checkout(shop)
-        event = fake.complete_checkout(result.checkout_session_id, risk_level="highest",
-                                       exchange_rate=Decimal("1.07"))
+        event = fake.complete_checkout(
+            result.checkout_session_id, risk_level="highest", exchange_rate=Decimal("1.07")
+        )
         fake.fail_next("POST", "/v1/refunds", status=500, error_type="api_error")
         assert deliver(payments, event).outcome == "refused"
         assert deliver(payments, event).outcome == "duplicate"
@@ -569,8 +694,12 @@ class TestOrderAndRetryEdgeCases:
         deliver(payments, fake.refund(purchase.charge_id))
         assert economy.wallet("alice").debt_usd_minor == 300
         second = checkout(shop, key="k2")
-        deliver(payments, fake.complete_checkout(second.checkout_session_id, risk_level="elevated",
-                                                 exchange_rate=Decimal("1.07")))
+        deliver(
+            payments,
+            fake.complete_checkout(
+                second.checkout_session_id, risk_level="elevated", exchange_rate=Decimal("1.07")
+            ),
+        )
         payments.release(second.purchase_id)
         wallet = economy.wallet("alice")
         assert (wallet.coins, wallet.debt_usd_minor) == (200, 0)

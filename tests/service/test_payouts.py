@@ -246,7 +246,11 @@ class TestRequest:
         assert (result.outcome, result.subject_id) == ("paid", payout.payout_id)
         assert world.deliver(payouts, paid).duplicate
         done = payouts.payout(payout.payout_id)
-        assert (done.status, done.ledger_state, done.paid_out_usd_minor) == ("paid", "settled", 6000)
+        assert (done.status, done.ledger_state, done.paid_out_usd_minor) == (
+            "paid",
+            "settled",
+            6000,
+        )
         assert world.earnings() == (0, 14_000, 0) and world.stripe_balance() == -6000
         meta = world.economy.ledger.entry(done.settlement_entry_id).metadata
         assert meta["stripe_payout_id"] == payout.stripe_payout_id
@@ -267,9 +271,12 @@ class TestRequest:
         with pytest.raises(InvalidInput):
             payouts.request_payout("bob", 60.0, idempotency_key="p")
         assert world.snapshot() == before
-        assert world.payouts(minimum_usd_minor=100).request_payout(
-            "bob", 100, idempotency_key="p"
-        ).status == "transferred"
+        assert (
+            world.payouts(minimum_usd_minor=100)
+            .request_payout("bob", 100, idempotency_key="p")
+            .status
+            == "transferred"
+        )
 
     def test_all_available(self, world: World) -> None:
         """'all' pays out exactly the available earnings; with too little it is below minimum."""
@@ -414,7 +421,10 @@ class TestStripeFailures:
         """A 409 (the key in use by a concurrent request) keeps the hold: the outcome is unknown."""
         payouts = world.payouts()
         world.fake.fail_next(
-            "POST", "/v1/transfers", status=409, error_type="idempotency_error",
+            "POST",
+            "/v1/transfers",
+            status=409,
+            error_type="idempotency_error",
             message="There is currently another in-progress request using this key.",
         )
         with pytest.raises(PaymentProviderError) as info:
@@ -462,7 +472,10 @@ class TestStripeFailures:
         """If the bank payout cannot be created the money stays in flight; reconcile retries."""
         payouts = world.payouts(manual_payouts=True)
         world.fake.fail_next(
-            "POST", "/v1/payouts", status=400, error_type="invalid_request_error",
+            "POST",
+            "/v1/payouts",
+            status=400,
+            error_type="invalid_request_error",
             code="payouts_not_allowed",
         )
         payout = payouts.request_payout("bob", 6000, idempotency_key="p")
@@ -606,8 +619,13 @@ class TestWebhooks:
             == "automatic_payout"
         )
         assert [r.outcome for r in payouts.retry_parked()] == ["parked"]
-        other = {"id": "evt_other", "object": "event", "type": "charge.succeeded", "created": 1,
-                 "data": {"object": {"id": "ch_1", "object": "charge"}}}
+        other = {
+            "id": "evt_other",
+            "object": "event",
+            "type": "charge.succeeded",
+            "created": 1,
+            "data": {"object": {"id": "ch_1", "object": "charge"}},
+        }
         assert world.deliver(payouts, other).outcome == "ignored"
         assert payouts.inbox.status("evt_other") is None  # left for the platform endpoint
         assert world.snapshot() == before

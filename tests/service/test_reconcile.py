@@ -63,11 +63,22 @@ def test_money_of_unknown_origin_is_reported(books: Books) -> None:
     """A charge the ledger knows nothing about (no purchase, no metadata) is missing in the
     ledger, and the balance differs: reported, not guessed."""
     client = stripe_client(books.fake)
-    session = client.v1.checkout.sessions.create(params={
-        "mode": "payment", "success_url": "https://a.example/ok",
-        "line_items": [{"quantity": 1, "price_data": {
-            "currency": "usd", "unit_amount": 700, "product_data": {"name": "elsewhere"}}}],
-    })
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "payment",
+            "success_url": "https://a.example/ok",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": "usd",
+                        "unit_amount": 700,
+                        "product_data": {"name": "elsewhere"},
+                    },
+                }
+            ],
+        }
+    )
     books.fake.complete_checkout(session.id, fee_minor=50)
     report = books.reconcile()
     assert not report.ok
@@ -82,11 +93,13 @@ def test_money_of_unknown_origin_is_reported(books: Books) -> None:
 def test_an_entry_without_stripe_money_is_a_balance_difference(books: Books) -> None:
     """Something booked to the Stripe balance that Stripe never saw shows as a difference."""
     books.buy()
-    books.ledger.post(EntryDraft(
-        EntryType.ADJUSTMENT,
-        (Posting("platform:stripe_balance", 1000), Posting("platform:adjustments", -1000)),
-        "made-up",
-    ))
+    books.ledger.post(
+        EntryDraft(
+            EntryType.ADJUSTMENT,
+            (Posting("platform:stripe_balance", 1000), Posting("platform:adjustments", -1000)),
+            "made-up",
+        )
+    )
     report = books.reconcile()
     (drift,) = report.unresolved
     assert (drift.kind, drift.ledger_minor - drift.stripe_minor) == ("balance_difference", 1000)
@@ -98,10 +111,18 @@ def test_missing_at_stripe_and_amount_mismatch(books: Books) -> None:
     t = books.ledger.tables.stripe_txns
     with books.ledger.engine.begin() as conn:
         conn.execute(t.update().where(t.c.type == "charge").values(booked_net_minor=1))
-        conn.execute(t.insert().values(
-            txn_id="txn_ghost", stripe_account="platform", type="refund", source_id="re_ghost",
-            subject_id=purchase.id, currency="USD", booked_net_minor=-5, stripe_created=0,
-        ))
+        conn.execute(
+            t.insert().values(
+                txn_id="txn_ghost",
+                stripe_account="platform",
+                type="refund",
+                source_id="re_ghost",
+                subject_id=purchase.id,
+                currency="USD",
+                booked_net_minor=-5,
+                stripe_created=0,
+            )
+        )
     report = Reconciliation(books.payments, books.payouts).run()
     assert sorted(kinds(report)) == [("amount_mismatch", False), ("missing_at_stripe", False)]
 
@@ -164,11 +185,13 @@ def test_cli_reconcile(books: Books, monkeypatch, prefix) -> None:
     code, out, err = run("reconcile")
     assert code == 0, out + err
     assert "the books agree with Stripe" in out and "transactions platform" in err
-    books.ledger.post(EntryDraft(
-        EntryType.ADJUSTMENT,
-        (Posting("platform:stripe_balance", 7), Posting("platform:adjustments", -7)),
-        "drift",
-    ))
+    books.ledger.post(
+        EntryDraft(
+            EntryType.ADJUSTMENT,
+            (Posting("platform:stripe_balance", 7), Posting("platform:adjustments", -7)),
+            "drift",
+        )
+    )
     code, out, _ = run("--json", "-q", "reconcile")
     assert code == 1
     assert [d["kind"] for d in json.loads(out)["drift"]] == ["balance_difference"]

@@ -112,7 +112,9 @@ class ReconcileMachine(RuleBasedStateMachine):
         purchase = self.books.payments.purchase(data.draw(st.sampled_from(self.purchases)))
         charge = self.books.charge_of(purchase.id)
         try:
-            self.fake.refund(charge, 100 if part else None, status="pending" if pending else "succeeded")
+            self.fake.refund(
+                charge, 100 if part else None, status="pending" if pending else "succeeded"
+            )
         except ValueError:
             return
         self.refunds.append(self.client.v1.refunds.list(params={"charge": charge}).data[0].id)

@@ -133,8 +133,12 @@ class TestR3FailedRefunds:
         the coins again (they have neither coins nor money otherwise)."""
         purchase = books.buy()
         books.fake.refund(purchase.charge_id, status="pending")
-        refund_id = stripe_client(books.fake).v1.refunds.list(
-            params={"charge": purchase.charge_id}).data[0].id
+        refund_id = (
+            stripe_client(books.fake)
+            .v1.refunds.list(params={"charge": purchase.charge_id})
+            .data[0]
+            .id
+        )
         assert books.deliver(books.fake.events[-2]) == "clawed_back"  # charge.refunded
         assert books.economy.wallet("alice").coins == 0
         assert books.deliver(books.fake.fail_refund(refund_id)) == "restored"
@@ -147,8 +151,11 @@ class TestR3FailedRefunds:
         and reported for another way to pay it back."""
         purchase = books.buy(risk_level="highest")
         assert purchase.status == "refused"
-        refund = stripe_client(books.fake).v1.refunds.list(
-            params={"charge": books.charge_of(purchase.id)}).data[0]
+        refund = (
+            stripe_client(books.fake)
+            .v1.refunds.list(params={"charge": books.charge_of(purchase.id)})
+            .data[0]
+        )
         books.deliver(books.fake.fail_refund(refund.id))
         books.assert_books_match_stripe()
         assert any(e.topic == "purchase.refund_failed" for e in books.economy.outbox.pending())
@@ -175,8 +182,9 @@ class TestR4BalanceInsufficient:
         """No charge can fund it: the payout waits (reported), and a later retry uses a new
         idempotency key (Stripe replays the refusal to the old one)."""
         onboard(books)
-        books.economy.credit_purchase("carol", coins=5000, price_usd_minor=5000,
-                                      idempotency_key="outside-stripe")
+        books.economy.credit_purchase(
+            "carol", coins=5000, price_usd_minor=5000, idempotency_key="outside-stripe"
+        )
         books.economy.send_gift("carol", "bob", "rocket", 5, idempotency_key="g1")
         with pytest.raises(PaymentProviderError) as info:
             books.payouts.request_payout("bob", 2000, idempotency_key="p1")
@@ -236,8 +244,12 @@ class TestR5Chargebacks:
             books.economy.send_gift("alice", "bob", "rose", 1, idempotency_key="g2")
         written = books.payments.write_off("alice", reason="uncollectable", idempotency_key="w1")
         assert written.amount_usd_minor == 300
-        assert books.payments.write_off("alice", reason="uncollectable",
-                                        idempotency_key="w1").amount_usd_minor == 300
+        assert (
+            books.payments.write_off(
+                "alice", reason="uncollectable", idempotency_key="w1"
+            ).amount_usd_minor
+            == 300
+        )
         assert books.economy.wallet("alice").debt_usd_minor == 0
         assert books.ledger.balance("platform:receivables_allowance").posted_minor == 0
         books.assert_books_match_stripe()
@@ -337,14 +349,30 @@ class TestAlsoFound:
         """Stripe charged another amount than the quote: nothing credited, money refunded, the
         books agree with Stripe."""
         quote = books.pricing.quote("starter", user_id="alice")
-        metadata = {"purchase_id": "pur_odd", "user_id": "alice", "quote_id": quote.id,
-                    "pack_id": "starter"}
-        session = stripe_client(books.fake).v1.checkout.sessions.create(params={
-            "mode": "payment", "success_url": "https://a.example/ok", "metadata": metadata,
-            "payment_intent_data": {"metadata": metadata},
-            "line_items": [{"quantity": 1, "price_data": {
-                "currency": "usd", "unit_amount": 100, "product_data": {"name": "x"}}}],
-        })
+        metadata = {
+            "purchase_id": "pur_odd",
+            "user_id": "alice",
+            "quote_id": quote.id,
+            "pack_id": "starter",
+        }
+        session = stripe_client(books.fake).v1.checkout.sessions.create(
+            params={
+                "mode": "payment",
+                "success_url": "https://a.example/ok",
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": "usd",
+                            "unit_amount": 100,
+                            "product_data": {"name": "x"},
+                        },
+                    }
+                ],
+            }
+        )
         assert books.deliver(books.fake.complete_checkout(session.id)) == "amount_mismatch"
         assert len(requests_to(books.fake, "/v1/refunds")) == 1
         books.deliver(books.fake.events[-2])  # charge.refunded
@@ -388,7 +416,10 @@ class TestAlsoFound:
         dispute = books.fake.dispute(purchase.charge_id)["data"]["object"]["id"]
         books.deliver(books.fake.dispute_funds_withdrawn(dispute))
         loss = books.ledger.balances(["platform:refund_losses", "platform:fx_gain_loss"])
-        assert (loss["platform:refund_losses"].posted_minor, loss["platform:fx_gain_loss"].posted_minor) == (499, 0)
+        assert (
+            loss["platform:refund_losses"].posted_minor,
+            loss["platform:fx_gain_loss"].posted_minor,
+        ) == (499, 0)
         books.assert_books_match_stripe()
 
     def test_chargeback_of_a_refunded_refused_payment(self, books) -> None:

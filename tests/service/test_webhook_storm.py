@@ -76,14 +76,18 @@ def test_replay_storm(pg_database_url: str, prefix: str) -> None:
             user = f"viewer{n % 70}"
             currency = rng.choice(["EUR", "BRL", "USD"])
             quote = payments.pricing.quote(rng.choice(["starter", "fan"]), currency=currency)
-            purchases.append(payments.create_checkout(user, quote.id, idempotency_key=f"k{n}", **URLS))
+            purchases.append(
+                payments.create_checkout(user, quote.id, idempotency_key=f"k{n}", **URLS)
+            )
         events = []
         charges = {}
         for result in purchases:
             rate = None if result.currency == "USD" else Decimal("1.0705")
             events.append(fake.complete_checkout(result.checkout_session_id, exchange_rate=rate))
             session = fake.get_object(result.checkout_session_id)
-            charges[result.purchase_id] = fake.get_object(session["payment_intent"])["latest_charge"]
+            charges[result.purchase_id] = fake.get_object(session["payment_intent"])[
+                "latest_charge"
+            ]
         for result in rng.sample(purchases, 180):
             part = rng.choice([None, result.amount_minor // 2])
             events.append(fake.refund(charges[result.purchase_id], amount_minor=part))
@@ -121,8 +125,10 @@ def test_replay_storm(pg_database_url: str, prefix: str) -> None:
         for result in purchases:
             purchase = payments.purchase(result.purchase_id)
             charge = fake.get_object(charges[result.purchase_id])
-            clawed = int(Fraction(purchase.coins * charge["amount_refunded"], charge["amount"])
-                         + Fraction(1, 2))
+            clawed = int(
+                Fraction(purchase.coins * charge["amount_refunded"], charge["amount"])
+                + Fraction(1, 2)
+            )
             assert purchase.clawed_coins == clawed
             expected[purchase.user_id] += purchase.coins - clawed
         for user, coins in expected.items():

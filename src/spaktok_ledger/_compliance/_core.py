@@ -125,7 +125,11 @@ def check_sensitive_metadata(
     it holds a sensitive value and no keyring is configured to seal it.
     """
     from spaktok_ledger._domain import check_json
+    from spaktok_ledger._validate import check_metadata_shape
 
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidInput("metadata must be a mapping", field="metadata")
+    check_metadata_shape(metadata or {})  # bounded depth before anything recurses
     meta = dict(metadata or {})
     plain = check_json(_plain(meta, lambda v: v))
     if not _has_sensitive(meta):

@@ -70,9 +70,13 @@ class _Checkout(_PaymentsCore):
         """
         user = check_party_id(user_id, "user_id")
         key = check_text(idempotency_key, "idempotency_key", 200)
+        check_text(quote_id, "quote_id", 255)
         for name, url in (("success_url", success_url), ("cancel_url", cancel_url)):
             if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-                raise InvalidInput(f"{name} must be an http(s) URL")
+                raise InvalidInput(f"{name} must be an http(s) URL", field=name)
+            check_text(url, name, 2048)
+        if customer_email is not None:
+            check_text(customer_email, "customer_email", 254)
         purchase_id = "pur_" + hashlib.sha256(f"{user}\x00{key}".encode()).hexdigest()[:24]
         request_hash = hash_request(
             {"user": user, "quote": quote_id, "success": success_url, "cancel": cancel_url}

@@ -69,6 +69,7 @@ from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox
 from spaktok_ledger._split import BPS_TOTAL, RevenueSplit
 from spaktok_ledger._store import Ledger
+from spaktok_ledger._validate import check_aware, check_int, check_text, derived_key, shown
 
 __all__ = [
     "PLATFORM_ACCOUNTS",
@@ -612,7 +613,7 @@ class GiftEconomy:
             "gift": gift_id,
             "quantity": quantity,
         }
-        ledger_key = f"gift:{sender}:{key}"
+        ledger_key = derived_key("gift", sender, key)
         try:
             if sender == streamer_key:
                 raise GiftRejected("a streamer cannot send a gift to themselves")
@@ -621,7 +622,7 @@ class GiftEconomy:
             if not 1 <= quantity <= MAX_QUANTITY:
                 raise GiftRejected(f"quantity must be from 1 to {MAX_QUANTITY}, got {quantity}")
             if self.gifts is None:
-                raise UnknownGift(f"no gift {gift_id!r}: this service has no gift catalogue")
+                raise UnknownGift(f"no gift {shown(gift_id)}: this service has no gift catalogue")
             gift = self.gifts.get(gift_id)
             send = _GiftRequest(sender, streamer_key, gift, quantity, ledger_key, request)
             return self._guard(lambda: self.ledger.atomic(lambda tx: self._send(tx, send)))
@@ -869,9 +870,11 @@ class GiftEconomy:
         face = count * self.coin_value_usd_minor
         meta = check_sensitive_metadata(self.compliance, metadata)
         now = self.clock()
-        self.ledger.open_accounts(self._user_specs(user))
 
         def run(tx: Ledger) -> WalletCredit:
+            # Inside the transaction: a refused credit (a key another user
+            # used, a monitoring refusal) must not leave the accounts behind.
+            tx.open_accounts(self._user_specs(user))
             check, held = (
                 self.compliance.check_credit(
                     tx,
@@ -1003,7 +1006,7 @@ class GiftEconomy:
             except UnknownAccount as exc:
                 raise UnknownUser(f"no wallet for user {user!r}", user_id=user) from exc
             if count > 0 and not entry.replayed:
-                self.using(tx).repay_debt(user, f"adjust:{key}")
+                self.using(tx).repay_debt(user, derived_key("adjust", key, limit=MAX_KEY))
             if not entry.replayed:
                 write_audit(
                     tx.connection(),
@@ -1069,7 +1072,8 @@ class GiftEconomy:
         when several runs overlap (shares are claimed in the same transaction
         as the entry). Run it periodically (``spaktok-ledger mature-earnings``).
         """
-        moment = now or self.clock()
+        moment = check_aware(now, "now") if now is not None else self.clock()
+        check_int(limit, "limit", minimum=1, maximum=100_000)
         lots = self._t.earning_lots
         due = (
             sa.select(lots.c.streamer_id)
@@ -1216,11 +1220,18 @@ def _check_bps(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BPS_TOTAL:
-        raise InvalidInput(f"streamer_bps must be an int from 0 to {BPS_TOTAL}, got {value!r}")
+        raise InvalidInput(f"streamer_bps must be an int from 0 to {BPS_TOTAL}, got {shown(value)}")
     return value
 
 
 def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters")
-    return key
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY:
+        raise InvalidInput(
+            "idempotency_key must be a non-empty string of at most 200 characters",
+            field="idempotency_key",
+        )
+    return check_text(key, "idempotency_key", max_length=MAX_KEY)
+
+
+MAX_KEY = 200
+"""Characters of a client's idempotency key (derived keys are hashed to fit)."""

@@ -6,6 +6,7 @@ import re
 from typing import Final
 
 from spaktok_ledger._errors import InvalidInput
+from spaktok_ledger._validate import shown
 
 __all__ = ["check_party_id"]
 
@@ -22,7 +23,7 @@ def check_party_id(value: object, name: str = "id") -> str:
         value = str(value)
     if not isinstance(value, str) or not _ID.match(value):
         raise InvalidInput(
-            f"{name} must be 1-64 letters, digits or _.@- (or an int), got {value!r}",
+            f"{name} must be 1-64 letters, digits or _.@- (or an int), got {shown(value)}",
             field=name,
         )
     return value

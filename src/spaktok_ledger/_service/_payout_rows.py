@@ -33,6 +33,7 @@ from spaktok_ledger._service._gifts import GiftEconomy
 from spaktok_ledger._service._webhooks import WebhookInbox
 from spaktok_ledger._store import Ledger
 from spaktok_ledger._store._schema import LedgerTables
+from spaktok_ledger._validate import check_text
 
 __all__ = ["ConnectedAccount", "PayoutDiscrepancy", "PayoutRecord"]
 
@@ -317,6 +318,7 @@ class _PayoutsCore:
 
     def _lock(self, conn: Connection, payout_id: str) -> Any:
         p = self._t.payouts
+        check_text(payout_id, "payout_id", max_length=255)
         row = conn.execute(sa.select(p).where(p.c.id == payout_id).with_for_update()).first()
         if row is None:
             raise UnknownPayout(f"no payout {payout_id!r}", payout_id=payout_id)
@@ -324,6 +326,7 @@ class _PayoutsCore:
 
     def _load(self, conn: Connection, payout_id: str) -> PayoutRecord:
         p = self._t.payouts
+        check_text(payout_id, "payout_id", max_length=255)
         row = conn.execute(sa.select(p).where(p.c.id == payout_id)).first()
         if row is None:
             raise UnknownPayout(f"no payout {payout_id!r}", payout_id=payout_id)
@@ -516,5 +519,8 @@ def usd(amount_minor: int) -> str:
 
 def check_key(key: object) -> str:
     if not isinstance(key, str) or not key.strip() or len(key) > 200:
-        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters")
-    return key
+        raise InvalidInput(
+            "idempotency_key must be a non-empty string of at most 200 characters",
+            field="idempotency_key",
+        )
+    return check_text(key, "idempotency_key", max_length=200)

@@ -322,7 +322,8 @@ class Payouts(_PayoutReconcile):
             amount = check_minor(amount_usd_minor, name="amount_usd_minor")
             if amount <= 0:
                 raise InvalidInput("amount_usd_minor must be positive (or 'all')")
-        request = {"op": "request_payout", "streamer": streamer, "amount": amount_usd_minor}
+        # The checked amount (an integral Decimal is its int), so the request hashes.
+        request = {"op": "request_payout", "streamer": streamer, "amount": amount or "all"}
         request_hash = hashlib.sha256(
             json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from spaktok_ledger import _validate as validate
 from spaktok_ledger._clock import Clock
 from spaktok_ledger._errors import InvalidInput
 from spaktok_ledger._service._gateway import PaymentGateway
@@ -122,6 +123,8 @@ class _PaymentsCore:
 def load_row(
     conn: Connection, t: sa.Table, purchase_id: str, *, lock: bool = False
 ) -> dict[str, Any] | None:
+    if not _storable_id(purchase_id):
+        return None  # no purchase has it (ids are ``pur_<hex>``); never a driver error
     query = sa.select(t).where(t.c.id == purchase_id)
     if lock:
         query = query.with_for_update()
@@ -187,8 +190,10 @@ def request_hash(data: Mapping[str, Any]) -> str:
 
 def check_text(value: object, name: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise InvalidInput(f"{name} must be a non-empty string of at most {limit} characters")
-    return value
+        raise InvalidInput(
+            f"{name} must be a non-empty string of at most {limit} characters", field=name
+        )
+    return validate.check_text(value, name, max_length=limit)
 
 
 def purchase_of(row: Mapping[str, Any]) -> Purchase:
@@ -220,3 +225,12 @@ def purchase_of(row: Mapping[str, Any]) -> Purchase:
         refund_due=bool(row["refund_due"]),
         fraud_warning=row["fraud_warning"],
     )
+
+
+def _storable_id(value: object) -> bool:
+    """Text both backends can compare with an id column (else nothing can match it)."""
+    try:
+        validate.check_text(value, "id", max_length=255)
+    except InvalidInput:
+        return False
+    return True

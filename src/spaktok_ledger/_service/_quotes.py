@@ -24,6 +24,7 @@ from spaktok_ledger._pricing import (
 )
 from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._store import Ledger
+from spaktok_ledger._validate import check_text
 from spaktok_ledger.fx import RateProvider
 
 __all__ = ["Pricing", "QuoteStore", "quote_currency"]
@@ -100,7 +101,8 @@ class QuoteStore:
     def load(self, conn: Connection, quote_id: str) -> Quote:
         """Read a quote on ``conn`` (inside a caller's transaction)."""
         if not isinstance(quote_id, str) or not quote_id or len(quote_id) > 64:
-            raise UnknownQuote(f"no quote {quote_id!r}", quote_id=quote_id)
+            raise UnknownQuote(f"no quote {quote_id!r}", quote_id=repr(quote_id)[:80])
+        check_text(quote_id, "quote_id", max_length=64)
         t = self._table
         found = conn.execute(
             sa.select(t.c.quote, t.c.local_exponent).where(t.c.id == quote_id)

@@ -23,8 +23,6 @@ How a write proceeds (the order matters):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import random
@@ -64,18 +62,28 @@ from spaktok_ledger._errors import (
     HoldNotPending,
     IdempotencyConflict,
     InsufficientFunds,
-    InvalidCursor,
     InvalidEntry,
     InvalidInput,
     SchemaError,
     UnknownAccount,
     UnknownEntry,
 )
+from spaktok_ledger._store._cursor import decode_cursor, encode_cursor
 from spaktok_ledger._store._engine import READ_ONLY, Retry, configure_sqlite, create_engine
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
+from spaktok_ledger._store._overflow import check_delta, translate_overflow
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
 from spaktok_ledger._store._units import check_units
 from spaktok_ledger._store._verify import VerifyReport, verify_ledger
+from spaktok_ledger._validate import (
+    MAX_ENTRY_ID,
+    MAX_KEY_COLUMN,
+    check_entry_id,
+    check_int,
+    check_text,
+    check_types,
+    shown,
+)
 
 __all__ = ["Clock", "Ledger", "utc_now"]
 
@@ -153,7 +161,7 @@ def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
 
 def _aware(value: datetime, name: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(f"{name} must be a timezone-aware datetime, got {value!r}")
+        raise InvalidInput(f"{name} must be a timezone-aware datetime, got {shown(value)}")
     return value.astimezone(UTC)
 
 
@@ -494,7 +502,7 @@ class Ledger:
         specs = list(specs)
         for spec in specs:
             if not isinstance(spec, AccountSpec):
-                raise InvalidInput(f"expected an AccountSpec, got {spec!r}")
+                raise InvalidInput(f"expected an AccountSpec, got {shown(spec)}")
         now = self.now()
         return self._write(lambda conn: [self._open(conn, spec, now) for spec in specs])
 
@@ -534,6 +542,7 @@ class Ledger:
                     "shard": shard,
                     "normal_sign": spec.kind.normal_sign,
                     "allow_overdraft": spec.allow_overdraft,
+                    "shard_count": spec.balance_shards,
                 }
                 for shard in range(spec.balance_shards)
             ],
@@ -564,6 +573,7 @@ class Ledger:
 
     def accounts(self, *, prefix: str = "") -> list[Account]:
         """All accounts whose code starts with ``prefix``, by code."""
+        check_text(prefix, "prefix", max_length=200, min_length=0)
         a = self._tables.accounts
         query = sa.select(a).order_by(a.c.code)
         if prefix:
@@ -707,8 +717,8 @@ class Ledger:
         *,
         now: datetime | None = None,
     ) -> Entry:
-        if isinstance(hold_id, bool) or not isinstance(hold_id, int):
-            raise InvalidInput("hold_id must be an int entry id")
+        check_entry_id(hold_id, "hold_id")
+        _check_optional(key, description)
         suffix = {"post_hold": "post", "void_hold": "void", "expire_hold": "expire"}[kind]
         key = key if key is not None else f"hold:{hold_id}:{suffix}"
         meta = check_json(metadata or {})
@@ -770,6 +780,7 @@ class Ledger:
         expire-holds``).
         """
         now = _aware(now, "now") if now is not None else self.now()
+        check_int(limit, "limit", minimum=1, maximum=100_000)
         e, r = self._tables.entries, self._tables.entries.alias("r")
         query = (
             sa.select(e.c.id)
@@ -805,8 +816,8 @@ class Ledger:
         reversal that would overdraw a no-overdraft account is refused with
         ``InsufficientFunds``, like any other entry.
         """
-        if isinstance(entry_id, bool) or not isinstance(entry_id, int):
-            raise InvalidInput("entry_id must be an int")
+        check_entry_id(entry_id)
+        _check_optional(idempotency_key, description)
         key = idempotency_key if idempotency_key is not None else f"reverse:{entry_id}"
         meta = check_json(metadata or {})
         request_hash = _fingerprint(
@@ -973,6 +984,7 @@ class Ledger:
             acct, d = by_id[account_id], deltas[account_id]
             if d.posted == 0 and d.pending_debit == 0 and d.pending_credit == 0:
                 continue
+            check_delta(acct.code, d.posted, d.pending_debit, d.pending_credit)
             sign = acct.kind.normal_sign
             pending_out_delta = d.pending_credit if sign > 0 else d.pending_debit
             reduces = sign * d.posted - pending_out_delta < 0
@@ -992,7 +1004,11 @@ class Ledger:
             }
             if checked:
                 self._flush(conn, batch)
-                if conn.execute(self._stmts["update_balance_guarded"], params).first() is None:
+                with translate_overflow(self.prefix, acct.code):
+                    refused = (
+                        conn.execute(self._stmts["update_balance_guarded"], params).first() is None
+                    )
+                if refused:
                     self._refuse(conn, acct, sign * d.posted - pending_out_delta)
             else:
                 batch.append(params)
@@ -1001,7 +1017,8 @@ class Ledger:
     def _flush(self, conn: Connection, batch: list[dict[str, int]]) -> None:
         if not batch:
             return
-        result = conn.execute(self._stmts["update_balance"], batch)
+        with translate_overflow(self.prefix):
+            result = conn.execute(self._stmts["update_balance"], batch)
         if result.rowcount != len(batch):
             self._shared.accounts.clear()
             raise UnknownAccount("an account of this entry no longer exists")
@@ -1164,6 +1181,7 @@ class Ledger:
 
     def entry(self, entry_id: int) -> Entry:
         """The entry with this id (``UnknownEntry`` if none)."""
+        check_entry_id(entry_id)
         found = self._read(lambda conn: self._load_entry(conn, entry_id))
         if found is None:
             raise UnknownEntry(f"no entry {entry_id}", entry_id=entry_id)
@@ -1171,6 +1189,7 @@ class Ledger:
 
     def entry_by_key(self, idempotency_key: str) -> Entry:
         """The entry recorded under this idempotency key (``UnknownEntry`` if none)."""
+        check_text(idempotency_key, "idempotency_key", max_length=MAX_KEY_COLUMN)
         e = self._tables.entries
 
         def run(conn: Connection) -> Entry | None:
@@ -1189,6 +1208,7 @@ class Ledger:
 
     def hold_status(self, hold_id: int) -> EntryPhase:
         """``pending`` while open, else how it was resolved (posted, voided, expired)."""
+        check_entry_id(hold_id, "hold_id")
         return self._read(lambda conn: self._hold_status(conn, hold_id))
 
     def _hold_status(self, conn: Connection, hold_id: int) -> EntryPhase:
@@ -1217,6 +1237,8 @@ class Ledger:
 
     def iter_entries(self, *, batch_size: int = 1000, after_id: int = 0) -> Iterator[Entry]:
         """Every entry in id order, fetched ``batch_size`` at a time (for exports)."""
+        check_int(batch_size, "batch_size", minimum=1, maximum=100_000)
+        check_int(after_id, "after_id", minimum=0, maximum=MAX_ENTRY_ID)
         e = self._tables.entries
         last = after_id
         while True:
@@ -1477,7 +1499,7 @@ class _PageQuery:
     ) -> _PageQuery:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}")
-        type_list = sorted(set(types)) if types is not None else None
+        type_list = check_types(types)
         since = _aware(since, "since") if since is not None else None
         until = _aware(until, "until") if until is not None else None
         query_id = _fingerprint(
@@ -1506,17 +1528,16 @@ class _PageQuery:
 
 
 def _encode_cursor(posting_id: int, query_id: str) -> str:
-    raw = json.dumps({"p": posting_id, "q": query_id}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor(posting_id, query_id)
 
 
 def _decode_cursor(cursor: str, query_id: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        posting_id, cursor_query = data["p"], data["q"]
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidCursor("the cursor is not one this ledger issued") from exc
-    if not isinstance(posting_id, int) or isinstance(posting_id, bool) or cursor_query != query_id:
-        raise InvalidCursor("the cursor belongs to a different history query")
-    return posting_id
+    return decode_cursor(cursor, query_id)
+
+
+def _check_optional(key: object, description: object) -> None:
+    """An optional idempotency key and description of a hold resolution or reversal."""
+    if key is not None:
+        check_text(key, "idempotency_key", max_length=MAX_KEY_COLUMN)
+    if description is not None:
+        check_text(description, "description", max_length=1000, min_length=0)

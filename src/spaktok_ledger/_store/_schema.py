@@ -106,6 +106,16 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+# Migration 0013's CHECK on balance rows (the migration keeps its own copy).
+_BALANCE_RANGE = (
+    "shard_count BETWEEN 1 AND 64 "
+    "AND posted BETWEEN -(9223372036854775807 / shard_count) "
+    "AND 9223372036854775807 / shard_count "
+    "AND pending_debit <= 9223372036854775807 / shard_count "
+    "AND pending_credit <= 9223372036854775807 / shard_count"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerTables:
     """The tables of one prefix, on their own ``MetaData``."""
@@ -185,6 +195,8 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("pending_debit", BigInteger, nullable=False, server_default=text("0")),
         Column("pending_credit", BigInteger, nullable=False, server_default=text("0")),
         Column("version", BigInteger, nullable=False, server_default=text("0")),
+        # 0013: the account's balance_shards, copied (immutable) for the range CHECK.
+        Column("shard_count", SmallInteger, nullable=False, server_default=text("1")),
         CheckConstraint("normal_sign IN (-1, 1)", name=f"{p}balances_sign"),
         CheckConstraint("pending_debit >= 0 AND pending_credit >= 0", name=f"{p}balances_pending"),
         CheckConstraint(
@@ -192,6 +204,9 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
             "ELSE -posted - pending_debit END) >= 0",
             name=f"{p}balances_no_overdraft",
         ),
+        # 0013: an account's balance stays within signed 64 bits (symmetric: no
+        # -2**63), so each of its ``shard_count`` rows within 1/shard_count of it.
+        CheckConstraint(_BALANCE_RANGE, name=f"{p}balances_range"),
     )
 
     # Journal entries: the plan's ``transactions`` table.

@@ -8,7 +8,7 @@ difference as a :class:`Problem` (values, never an exception).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,23 +136,21 @@ def _check_balance_rows(s: _State) -> None:
     e, p = s.t.entries, s.t.postings
     resolution = e.alias("resolution")
     open_hold = sa.and_(e.c.phase == "pending", resolution.c.id.is_(None))
+    columns = (
+        sa.case((e.c.phase == "posted", p.c.amount), else_=0),
+        sa.case((sa.and_(open_hold, p.c.amount > 0), p.c.amount), else_=0),
+        sa.case((sa.and_(open_hold, p.c.amount < 0), -p.c.amount), else_=0),
+    )
     truth = {
-        r.account_id: (int(r.posted), int(r.pending_debit), int(r.pending_credit))
-        for r in s.conn.execute(
-            sa.select(
-                p.c.account_id,
-                sa.func.sum(sa.case((e.c.phase == "posted", p.c.amount), else_=0)).label("posted"),
-                sa.func.sum(
-                    sa.case((sa.and_(open_hold, p.c.amount > 0), p.c.amount), else_=0)
-                ).label("pending_debit"),
-                sa.func.sum(
-                    sa.case((sa.and_(open_hold, p.c.amount < 0), -p.c.amount), else_=0)
-                ).label("pending_credit"),
-            )
-            .join(e, e.c.id == p.c.entry_id)
-            .outerjoin(resolution, resolution.c.hold_id == e.c.id)
-            .group_by(p.c.account_id)
-        )
+        account_id: (posted, pd, pc)
+        for (account_id,), (posted, pd, pc) in _grouped_sums(
+            s.conn,
+            [p.c.account_id],
+            columns,
+            lambda q: q.join(e, e.c.id == p.c.entry_id).outerjoin(
+                resolution, resolution.c.hold_id == e.c.id
+            ),
+        ).items()
     }
     for account_id, acct in s.accounts.items():
         want = truth.get(account_id, (0, 0, 0))
@@ -172,18 +170,16 @@ def _check_balance_rows(s: _State) -> None:
 def _check_entries(s: _State) -> None:
     """Entries balance per currency, have the right number of postings, in the right currency."""
     a, p = s.t.accounts, s.t.postings
-    for r in s.conn.execute(
-        sa.select(p.c.entry_id, p.c.currency, sa.func.sum(p.c.amount).label("total"))
-        .group_by(p.c.entry_id, p.c.currency)
-        .having(sa.func.sum(p.c.amount) != 0)
-    ):
-        s.add(
-            "entries",
-            f"entry #{r.entry_id}",
-            f"postings sum to {r.total} {r.currency}, not 0",
-            0,
-            int(r.total),
-        )
+    totals = _grouped_sums(s.conn, [p.c.entry_id, p.c.currency], (p.c.amount,), lambda q: q)
+    for (entry_id, currency), (total,) in sorted(totals.items()):
+        if total != 0:
+            s.add(
+                "entries",
+                f"entry #{entry_id}",
+                f"postings sum to {total} {currency}, not 0",
+                0,
+                total,
+            )
     for entry in s.entry_rows:
         n = s.posting_counts.get(entry.id, 0)
         if entry.phase in ("posted", "pending") and n < 2:
@@ -310,3 +306,33 @@ def _installed_triggers(conn: Connection, dialect: str) -> set[str]:
     else:
         query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
     return set(conn.exec_driver_sql(query).scalars())
+
+
+def _grouped_sums(
+    conn: Connection,
+    keys: Sequence[Any],
+    values: Sequence[Any],
+    joined: Callable[[Any], Any],
+) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """``SUM(values) GROUP BY keys`` as exact Python ints.
+
+    Each row of postings is within int64, but a running sum of them need not
+    be: SQLite's ``sum()`` raises "integer overflow" then (PostgreSQL's sum of
+    ``bigint`` is ``numeric`` and cannot). On that error the same rows are read
+    unaggregated and summed here, so ``verify()`` always answers.
+    """
+    summed = joined(
+        sa.select(*keys, *(sa.func.sum(v) for v in values)).select_from(keys[0].table)
+    ).group_by(*keys)
+    n = len(keys)
+    try:
+        return {tuple(r[:n]): tuple(int(x or 0) for x in r[n:]) for r in conn.execute(summed).all()}
+    except sa.exc.OperationalError as exc:
+        if "integer overflow" not in str(exc.orig):
+            raise
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for r in conn.execute(joined(sa.select(*keys, *values).select_from(keys[0].table))):
+        sums = out.setdefault(tuple(r[:n]), [0] * len(values))
+        for i, x in enumerate(r[n:]):
+            sums[i] += int(x or 0)
+    return {key: tuple(v) for key, v in out.items()}

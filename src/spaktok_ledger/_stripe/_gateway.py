@@ -12,6 +12,7 @@ library only creates hosted Checkout Sessions and reads ids and amounts.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ from spaktok_ledger._stripe._parse import (
     refund_snapshot,
     transfer_snapshot,
 )
+from spaktok_ledger._validate import MAX_WEBHOOK_BODY_BYTES, check_int
 
 if TYPE_CHECKING:
     import stripe
@@ -49,6 +51,28 @@ if TYPE_CHECKING:
 __all__ = ["StripeGateway"]
 
 DEFAULT_TOLERANCE_SECONDS = 300
+
+
+def check_signed_at(signature_header: str, tolerance_seconds: int) -> None:
+    """Refuse a signature dated more than ``tolerance_seconds`` in the future.
+
+    The SDK's ``verify_header`` refuses only timestamps older than the
+    tolerance; a clock far ahead (or a signature made for later replay) is
+    refused here, with the same tolerance.
+    """
+    stamps = [
+        part.split("=", 1)[1]
+        for part in signature_header.split(",")
+        if part.strip().startswith("t=")
+    ]
+    try:
+        signed_at = int(stamps[0].strip())
+    except (IndexError, ValueError) as exc:
+        raise WebhookVerificationError("the Stripe-Signature header has no timestamp") from exc
+    if signed_at > time.time() + tolerance_seconds:
+        raise WebhookVerificationError(
+            "webhook signature rejected: timestamp is in the future beyond the tolerance"
+        )
 
 
 class StripeGateway:
@@ -66,7 +90,12 @@ class StripeGateway:
         *,
         api_key: str | None = None,
         max_network_retries: int = 2,
+        max_body_bytes: int = MAX_WEBHOOK_BODY_BYTES,
     ) -> None:
+        self.max_body_bytes = check_int(
+            max_body_bytes, "max_body_bytes", minimum=1, maximum=64 * MAX_WEBHOOK_BODY_BYTES
+        )
+        """Webhook bodies larger than this are refused before their signature is checked."""
         try:
             import stripe
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -120,6 +149,14 @@ class StripeGateway:
         stripe = self._stripe
         if not isinstance(payload, bytes | bytearray):
             raise WebhookPayloadError("the webhook body must be the raw request bytes")
+        # Before any HMAC: an oversized body costs nothing to refuse.
+        if len(payload) > self.max_body_bytes:
+            raise WebhookPayloadError(
+                f"the webhook body is larger than {self.max_body_bytes} bytes",
+                max_body_bytes=self.max_body_bytes,
+            )
+        if not isinstance(signature_header, str) or len(signature_header) > 4096:
+            raise WebhookVerificationError("the Stripe-Signature header is not one Stripe sends")
         if not secret:
             raise InvalidInput("a webhook endpoint secret is required")
         if not signature_header:
@@ -133,9 +170,10 @@ class StripeGateway:
         except stripe.SignatureVerificationError as exc:
             reason = str(exc).split("\n")[0]
             raise WebhookVerificationError(f"webhook signature rejected: {reason}") from exc
+        check_signed_at(signature_header, tolerance_seconds)
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise WebhookPayloadError("the webhook body is not JSON") from exc
         if not isinstance(data, dict):
             raise WebhookPayloadError("the webhook body is not a Stripe event")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from spaktok_ledger._errors import WebhookPayloadError
+from spaktok_ledger._errors import InvalidInput, WebhookPayloadError
 from spaktok_ledger._service._gateway import (
     BalanceTxn,
     ConnectedAccountState,
@@ -24,6 +24,7 @@ from spaktok_ledger._service._gateway import (
     TransferSnapshot,
     WebhookEvent,
 )
+from spaktok_ledger._validate import check_text
 
 __all__ = [
     "account_state",
@@ -196,8 +197,21 @@ def event(data: Mapping[str, Any]) -> WebhookEvent:
         or not isinstance(inner.get("object"), Mapping)
     ):
         raise WebhookPayloadError("the webhook body is not a Stripe event")
+    _check_event_text(data["id"], "id")
+    _check_event_text(data["type"], "type")
     created = data.get("created")
     account = data.get("account") if isinstance(data.get("account"), str) else None
+    if account is not None:
+        _check_event_text(account, "account")
+    # Every Stripe object has an id (``data.object = {}`` is not one), and its kind
+    # (``object``), when given, is short text too.
+    for name in ("id", "object"):
+        value = inner["object"].get(name)
+        if value is None and name == "object":
+            continue
+        if not isinstance(value, str):
+            raise WebhookPayloadError(f"the event's data.object.{name} is not a string")
+        _check_event_text(value, f"data.object.{name}")
     return WebhookEvent(
         id=data["id"],
         type=data["type"],
@@ -207,3 +221,12 @@ def event(data: Mapping[str, Any]) -> WebhookEvent:
         livemode=bool(data.get("livemode", False)),
         raw=dict(data),
     )
+
+
+def _check_event_text(value: str, field: str) -> None:
+    """Stripe's ids and types are short ASCII: anything the database could not
+    store (NUL, over 255 characters) is a malformed event, not a driver error."""
+    try:
+        check_text(value, field, max_length=255)
+    except InvalidInput as exc:
+        raise WebhookPayloadError(f"the event's {field} is malformed: {exc}", field=field) from exc
