@@ -83,7 +83,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+        cursor.execute("PRAGMA journal_mode")  # fetch apart: aiosqlite's execute returns None
+        mode = cursor.fetchone()[0]
         if mode != "memory":  # in-memory databases cannot use WAL
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
