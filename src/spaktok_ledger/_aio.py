@@ -68,7 +68,14 @@ from spaktok_ledger._service import (
 from spaktok_ledger._service._gateway import PaymentGateway, WebhookEvent
 from spaktok_ledger._service._gifts import CLEARING
 from spaktok_ledger._service._webhooks import WebhookResult
-from spaktok_ledger._store import DEFAULT_PREFIX, Ledger, Retry, VerifyReport, configure_sqlite
+from spaktok_ledger._store import (
+    DEFAULT_PREFIX,
+    Ledger,
+    LedgerTables,
+    Retry,
+    VerifyReport,
+    configure_sqlite,
+)
 
 __all__ = ["AsyncGiftEconomy", "AsyncLedger", "AsyncPayments", "AsyncPayouts", "AsyncPricing"]
 
@@ -262,6 +269,11 @@ class AsyncLedger:
     @property
     def prefix(self) -> str:
         return self.blocking.prefix
+
+    @property
+    def tables(self) -> LedgerTables:
+        """The ledger's SQLAlchemy tables (for host queries, see :meth:`read`)."""
+        return self.blocking.tables
 
     @property
     def dialect(self) -> str:
