@@ -22,19 +22,18 @@ from spaktok_ledger._aio import _run, create_async_engine
 
 APIS = ["sync", "async"]
 
-_loop: asyncio.AbstractEventLoop | None = None
+_loops: list[asyncio.AbstractEventLoop] = []
 _lock = threading.Lock()
 _engines: dict[str, Any] = {}
 
 
 def loop() -> asyncio.AbstractEventLoop:
     """The process's background event loop (a daemon thread), started on first use."""
-    global _loop
     with _lock:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="async-api", daemon=True).start()
-        return _loop
+        if not _loops:
+            _loops.append(asyncio.new_event_loop())
+            threading.Thread(target=_loops[0].run_forever, name="async-api", daemon=True).start()
+        return _loops[0]
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -58,6 +57,10 @@ class Blocking:
     def __getattr__(self, name: str) -> Any:
         if name == "engine" and isinstance(self.target, AsyncLedger):
             return sync_engine(self.target.engine)  # tests read the tables directly
+        if not hasattr(self.target, name) and hasattr(self.target, "blocking"):
+            # a part the async class does not wrap (the outbox, the split...): its sync
+            # object, driven in the async ledger's greenlet like the wrapped methods
+            return InGreenlet(getattr(self.target.blocking, name))
         value = getattr(self.target, name)
         if inspect.iscoroutinefunction(value):
             return lambda *args, **kwargs: _wrap(run(value(*args, **kwargs)))
@@ -74,6 +77,22 @@ class Blocking:
     def close(self) -> None:
         if isinstance(self.target, AsyncLedger):
             run(self.target.aclose())
+
+
+class InGreenlet:
+    """A sync object of the async API's services, each call run through ``_run``."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return run(_run(self.target, *args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.target, name)
+        if callable(value) and not isinstance(value, type):
+            return InGreenlet(value)
+        return value
 
 
 def async_engine(bind: sa.Engine | str) -> Any:

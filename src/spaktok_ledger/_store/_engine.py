@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from spaktok_ledger._errors import InvalidInput, LedgerBusy
 from spaktok_ledger._extras import needs_extra
+from spaktok_ledger._log import log_gave_up, log_retry
 
 __all__ = [
     "READ_ONLY",
@@ -138,11 +139,13 @@ class Retry:
                 if not is_transient(exc):
                     raise
                 if attempt == self.attempts - 1:
+                    log_gave_up(self.attempts)
                     raise LedgerBusy(
                         f"the database stayed busy after {self.attempts} attempts; "
                         "retry the call with the same idempotency key",
                         attempts=self.attempts,
                     ) from exc
-                delay = min(self.max_delay, self.base_delay * 2**attempt)
-                self._sleep(self._random.uniform(0, delay))
+                delay = self._random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+                log_retry(attempt + 1, self.attempts, delay, exc)
+                self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
