@@ -135,3 +135,36 @@ def gift_economy(ledger: Any, *args: Any, **options: Any) -> Any:
     if isinstance(ledger, Blocking):
         return Blocking(AsyncGiftEconomy(ledger.target, *args, **options))
     return GiftEconomy(ledger, *args, **options)
+
+
+def _unwrap(value: Any) -> Any:
+    return value.target if isinstance(value, InGreenlet | Blocking) else value
+
+
+def pricing(ledger: Any, *args: Any, **options: Any) -> Any:
+    """A :class:`Pricing` on ``ledger``'s API."""
+    from spaktok_ledger import AsyncPricing, Pricing
+
+    if isinstance(ledger, Blocking):
+        return Blocking(AsyncPricing(ledger.target, *args, **options))
+    return Pricing(ledger, *args, **options)
+
+
+def payments(economy: Any, pricing: Any, gateway: Any, **options: Any) -> Any:
+    """A :class:`Payments` on ``economy``'s API."""
+    from spaktok_ledger import AsyncPayments, Payments
+
+    if isinstance(economy, Blocking):
+        return Blocking(
+            AsyncPayments(economy.target, pricing.target, _unwrap(gateway), **options)
+        )
+    return Payments(economy, pricing, gateway, **options)
+
+
+def payouts(economy: Any, gateway: Any, **options: Any) -> Any:
+    """A :class:`Payouts` on ``economy``'s API."""
+    from spaktok_ledger import AsyncPayouts, Payouts
+
+    if isinstance(economy, Blocking):
+        return Blocking(AsyncPayouts(economy.target, _unwrap(gateway), **options))
+    return Payouts(economy, gateway, **options)
