@@ -41,9 +41,11 @@ EXPORTER = InMemorySpanExporter()
 @pytest.fixture(scope="module", autouse=True)
 def tracer_provider():
     """One SDK tracer provider for the process (OpenTelemetry allows one), exporting to memory."""
-    provider = TracerProvider()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    trace.set_tracer_provider(provider)
     yield provider
 
 

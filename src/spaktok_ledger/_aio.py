@@ -310,6 +310,15 @@ class AsyncLedger:
 
         return await _run(self.blocking.atomic, unit)
 
+    async def run_sync(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a sync library call on this ledger's async driver without blocking the loop:
+        for the parts the async classes do not wrap (the outbox, reconciliation, compliance),
+        reached through ``.blocking``::
+
+            events = await ledger.run_sync(economy.blocking.outbox.pending, limit=100)
+        """
+        return await _run(fn, *args, **kwargs)
+
     async def read(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run sync ``fn(connection)`` for reads (see :meth:`Ledger.read`)."""
         return await _run(self.blocking.read, fn)

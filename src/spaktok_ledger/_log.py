@@ -250,3 +250,9 @@ def log_gave_up(attempts: int) -> None:
         attempts,
         extra={"operation": "retry", "outcome": "gave_up", "retries": attempts},
     )
+
+
+def key_given(*_args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The call's ``idempotency_key`` (keyword), for ``observed(given=...)``."""
+    key = kwargs.get("idempotency_key")
+    return {"idempotency_key": key} if isinstance(key, str) else {}
