@@ -73,7 +73,10 @@ def _transfer(rng: random.Random, key: str, step: int) -> EntryDraft:
 
 def _worker(url: str, prefix: str, seed: int, ops: int, queue: mp.Queue, api: str = "sync") -> None:
     if api == "async":
-        queue.put(asyncio.run(_async_worker(url, prefix, seed, ops)))
+        try:
+            queue.put(asyncio.run(_async_worker(url, prefix, seed, ops)))
+        except BaseException:
+            queue.put({"ok": 0, "refused": 0, "errors": [traceback.format_exc()]})
         return
     rng = random.Random(seed)
     outcome = {"ok": 0, "refused": 0, "errors": []}
