@@ -1,4 +1,4 @@
-"""Benchmark: the async FastAPI app against the sync one with its thread pool, 32 requests at a time.
+"""Benchmark: the async FastAPI app against the sync one and its thread pool, 32 at a time.
 
     .venv/bin/python bench/async_bench.py                 # PostgreSQL (SPAKTOK_BENCH_PG_URL)
     .venv/bin/python bench/async_bench.py --sqlite        # a SQLite file instead
@@ -195,7 +195,9 @@ async def main_async(args: argparse.Namespace, url: str) -> int:
         economy.register_streamer(f"s{s}")
     coins = 10 * (args.requests * (args.rounds + 1) * 3 // SENDERS + 10)
     for u in range(SENDERS):
-        economy.credit_purchase(f"u{u}", coins=coins, price_usd_minor=coins, idempotency_key=f"f{u}")
+        economy.credit_purchase(
+            f"u{u}", coins=coins, price_usd_minor=coins, idempotency_key=f"f{u}"
+        )
     aengine = create_async_engine(url, pool_size=args.concurrency + 8, max_overflow=16)
     aledger = AsyncLedger(aengine, prefix=prefix)
     aeconomy = AsyncGiftEconomy(aledger, GIFTS, hold_days=0)

@@ -25,8 +25,8 @@ from spaktok_ledger import (
     Retry,
     StripeGateway,
     WebhookVerificationError,
+    _log,
 )
-from spaktok_ledger import _log
 from spaktok_ledger.fx import StaticRateProvider
 from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
 from tests.service.conftest import GIFTS, fund
@@ -46,7 +46,7 @@ def tracer_provider():
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    yield provider
+    return provider
 
 
 @pytest.fixture
