@@ -215,10 +215,16 @@ async def main_async(args: argparse.Namespace, url: str) -> int:
             rates[name].append(await drive(apps[name], name, args.requests, args.concurrency))
     report = await aledger.verify()
     await aengine.dispose()
-    with sync_engine.begin() as conn:  # leave the shared database as it was
-        for table in reversed(ledger.tables.metadata.sorted_tables):
+    with sync_engine.begin() as conn:  # leave the shared PostgreSQL database as it was
+        if args.backend != "postgresql":
+            conn.rollback()
+            tables = []
+        else:
+            tables = list(reversed(ledger.tables.metadata.sorted_tables))
+        for table in tables:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
-        conn.execute(sa.text(f'DROP TABLE IF EXISTS "{prefix}alembic_version"'))
+        if tables:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{prefix}alembic_version"'))
     sync_engine.dispose()
     if not report.ok:
         print(f"verify failed: {report.problems[:3]}")

@@ -37,7 +37,11 @@ def loop() -> asyncio.AbstractEventLoop:
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run_coroutine_threadsafe(coro, loop()).result()
+    running = loop()
+    if threading.current_thread().name == "async-api":
+        coro.close()  # a facade object called from inside the library: fail, don't hang
+        raise RuntimeError("a test facade was called on the event loop's own thread")
+    return asyncio.run_coroutine_threadsafe(coro, running).result()
 
 
 async def _collect(agen: Any) -> list[Any]:
@@ -52,7 +56,10 @@ class Blocking:
     """An async facade called like the sync one (for tests only)."""
 
     def __init__(self, target: Any) -> None:
-        self.target = target
+        object.__setattr__(self, "target", target)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.target if hasattr(self.target, name) else self.target.blocking, name, value)
 
     def __getattr__(self, name: str) -> Any:
         if name == "engine" and isinstance(self.target, AsyncLedger):
@@ -155,6 +162,7 @@ def payments(economy: Any, pricing: Any, gateway: Any, **options: Any) -> Any:
     from spaktok_ledger import AsyncPayments, Payments
 
     if isinstance(economy, Blocking):
+        options = {name: _unwrap(value) for name, value in options.items()}
         return Blocking(
             AsyncPayments(economy.target, pricing.target, _unwrap(gateway), **options)
         )
@@ -166,5 +174,6 @@ def payouts(economy: Any, gateway: Any, **options: Any) -> Any:
     from spaktok_ledger import AsyncPayouts, Payouts
 
     if isinstance(economy, Blocking):
+        options = {name: _unwrap(value) for name, value in options.items()}
         return Blocking(AsyncPayouts(economy.target, _unwrap(gateway), **options))
     return Payouts(economy, gateway, **options)

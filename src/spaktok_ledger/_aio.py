@@ -774,7 +774,7 @@ class AsyncPayments:
         pricing: AsyncPricing,
         gateway: PaymentGateway,
         *,
-        transfer_events: AsyncPayouts | None = None,
+        transfer_events: AsyncPayouts | Callable[[WebhookEvent], WebhookResult] | None = None,
         **options: Any,
     ) -> None:
         """``options``: those of :class:`Payments` (``webhook_secret`` is required)."""
@@ -788,16 +788,22 @@ class AsyncPayments:
         self.transfer_events = transfer_events
 
     @property
-    def transfer_events(self) -> AsyncPayouts | None:
-        """Where ``transfer.*`` events go (the payouts service)."""
+    def transfer_events(self) -> AsyncPayouts | Callable[[WebhookEvent], WebhookResult] | None:
+        """Where ``transfer.*`` events go: the payouts service (or a sync handler, which
+        runs like the library's own code, on the async driver)."""
         return self._transfer_events
 
     @transfer_events.setter
-    def transfer_events(self, payouts: AsyncPayouts | None) -> None:
-        if payouts is not None and not isinstance(payouts, AsyncPayouts):
-            raise InvalidInput("transfer_events must be an AsyncPayouts")
-        self._transfer_events = payouts
-        self.blocking.transfer_events = None if payouts is None else payouts.blocking.handle_event
+    def transfer_events(
+        self, handler: AsyncPayouts | Callable[[WebhookEvent], WebhookResult] | None
+    ) -> None:
+        if isinstance(handler, AsyncPayouts):
+            self.blocking.transfer_events = handler.blocking.handle_event
+        elif handler is None or callable(handler):
+            self.blocking.transfer_events = handler
+        else:
+            raise InvalidInput("transfer_events must be an AsyncPayouts or a callable")
+        self._transfer_events = handler
 
     async def create_checkout(
         self,
