@@ -324,3 +324,12 @@ def test_async_urls_map_to_the_async_drivers() -> None:
     assert async_url("sqlite+aiosqlite://").drivername == "sqlite+aiosqlite"
     assert async_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert async_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+
+
+def test_a_missing_greenlet_names_the_async_extra(monkeypatch) -> None:
+    """Without greenlet (a core-only install), the error names the extra to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "greenlet", None)
+    with pytest.raises(ModuleNotFoundError, match=r"spaktok-ledger\[async\]"):
+        AsyncLedger("sqlite://")

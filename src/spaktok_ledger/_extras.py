@@ -21,6 +21,8 @@ EXTRAS: Final = {
     "httpx": "fx",
     "moneyed": "moneyed",
     "django": "django",
+    "greenlet": "async",
+    "aiosqlite": "async",
 }
 
 
