@@ -2,7 +2,7 @@
 """Project tasks that need nothing but Python 3.11+.
 
     python3 dev.py demo         # the gift-economy demo on ./spaktok-demo.db
-    python3 dev.py test         # the whole test suite, one worker per core (PostgreSQL tests run when a server answers)
+    python3 dev.py test         # the whole test suite, one worker per core (PostgreSQL too)
     python3 dev.py lint         # ruff and mypy --strict on src/
     python3 dev.py bench        # the ledger and hot-account benchmarks
     python3 dev.py mutate       # mutation testing of the money modules (see CONTRIBUTING.md)

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, settings
 
 from spaktok_ledger import Ledger, create_engine
 from spaktok_ledger.testing import FakeClock
+from tests.apis import dispose_engines, open_ledger
 
 # A fast default for local runs and a thorough profile for CI.
 settings.register_profile(
@@ -168,11 +169,20 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def ledger(engine: sa.Engine, prefix: str, clock: FakeClock) -> Ledger:
-    """A migrated, empty ledger on the test's backend."""
-    ledger = Ledger(engine, prefix=prefix, clock=clock)
+def api() -> str:
+    """Which API the ``ledger`` fixture speaks: "sync" here; a module that runs against
+    both overrides it with ``params=tests.apis.APIS`` (the async one behind a facade)."""
+    return "sync"
+
+
+@pytest.fixture
+def ledger(engine: sa.Engine, prefix: str, clock: FakeClock, api: str) -> Iterator[Ledger]:
+    """A migrated, empty ledger on the test's backend (and API, see ``api``)."""
+    ledger = open_ledger(api, engine, prefix=prefix, clock=clock)
     ledger.migrate()
-    return ledger
+    yield ledger
+    if api != "sync":
+        dispose_engines()
 
 
 _skipped_postgres: list[str] = []

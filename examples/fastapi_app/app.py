@@ -15,7 +15,8 @@ verified, stored, answered; a worker applies them, docs/worker.md).
 
 Each endpoint validates its request (pydantic), names the caller through the
 ``X-User-Id`` header (a STAND-IN for real authentication, see
-``examples/common/services.py``) and makes one library call; library errors
+``examples/common/services.py``) and awaits one library call (the asyncio API,
+``examples/common/async_services.py``: no route blocks the event loop); library errors
 become RFC 9457 problem responses through the library's own table
 (``spaktok_ledger.http.problem_for``). Every route declares every status it
 can answer, with its schema (``examples/common/openapi.py``): the OpenAPI
@@ -35,17 +36,20 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
+from examples.common.async_services import (
+    AsyncServices,
+    balance_body,
+    build_async_services,
+    history_body,
+)
 from examples.common.openapi import SCHEMAS, fastapi_responses
 from examples.common.services import (
     IDEMPOTENCY_HEADER,
     USER_HEADER,
-    Services,
+    Settings,
     authenticate,
-    balance_body,
-    build_services,
     fail,
     gift_body,
-    history_body,
     malformed_json,
     replay_headers,
     require_idempotency_key,
@@ -67,7 +71,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from spaktok_ledger import LedgerError
@@ -108,8 +111,8 @@ class PayoutBody(Body):
 # -- dependencies ------------------------------------------------------------------------
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
+def get_services(request: Request) -> AsyncServices:
+    services: AsyncServices = request.app.state.services
     return services
 
 
@@ -123,7 +126,7 @@ def get_idempotency_key(
     return require_idempotency_key(key)
 
 
-Svc = Annotated[Services, Depends(get_services)]
+Svc = Annotated[AsyncServices, Depends(get_services)]
 Caller = Annotated[str, Depends(get_caller)]
 IdempotencyKey = Annotated[str, Depends(get_idempotency_key)]
 
@@ -139,9 +142,9 @@ router = APIRouter(prefix="/api")
 
 
 @router.post("/quotes", status_code=201, responses=fastapi_responses("post", "/api/quotes"))
-def create_quote(body: QuoteBody, services: Svc, caller: Caller) -> dict[str, Any]:
+async def create_quote(body: QuoteBody, services: Svc, caller: Caller) -> dict[str, Any]:
     """A stored price quote for a coin pack, in the currency asked for or the locale's."""
-    quote = services.pricing.quote(
+    quote = await services.pricing.quote(
         body.pack_id, currency=body.currency, locale=body.locale, user_id=caller
     )
     return quote.to_dict()
@@ -152,11 +155,11 @@ def create_quote(body: QuoteBody, services: Svc, caller: Caller) -> dict[str, An
     status_code=201,
     responses=fastapi_responses("post", "/api/payments/create-checkout-session"),
 )
-def create_checkout_session(
+async def create_checkout_session(
     body: CheckoutBody, services: Svc, caller: Caller, key: IdempotencyKey
 ) -> JSONResponse:
     settings = services.settings
-    result = services.payments.create_checkout(
+    result = await services.payments.create_checkout(
         caller,
         body.quote_id,
         success_url=settings.checkout_success_url,
@@ -170,25 +173,29 @@ def create_checkout_session(
 async def payments_webhook(request: Request, services: Svc) -> dict[str, Any]:
     body = await request.body()  # the raw bytes Stripe signed, never re-serialised JSON
     signature = request.headers.get("Stripe-Signature", "")
-    result = await run_in_threadpool(services.handle_platform_webhook, body, signature)
+    result = await services.handle_platform_webhook(body, signature)
     return result.to_dict()
 
 
 @router.post("/gifts/send", status_code=201, responses=fastapi_responses("post", "/api/gifts/send"))
-def send_gift(body: GiftBody, services: Svc, caller: Caller, key: IdempotencyKey) -> JSONResponse:
-    receipt = services.economy.send_gift(
+async def send_gift(
+    body: GiftBody, services: Svc, caller: Caller, key: IdempotencyKey
+) -> JSONResponse:
+    receipt = await services.economy.send_gift(
         caller, body.streamer_id, body.gift_id, body.quantity, idempotency_key=key
     )
     return created(gift_body(receipt), replayed=receipt.replayed)
 
 
 @router.get("/wallet/balance", responses=fastapi_responses("get", "/api/wallet/balance"))
-def wallet_balance(services: Svc, caller: Caller, user_id: str | None = None) -> dict[str, Any]:
-    return balance_body(services.economy, require_owner(caller, user_id, "wallet"))
+async def wallet_balance(
+    services: Svc, caller: Caller, user_id: str | None = None
+) -> dict[str, Any]:
+    return await balance_body(services.economy, require_owner(caller, user_id, "wallet"))
 
 
 @router.get("/transactions", responses=fastapi_responses("get", "/api/transactions"))
-def transactions(
+async def transactions(
     *,
     services: Svc,
     caller: Caller,
@@ -201,7 +208,7 @@ def transactions(
     """The caller's wallet statement, or with ``streamer_id`` (their own) their earnings'."""
     if streamer_id is not None:
         streamer = require_owner(caller, streamer_id, "earnings")
-        return history_body(
+        return await history_body(
             services.economy,
             user_id=None,
             streamer_id=streamer,
@@ -210,7 +217,7 @@ def transactions(
             types=types,
         )
     user = require_owner(caller, user_id, "wallet")
-    return history_body(
+    return await history_body(
         services.economy, user_id=user, streamer_id=None, limit=limit, cursor=cursor, types=types
     )
 
@@ -220,11 +227,13 @@ def transactions(
     status_code=202,
     responses=fastapi_responses("post", "/api/payouts/request"),
 )
-def request_payout(
+async def request_payout(
     body: PayoutBody, services: Svc, caller: Caller, key: IdempotencyKey
 ) -> JSONResponse:
     """Pay the calling streamer's available earnings out (202: Stripe confirms later)."""
-    record = services.payouts.request_payout(caller, body.amount_usd_minor, idempotency_key=key)
+    record = await services.payouts.request_payout(
+        caller, body.amount_usd_minor, idempotency_key=key
+    )
     return created(record.to_dict(), replayed=record.replayed, status=202)
 
 
@@ -232,7 +241,7 @@ def request_payout(
 async def payouts_webhook(request: Request, services: Svc) -> dict[str, Any]:
     body = await request.body()
     signature = request.headers.get("Stripe-Signature", "")
-    result = await run_in_threadpool(services.handle_connect_webhook, body, signature)
+    result = await services.handle_connect_webhook(body, signature)
     return result.to_dict()
 
 
@@ -339,8 +348,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(unexpected_error().problem)
 
 
-def create_app(services: Services | None = None) -> FastAPI:
-    """The app; ``services`` default: built from the environment at start-up."""
+def create_app(
+    services: AsyncServices | None = None, *, settings: Settings | None = None
+) -> FastAPI:
+    """The app; ``services`` default: built at start-up from ``settings`` (default: the
+    environment), on the app's own event loop."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -348,12 +360,12 @@ def create_app(services: Services | None = None) -> FastAPI:
             app.state.services = services
             yield
             return
-        built = await run_in_threadpool(build_services)
+        built = await build_async_services(settings)
         app.state.services = built
         try:
             yield
         finally:
-            built.close()
+            await built.aclose()
 
     app = FastAPI(title="spaktok-ledger example (FastAPI)", lifespan=lifespan)
     app.include_router(router)

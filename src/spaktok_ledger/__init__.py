@@ -15,6 +15,14 @@ Quick start::
     ledger.migrate()
 """
 
+from spaktok_ledger._aio import (
+    AsyncGiftEconomy,
+    AsyncLedger,
+    AsyncPayments,
+    AsyncPayouts,
+    AsyncPricing,
+    create_async_engine,
+)
 from spaktok_ledger._catalogue import CoinPack, Gift, GiftCatalogue, PackCatalogue
 from spaktok_ledger._clock import (
     Clock,
@@ -224,6 +232,11 @@ __all__ = [
     "AlreadyReversed",
     "AmountBelowMinimum",
     "AmountMismatch",
+    "AsyncGiftEconomy",
+    "AsyncLedger",
+    "AsyncPayments",
+    "AsyncPayouts",
+    "AsyncPricing",
     "Balance",
     "BalanceCheck",
     "BalanceOverflow",
@@ -358,6 +371,7 @@ __all__ = [
     "check_quote_valid",
     "check_stripe_minimum",
     "configure_sqlite",
+    "create_async_engine",
     "create_engine",
     "currency_exponent",
     "currency_info",

@@ -23,6 +23,8 @@ EXTRAS: Final = {
     "django": "django",
     "redis": "redis",
     "pika": "rabbitmq",
+    "greenlet": "async",
+    "aiosqlite": "async",
 }
 
 

@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from examples.common.services import Settings, build_services
+from examples.common.services import Settings
 
 from spaktok_ledger.testing import FakeStripe, signed_event
 from tests.service.test_relay import REDIS_URL, _need
@@ -39,12 +39,14 @@ def app(tmp_path, request):
             redis_url=REDIS_URL,
             redis_stream_prefix=stream_prefix,
         )
-        services = build_services(settings)
         try:
-            with TestClient(create_app(services)) as client:
+            # The async app builds its services on its own event loop; the tests use
+            # the sync services of its in-process worker (same database) directly.
+            with TestClient(create_app(settings=settings)) as client:
+                services = client.app.state.services.background
+                assert services is not None
                 yield client, services, fake
         finally:
-            services.close()
             import redis
 
             r = redis.Redis.from_url(REDIS_URL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spaktok_ledger import Gift, GiftCatalogue, GiftEconomy, Ledger
+from tests.apis import gift_economy
 
 GIFTS = GiftCatalogue(
     [Gift("rose", 10, "Rose"), Gift("heart", 99, "Heart"), Gift("rocket", 5000, "Rocket")]
@@ -13,7 +14,7 @@ GIFTS = GiftCatalogue(
 
 @pytest.fixture
 def economy(ledger: Ledger, clock) -> GiftEconomy:
-    economy = GiftEconomy(ledger, GIFTS, hold_days=0, clock=clock)  # shares payable at once
+    economy = gift_economy(ledger, GIFTS, hold_days=0, clock=clock)  # shares payable at once
     economy.setup()
     return economy
 
@@ -21,7 +22,7 @@ def economy(ledger: Ledger, clock) -> GiftEconomy:
 @pytest.fixture
 def held_economy(ledger: Ledger, clock) -> GiftEconomy:
     """A gift economy whose streamer shares wait 7 days before they can be paid out."""
-    economy = GiftEconomy(ledger, GIFTS, hold_days=7, clock=clock)
+    economy = gift_economy(ledger, GIFTS, hold_days=7, clock=clock)
     economy.setup()
     return economy
 

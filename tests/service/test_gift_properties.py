@@ -24,15 +24,14 @@ from hypothesis.stateful import (
 )
 
 from spaktok_ledger import (
-    GiftEconomy,
     GiftRejected,
     InsufficientFunds,
-    Ledger,
     UnknownGift,
     UnknownStreamer,
     UnknownUser,
 )
 from spaktok_ledger.testing import FakeClock
+from tests.apis import APIS, dispose_engines, gift_economy, open_ledger
 from tests.service.conftest import GIFTS
 
 USERS = ["u1", "u2", "u3"]
@@ -55,13 +54,14 @@ class Model:
 
 class GiftMachine(RuleBasedStateMachine):
     engine: sa.Engine
+    api = "sync"  # or "async" (tests/apis.py)
     hold_days: int
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        ledger = Ledger(self.engine, prefix=f"gm{next(_prefixes)}_", clock=self.clock)
-        self.economy = GiftEconomy(ledger, GIFTS, hold_days=self.hold_days, clock=self.clock)
+        ledger = open_ledger(self.api, self.engine, prefix=f"gm{next(_prefixes)}_", clock=self.clock)
+        self.economy = gift_economy(ledger, GIFTS, hold_days=self.hold_days, clock=self.clock)
         self.economy.setup()
         self.model = Model()
         self.keys = itertools.count()
@@ -181,16 +181,22 @@ class GiftMachine(RuleBasedStateMachine):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("hold_days", [0, 3])
-def test_gift_economy_state_machine(engine: sa.Engine, hold_days: int) -> None:
-    """Random gift-economy sessions keep the model and the ledger equal, on both backends."""
+@pytest.mark.parametrize("api", APIS)
+def test_gift_economy_state_machine(engine: sa.Engine, hold_days: int, api: str) -> None:
+    """Random gift-economy sessions keep the model and the ledger equal, on both backends
+    and through both APIs."""
     GiftMachine.engine = engine
+    GiftMachine.api = api
     GiftMachine.hold_days = hold_days
-    run_state_machine_as_test(
-        GiftMachine,
-        settings=settings(
-            settings.default,
-            max_examples=max(10, settings.default.max_examples // 3),
-            stateful_step_count=20,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+    try:
+        run_state_machine_as_test(
+            GiftMachine,
+            settings=settings(
+                settings.default,
+                max_examples=max(10, settings.default.max_examples // 3),
+                stateful_step_count=20,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+            ),
+        )
+    finally:
+        dispose_engines()

@@ -17,7 +17,14 @@ from spaktok_ledger import (
     UnknownStreamer,
     UnknownUser,
 )
+from tests.apis import APIS
 from tests.service.conftest import fund
+
+
+@pytest.fixture(params=APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against the sync API and the asyncio API."""
+    return str(request.param)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from spaktok_ledger import (
     PackCatalogue,
     PaymentProviderError,
     Payments,
-    Pricing,
     QuoteExpired,
     RefundPolicy,
     SpendingBlocked,
@@ -38,6 +37,7 @@ from spaktok_ledger import (
 )
 from spaktok_ledger.fx import StaticRateProvider
 from spaktok_ledger.testing import FakeStripe, sign_payload, signed_event, stripe_client
+from tests import apis
 from tests.service.conftest import GIFTS
 
 SECRET = "whsec_test_platform"
@@ -51,6 +51,12 @@ PACKS = PackCatalogue(
 URLS = {"success_url": "https://app.example/ok", "cancel_url": "https://app.example/no"}
 
 
+@pytest.fixture(params=apis.APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against the sync API and the asyncio API."""
+    return str(request.param)
+
+
 @pytest.fixture
 def fake(clock) -> FakeStripe:
     """A Stripe that lives on the test's clock (checkout expiries are checked against it)."""
@@ -60,16 +66,16 @@ def fake(clock) -> FakeStripe:
 
 @pytest.fixture
 def shop(ledger: Ledger, clock, fake: FakeStripe):
-    economy = GiftEconomy(ledger, GIFTS, hold_days=0, clock=clock)
+    economy = apis.gift_economy(ledger, GIFTS, hold_days=0, clock=clock)
     economy.setup()
     economy.register_streamer("bob")
     rates = StaticRateProvider(
         {"EUR": Decimal("0.934143"), "JPY": Decimal("160.6165"), "BTN": Decimal("83.4")},
         clock=clock,
     )
-    pricing = Pricing(ledger, PACKS, rates, clock=clock)
+    pricing = apis.pricing(ledger, PACKS, rates, clock=clock)
     gateway = StripeGateway(stripe_client(fake, timeout=5))
-    payments = Payments(economy, pricing, gateway, webhook_secret=SECRET, clock=clock)
+    payments = apis.payments(economy, pricing, gateway, webhook_secret=SECRET, clock=clock)
     return economy, pricing, payments
 
 
@@ -161,14 +167,10 @@ class TestCheckout:
     def test_velocity_limits(self, shop) -> None:
         """Purchases per hour and USD per day are capped per user."""
         economy, pricing, _ = shop
-        payments = Payments(
-            economy,
-            pricing,
-            shop[2].gateway,
-            webhook_secret=SECRET,
-            velocity=VelocityLimits(max_purchases_per_hour=2, max_usd_minor_per_day=3000),
-            clock=shop[2].clock,
-        )
+        payments = apis.payments(economy, pricing, shop[2].gateway, webhook_secret=SECRET,
+                            velocity=VelocityLimits(max_purchases_per_hour=2,
+                                                    max_usd_minor_per_day=3000),
+                            clock=shop[2].clock)
         for key in ("v1", "v2"):
             quote = pricing.quote("starter", user_id="alice")
             payments.create_checkout("alice", quote.id, idempotency_key=key, **URLS)
@@ -418,14 +420,8 @@ class TestRefundsAndDisputes:
     def test_platform_loss_policy(self, shop, fake) -> None:
         """Under PLATFORM_LOSS, spent coins are the platform's loss, not the user's debt."""
         economy, pricing, payments = shop
-        lossy = Payments(
-            economy,
-            pricing,
-            payments.gateway,
-            webhook_secret=SECRET,
-            refund_policy=RefundPolicy.PLATFORM_LOSS,
-            clock=payments.clock,
-        )
+        lossy = apis.payments(economy, pricing, payments.gateway, webhook_secret=SECRET,
+                         refund_policy=RefundPolicy.PLATFORM_LOSS, clock=payments.clock)
         result = checkout(shop, key="loss")
         deliver(
             lossy, fake.complete_checkout(result.checkout_session_id, exchange_rate=Decimal("1.07"))
@@ -582,13 +578,8 @@ def test_checkout_ttl_bounds(shop) -> None:
     """Stripe only accepts sessions expiring 30 minutes to 24 hours ahead."""
     economy, pricing, payments = shop
     with pytest.raises(InvalidInput):
-        Payments(
-            economy,
-            pricing,
-            payments.gateway,
-            webhook_secret=SECRET,
-            checkout_ttl=timedelta(minutes=5),
-        )
+        apis.payments(economy, pricing, payments.gateway, webhook_secret=SECRET,
+                 checkout_ttl=timedelta(minutes=5))
 
 
 class TestOrderAndRetryEdgeCases:

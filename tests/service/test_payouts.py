@@ -27,10 +27,17 @@ from spaktok_ledger import (
 )
 from spaktok_ledger._service._payouts import Payouts
 from spaktok_ledger.testing import FakeStripe, signed_event, stripe_client
+from tests import apis
 from tests.service.conftest import fund
 
 SECRET = "whsec_connect_test"
 PLATFORM_SECRET = "whsec_platform_test"
+
+
+@pytest.fixture(params=apis.APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against the sync API and the asyncio API."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -50,7 +57,7 @@ class World:
 
     def payouts(self, *, timeout: float = 10.0, **options) -> Payouts:
         gateway = StripeGateway(stripe_client(self.fake, timeout=timeout))
-        return Payouts(self.economy, gateway, connect_webhook_secret=SECRET, **options)
+        return apis.payouts(self.economy, gateway, connect_webhook_secret=SECRET, **options)
 
     def deliver(self, payouts: Payouts, event, secret: str = SECRET):
         return payouts.handle_webhook(*signed_event(event, secret))

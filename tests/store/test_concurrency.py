@@ -10,6 +10,7 @@ success or ``InsufficientFunds``.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing as mp
 import random
 import traceback
@@ -20,11 +21,13 @@ import sqlalchemy as sa
 from spaktok_ledger import (
     AccountKind,
     AccountSpec,
+    AsyncLedger,
     EntryDraft,
     InsufficientFunds,
     Ledger,
     Posting,
 )
+from tests.apis import APIS
 
 pytestmark = pytest.mark.slow
 
@@ -40,39 +43,48 @@ SPECS = [
 START = 5_000
 
 
-def _worker(url: str, prefix: str, seed: int, ops: int, queue: mp.Queue) -> None:
+def _transfer(rng: random.Random, key: str, step: int) -> EntryDraft:
+    """One random transfer: a ring step, a multi-leg entry, or a hot-account credit."""
+    kind = rng.random()
+    if kind < 0.4:
+        # ring: each worker walks the ring in its own direction (step)
+        a = rng.randrange(len(RING))
+        src, dst = RING[a], RING[(a + step) % len(RING)]
+        amount = rng.randint(1, 400)
+        postings = (Posting.debit(src, amount), Posting.credit(dst, amount))
+    elif kind < 0.8:
+        # a multi-leg entry over 3-5 accounts, listed in random order
+        n = rng.randint(3, 5)
+        codes = rng.sample([*RING, SHARDED], n)
+        amounts = [rng.randint(1, 300) for _ in range(n - 1)]
+        legs = [Posting.debit(codes[0], sum(amounts))]
+        legs += [Posting.credit(c, x) for c, x in zip(codes[1:], amounts, strict=True)]
+        rng.shuffle(legs)
+        postings = tuple(legs)
+    else:
+        # spend from the sharded account into the hot revenue account
+        amount = rng.randint(1, 500)
+        postings = (
+            Posting.debit(SHARDED, amount),
+            Posting.credit("platform:gift_revenue", amount),
+        )
+    return EntryDraft("transfer", postings, key)
+
+
+def _worker(url: str, prefix: str, seed: int, ops: int, queue: mp.Queue, api: str = "sync") -> None:
+    if api == "async":
+        try:
+            queue.put(asyncio.run(_async_worker(url, prefix, seed, ops)))
+        except BaseException:
+            queue.put({"ok": 0, "refused": 0, "errors": [traceback.format_exc()]})
+        return
     rng = random.Random(seed)
     outcome = {"ok": 0, "refused": 0, "errors": []}
     ledger = Ledger(url, prefix=prefix)
     try:
         for i in range(ops):
-            key = f"w{seed}:{i}"
-            kind = rng.random()
-            if kind < 0.4:
-                # ring: each worker walks the ring in its own direction
-                step = 1 if seed % 2 else -1
-                a = rng.randrange(len(RING))
-                src, dst = RING[a], RING[(a + step) % len(RING)]
-                amount = rng.randint(1, 400)
-                postings = (Posting.debit(src, amount), Posting.credit(dst, amount))
-            elif kind < 0.8:
-                # a multi-leg entry over 3-5 accounts, listed in random order
-                n = rng.randint(3, 5)
-                codes = rng.sample([*RING, SHARDED], n)
-                amounts = [rng.randint(1, 300) for _ in range(n - 1)]
-                legs = [Posting.debit(codes[0], sum(amounts))]
-                legs += [Posting.credit(c, x) for c, x in zip(codes[1:], amounts, strict=True)]
-                rng.shuffle(legs)
-                postings = tuple(legs)
-            else:
-                # spend from the sharded account into the hot revenue account
-                amount = rng.randint(1, 500)
-                postings = (
-                    Posting.debit(SHARDED, amount),
-                    Posting.credit("platform:gift_revenue", amount),
-                )
             try:
-                ledger.post(EntryDraft("transfer", postings, key))
+                ledger.post(_transfer(rng, f"w{seed}:{i}", 1 if seed % 2 else -1))
                 outcome["ok"] += 1
             except InsufficientFunds:
                 outcome["refused"] += 1
@@ -83,7 +95,30 @@ def _worker(url: str, prefix: str, seed: int, ops: int, queue: mp.Queue) -> None
         queue.put(outcome)
 
 
-def _run_storm(url: str, prefix: str, workers: int, ops: int) -> list[dict]:
+async def _async_worker(url: str, prefix: str, seed: int, ops: int, tasks: int = 4) -> dict:
+    """The async API's worker: ``tasks`` concurrent coroutines on one AsyncLedger share the ops."""
+    outcome = {"ok": 0, "refused": 0, "errors": []}
+    ledger = AsyncLedger(url, prefix=prefix)
+
+    async def task(t: int) -> None:
+        rng = random.Random(seed * 1000 + t)
+        for i in range(t, ops, tasks):
+            try:
+                await ledger.post(_transfer(rng, f"w{seed}:{i}", 1 if seed % 2 else -1))
+                outcome["ok"] += 1
+            except InsufficientFunds:
+                outcome["refused"] += 1
+            except Exception:
+                outcome["errors"].append(traceback.format_exc())
+
+    try:
+        await asyncio.gather(*(task(t) for t in range(tasks)))
+    finally:
+        await ledger.aclose()
+    return outcome
+
+
+def _run_storm(url: str, prefix: str, workers: int, ops: int, api: str = "sync") -> list[dict]:
     ledger = Ledger(url, prefix=prefix)
     ledger.migrate()
     ledger.open_accounts(SPECS)
@@ -93,7 +128,8 @@ def _run_storm(url: str, prefix: str, workers: int, ops: int) -> list[dict]:
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(url, prefix, seed, ops, queue)) for seed in range(workers)
+        ctx.Process(target=_worker, args=(url, prefix, seed, ops, queue, api))
+        for seed in range(workers)
     ]
     for p in procs:
         p.start()
@@ -125,18 +161,22 @@ def _check(url: str, prefix: str, results: list[dict], workers: int, ops: int) -
 
 
 @pytest.mark.postgres
-def test_postgres_storm(pg_database_url: str, prefix: str) -> None:
-    """Four processes on PostgreSQL: invariants hold and no deadlock escapes."""
+@pytest.mark.parametrize("api", APIS)
+def test_postgres_storm(pg_database_url: str, prefix: str, api: str) -> None:
+    """Four processes on PostgreSQL (async: four coroutines each): invariants hold and no
+    deadlock escapes."""
     workers, ops = 4, 500
-    results = _run_storm(pg_database_url, prefix, workers, ops)
+    results = _run_storm(pg_database_url, prefix, workers, ops, api)
     _check(pg_database_url, prefix, results, workers, ops)
 
 
-def test_sqlite_storm(tmp_path, prefix: str) -> None:
-    """Four processes on one SQLite file: invariants hold and no 'database is locked' escapes."""
+@pytest.mark.parametrize("api", APIS)
+def test_sqlite_storm(tmp_path, prefix: str, api: str) -> None:
+    """Four processes on one SQLite file (async: four coroutines each): invariants hold and
+    no 'database is locked' escapes."""
     url = f"sqlite:///{tmp_path / 'storm.db'}"
     workers, ops = 4, 150
-    results = _run_storm(url, prefix, workers, ops)
+    results = _run_storm(url, prefix, workers, ops, api)
     _check(url, prefix, results, workers, ops)
 
 

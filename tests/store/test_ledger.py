@@ -28,11 +28,18 @@ from spaktok_ledger import (
     UnknownEntry,
     head_revision,
 )
+from tests.apis import APIS
 
 WALLET = "user:1:wallet"
 CLEARING = "platform:stripe_clearing"
 EARNINGS = "streamer:7:earnings"
 REVENUE = "platform:gift_revenue"
+
+
+@pytest.fixture(params=APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """Every test here runs against the sync API and the asyncio API."""
+    return str(request.param)
 
 
 def accounts(ledger: Ledger, *, earnings_shards: int = 1) -> None:
@@ -528,6 +535,11 @@ class TestGuards:
 
 
 class TestHostTransactions:
+    @pytest.fixture
+    def api(self) -> str:
+        """Sync host Sessions and Connections: the AsyncSession twins are in tests/test_async.py."""
+        return "sync"
+
     def test_joins_host_session_and_rolls_back_with_it(self, ledger: Ledger, engine) -> None:
         """Through using(session), writes commit or roll back with the host's transaction."""
         accounts(ledger)

@@ -40,12 +40,12 @@ from spaktok_ledger import (
     IdempotencyConflict,
     InsufficientFunds,
     InvalidEntry,
-    Ledger,
     Posting,
     UnbalancedEntry,
     UnknownAccount,
 )
 from spaktok_ledger.testing import FakeClock
+from tests.apis import APIS, dispose_engines, open_ledger
 
 ACCOUNTS = [
     AccountSpec("user:1:wallet", AccountKind.LIABILITY),
@@ -115,6 +115,7 @@ class Model:
 
 class LedgerMachine(RuleBasedStateMachine):
     engine: sa.Engine  # set by the test
+    api = "sync"  # or "async": the same machine on AsyncLedger (tests/apis.py)
 
     posted_entries = Bundle("posted_entries")
     holds = Bundle("holds")
@@ -122,8 +123,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.ledger = Ledger(
-            self.engine, prefix=f"prop{next(_prefix_counter)}_", clock=self.clock
+        self.ledger = open_ledger(
+            self.api, self.engine, prefix=f"prop{next(_prefix_counter)}_", clock=self.clock
         )
         self.ledger.migrate()
         self.ledger.open_accounts(ACCOUNTS)
@@ -296,14 +297,20 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.slow
-def test_ledger_state_machine(engine: sa.Engine) -> None:
-    """Random command sequences keep every DESIGN.md invariant, on SQLite and PostgreSQL."""
+@pytest.mark.parametrize("api", APIS)
+def test_ledger_state_machine(engine: sa.Engine, api: str) -> None:
+    """Random command sequences keep every DESIGN.md invariant, on SQLite and PostgreSQL,
+    through the sync and the async API."""
     LedgerMachine.engine = engine
-    run_state_machine_as_test(
-        LedgerMachine,
-        settings=settings(
-            settings.default,
-            stateful_step_count=25,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+    LedgerMachine.api = api
+    try:
+        run_state_machine_as_test(
+            LedgerMachine,
+            settings=settings(
+                settings.default,
+                stateful_step_count=25,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+            ),
+        )
+    finally:
+        dispose_engines()

@@ -63,6 +63,7 @@ from spaktok_ledger._errors import (
     UnknownStreamer,
     UnknownUser,
 )
+from spaktok_ledger._log import entry_fields, key_given, observed
 from spaktok_ledger._money import check_minor
 from spaktok_ledger._service._debts import recovery_legs
 from spaktok_ledger._service._ids import check_party_id
@@ -584,6 +585,7 @@ class GiftEconomy:
 
     # -- gifts -------------------------------------------------------------------
 
+    @observed("gifts", "send_gift", describe=entry_fields, given=key_given)
     def send_gift(
         self,
         sender_id: str | int,
@@ -840,6 +842,7 @@ class GiftEconomy:
 
     # -- credits and adjustments --------------------------------------------------
 
+    @observed("gifts", "credit_purchase", describe=entry_fields, given=key_given)
     def credit_purchase(
         self,
         user_id: str | int,

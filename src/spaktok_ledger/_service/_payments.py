@@ -20,6 +20,7 @@ records the event id (``_purchase_flow.py``). The parts: checkout creation
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ from spaktok_ledger._compliance._audit import AuditAction, write_audit
 from spaktok_ledger._currency import to_stripe_amount
 from spaktok_ledger._domain import EntryDraft, EntryType, Posting
 from spaktok_ledger._errors import InvalidInput, LedgerError, UnknownPurchase
+from spaktok_ledger._log import observed, webhook_fields
 from spaktok_ledger._service._checkout import _Checkout
 from spaktok_ledger._service._debts import ALLOWANCE, REFUND_LOSSES, WriteOff, outstanding_allowance
 from spaktok_ledger._service._gateway import PaymentGateway, SessionRef, WebhookEvent
@@ -314,6 +316,7 @@ class Payments(_Checkout, _PurchaseFlow):
 
     # -- webhooks ----------------------------------------------------------------
 
+    @observed("payments", "webhook", refusal_level=logging.WARNING)
     def handle_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
         """Verify and apply one delivery to the platform endpoint.
 
@@ -328,6 +331,7 @@ class Payments(_Checkout, _PurchaseFlow):
         )
         return self.handle_event(event)
 
+    @observed("payments", "webhook_event", level=logging.INFO, describe=webhook_fields)
     def handle_event(self, event: WebhookEvent) -> WebhookResult:
         """Apply an already verified event (parked and swept events come through here).
 

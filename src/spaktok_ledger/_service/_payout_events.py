@@ -10,12 +10,14 @@ account this ledger does not know is parked, never lost.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable
 from typing import Any, Final
 
 import sqlalchemy as sa
 
 from spaktok_ledger._errors import LedgerError, PaymentProviderError
+from spaktok_ledger._log import observed, webhook_fields
 from spaktok_ledger._service._gateway import PayoutSnapshot, TransferSnapshot, WebhookEvent
 from spaktok_ledger._service._payout_driver import _PayoutDriver
 from spaktok_ledger._service._payout_rows import Facts
@@ -38,6 +40,7 @@ class _PayoutEvents(_PayoutDriver):
 
     # -- webhooks ----------------------------------------------------------------------
 
+    @observed("payouts", "webhook", refusal_level=logging.WARNING)
     def handle_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
         """Verify and apply one delivery to the Connect endpoint (``POST /api/payouts/webhook``).
 
@@ -54,6 +57,7 @@ class _PayoutEvents(_PayoutDriver):
         )
         return self.handle_event(event)
 
+    @observed("payouts", "webhook_event", level=logging.INFO, describe=webhook_fields)
     def handle_event(self, event: WebhookEvent) -> WebhookResult:
         """Apply an already verified event (e.g. ``transfer.*`` events that arrive at
         the platform endpoint and are handed on). Deduplicated like ``handle_webhook``,

@@ -22,6 +22,7 @@ from spaktok_ledger._clock import Clock
 from spaktok_ledger._compliance._core import open_account_values
 from spaktok_ledger._currency import from_stripe_amount
 from spaktok_ledger._errors import InvalidInput, PaymentProviderError, UnknownPayout
+from spaktok_ledger._log import log_payout_status
 from spaktok_ledger._service._gateway import (
     BalanceTxn,
     ConnectedAccountState,
@@ -335,6 +336,7 @@ class _PayoutsCore:
     def _update(self, conn: Connection, payout_id: str, now: datetime, **values: Any) -> None:
         p = self._t.payouts
         conn.execute(p.update().where(p.c.id == payout_id).values(updated_at=now, **values))
+        log_payout_status(payout_id, values)
 
     def _note(self, payout_id: str, message: str) -> None:
         now = self.clock()

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 from datetime import datetime
@@ -63,6 +64,7 @@ from spaktok_ledger._errors import (
     PayoutsNotEnabled,
     UnknownStreamer,
 )
+from spaktok_ledger._log import key_given, observed, payout_fields
 from spaktok_ledger._money import check_minor
 from spaktok_ledger._service._gateway import ConnectedAccountState, PaymentGateway
 from spaktok_ledger._service._gifts import GiftEconomy, earnings_account
@@ -287,6 +289,9 @@ class Payouts(_PayoutReconcile):
 
     # -- requesting a payout -----------------------------------------------------------
 
+    @observed(
+        "payouts", "request_payout", level=logging.INFO, describe=payout_fields, given=key_given
+    )
     def request_payout(
         self,
         streamer_id: str | int,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from spaktok_ledger._errors import InvalidInput, LedgerBusy
 from spaktok_ledger._extras import needs_extra
+from spaktok_ledger._log import log_gave_up, log_retry
 
 __all__ = [
     "READ_ONLY",
@@ -83,7 +84,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+        cursor.execute("PRAGMA journal_mode")  # fetch apart: aiosqlite's execute returns None
+        mode = cursor.fetchone()[0]
         if mode != "memory":  # in-memory databases cannot use WAL
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
@@ -137,11 +139,13 @@ class Retry:
                 if not is_transient(exc):
                     raise
                 if attempt == self.attempts - 1:
+                    log_gave_up(self.attempts)
                     raise LedgerBusy(
                         f"the database stayed busy after {self.attempts} attempts; "
                         "retry the call with the same idempotency key",
                         attempts=self.attempts,
                     ) from exc
-                delay = min(self.max_delay, self.base_delay * 2**attempt)
-                self._sleep(self._random.uniform(0, delay))
+                delay = self._random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+                log_retry(attempt + 1, self.attempts, delay, exc)
+                self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

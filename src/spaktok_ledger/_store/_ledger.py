@@ -68,6 +68,7 @@ from spaktok_ledger._errors import (
     UnknownAccount,
     UnknownEntry,
 )
+from spaktok_ledger._log import entry_fields, observed
 from spaktok_ledger._store._cursor import decode_cursor, encode_cursor
 from spaktok_ledger._store._engine import READ_ONLY, Retry, configure_sqlite, create_engine
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
@@ -862,6 +863,7 @@ class Ledger:
 
         return self._write(run)
 
+    @observed("store", "post", describe=entry_fields)
     def _submit(self, op: _Op) -> Entry:
         return self._write(lambda conn: self._record(conn, op))
 

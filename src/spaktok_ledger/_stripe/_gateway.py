@@ -22,6 +22,7 @@ from spaktok_ledger._errors import (
     WebhookPayloadError,
     WebhookVerificationError,
 )
+from spaktok_ledger._log import observed
 from spaktok_ledger._service._gateway import (
     BalanceTxn,
     CheckoutRequest,
@@ -114,6 +115,7 @@ class StripeGateway:
 
     # -- error translation --------------------------------------------------------
 
+    @observed("stripe", "stripe_call", given=lambda _self, what, *_a, **_k: {"call": what})
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         stripe = self._stripe
         try:
