@@ -173,6 +173,7 @@ from spaktok_ledger._service._gateway import (
     TransferSnapshot,
     WebhookEvent,
 )
+from spaktok_ledger._service._group_commit import GiftBatcher, GiftOrder
 from spaktok_ledger._service._reconcile import (
     BalanceCheck,
     Drift,
@@ -242,9 +243,11 @@ __all__ = [
     "FraudPolicy",
     "FraudRejected",
     "Gift",
+    "GiftBatcher",
     "GiftCatalogue",
     "GiftDetails",
     "GiftEconomy",
+    "GiftOrder",
     "GiftReceipt",
     "GiftRejected",
     "HistoryItem",

@@ -1,0 +1,274 @@
+"""Group commit for gift storms: many concurrent ``send_gift`` calls, one transaction.
+
+A popular stream sends thousands of gifts a second; one commit per gift makes
+the database's commit (a WAL flush) the bottleneck. :class:`GiftBatcher`
+coalesces the calls that arrive within a small window (``window_seconds``, or
+until ``max_batch`` calls are waiting) into one transaction:
+
+* The first caller to find no batch collecting becomes its *leader*: it waits
+  out the window, takes the waiting calls (in arrival order) and runs them in
+  one ``Ledger.atomic`` unit, each gift in its own SAVEPOINT. The next caller
+  starts the next batch while this one commits.
+* A gift that is refused inside the batch (insufficient funds, a blocked
+  streamer, ...) is rolled back to its savepoint alone; after the batch has
+  committed it is run again on its own through ``GiftEconomy.send_gift``, so
+  its caller gets exactly the error (or, if it was a retry of a gift that went
+  through, the receipt) that a serial call gives.
+* If the batch as a whole fails (a transient error left after the ledger's
+  retries, a refusal found only at the end of the unit), every call in it is
+  run on its own: no caller is failed by another caller's gift.
+* Every caller returns only after its own gift is committed; idempotency keys
+  behave as in ``send_gift`` (a replay returns the first receipt).
+
+Threads are the unit of concurrency here; each batch is one transaction on
+the economy's ledger (which must own its engine).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spaktok_ledger._errors import InvalidInput, LedgerError
+from spaktok_ledger._service._gifts import (
+    MAX_QUANTITY,
+    GiftEconomy,
+    GiftReceipt,
+    _check_key,
+    _GiftRequest,
+)
+from spaktok_ledger._service._ids import check_party_id
+from spaktok_ledger._store._ledger import Ledger
+
+__all__ = ["GiftBatcher", "GiftOrder"]
+
+
+@dataclass(frozen=True, slots=True)
+class GiftOrder:
+    """One ``send_gift`` call, for :meth:`GiftBatcher.send_many`."""
+
+    sender_id: str | int
+    """The viewer sending the gift."""
+    streamer_id: str | int
+    """The streamer receiving it."""
+    gift_id: str
+    """A gift of the economy's catalogue."""
+    idempotency_key: str
+    """As for ``send_gift``: the same key and request returns the first receipt."""
+    quantity: int = 1
+    """How many of the gift (1 to 9,999)."""
+
+
+@dataclass(slots=True)
+class _Call:
+    order: GiftOrder
+    done: threading.Event = field(default_factory=threading.Event)
+    receipt: GiftReceipt | None = None
+    error: BaseException | None = None
+    solo: bool = False
+    """Run on its own after the batch (refused inside it, or the batch failed)."""
+
+
+class GiftBatcher:
+    """Coalesce concurrent ``send_gift`` calls into group commits.
+
+    >>> from spaktok_ledger import Gift, GiftCatalogue, GiftEconomy, Ledger
+    >>> economy = GiftEconomy(Ledger("sqlite://"), GiftCatalogue([Gift("rose", 10)]))
+    >>> economy.setup()
+    >>> batcher = GiftBatcher(economy, window_seconds=0.002, max_batch=256)
+    >>> batcher.max_batch
+    256
+
+    ``window_seconds``: how long a batch's leader waits for more calls
+    (0 to 1 s); ``max_batch``: a batch starts at once when this many calls
+    are waiting (1 to 10,000).
+    """
+
+    def __init__(
+        self, economy: GiftEconomy, *, window_seconds: float = 0.002, max_batch: int = 256
+    ) -> None:
+        if not isinstance(economy, GiftEconomy):
+            raise InvalidInput("economy must be a GiftEconomy")
+        if economy.ledger.engine is None:
+            raise InvalidInput("a GiftBatcher needs a ledger that owns its engine, not a view")
+        if isinstance(window_seconds, bool) or not isinstance(window_seconds, int | float):
+            raise InvalidInput("window_seconds must be a number of seconds")
+        if not 0 <= window_seconds <= 1:
+            raise InvalidInput("window_seconds must be from 0 to 1")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int):
+            raise InvalidInput("max_batch must be an int")
+        if not 1 <= max_batch <= 10_000:
+            raise InvalidInput("max_batch must be from 1 to 10,000")
+        self.economy = economy
+        self.window_seconds = float(window_seconds)
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._waiting: list[_Call] = []
+        self._collecting = False
+        self.batches = 0
+        """Transactions committed (or attempted) for batches so far."""
+
+    # -- public ------------------------------------------------------------------
+
+    def send_gift(
+        self,
+        sender_id: str | int,
+        streamer_id: str | int,
+        gift_id: str,
+        quantity: int = 1,
+        *,
+        idempotency_key: str,
+    ) -> GiftReceipt:
+        """Like ``GiftEconomy.send_gift``, committed together with concurrent calls."""
+        call = _Call(GiftOrder(sender_id, streamer_id, gift_id, idempotency_key, quantity))
+        with self._cond:
+            self._waiting.append(call)
+            lead = not self._collecting
+            if lead:
+                self._collecting = True
+            elif len(self._waiting) >= self.max_batch:
+                self._cond.notify_all()
+        if lead:
+            self._lead()
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        assert call.receipt is not None
+        return call.receipt
+
+    def send_many(self, orders: Iterable[GiftOrder]) -> list[GiftReceipt | LedgerError]:
+        """Send ``orders`` in order, in batches of at most ``max_batch`` per transaction.
+
+        Returns one item per order: its receipt, or the ``LedgerError`` that
+        refused it (the others still go through). The result equals sending
+        them one by one with ``send_gift``.
+        """
+        calls = [_Call(o if isinstance(o, GiftOrder) else _bad_order(o)) for o in orders]
+        for start in range(0, len(calls), self.max_batch):
+            self._run(calls[start : start + self.max_batch])
+        out: list[GiftReceipt | LedgerError] = []
+        for call in calls:
+            if call.error is not None:
+                if not isinstance(call.error, LedgerError):
+                    raise call.error
+                out.append(call.error)
+            else:
+                assert call.receipt is not None
+                out.append(call.receipt)
+        return out
+
+    # -- batching ----------------------------------------------------------------
+
+    def _lead(self) -> None:
+        deadline = time.monotonic() + self.window_seconds
+        with self._cond:
+            while len(self._waiting) < self.max_batch:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+            # Calls left over (more than max_batch) get a leader of their own.
+            self._collecting = False
+            if self._waiting:
+                rest = self._waiting[0]
+                self._collecting = True
+                threading.Thread(target=self._lead_for, args=(rest,), daemon=True).start()
+        self._run(batch)
+
+    def _lead_for(self, call: _Call) -> None:
+        self._lead()
+
+    def _run(self, calls: Sequence[_Call]) -> None:
+        """Run ``calls`` in one transaction, then the ones that need it on their own."""
+        try:
+            ready = [(call, self._request(call)) for call in calls]
+            batch = [(call, req) for call, req in ready if req is not None]
+            if batch:
+                self.batches += 1
+                try:
+                    self.economy.ledger.atomic(lambda tx: self._in_unit(tx, batch))
+                except LedgerError:
+                    for call, _ in batch:
+                        call.receipt, call.solo = None, True
+            for call in calls:
+                if call.solo:
+                    self._solo(call)
+        except BaseException as exc:
+            for call in calls:
+                if call.receipt is None and call.error is None:
+                    call.error = exc
+            raise
+        finally:
+            for call in calls:
+                call.done.set()
+
+    def _request(self, call: _Call) -> _GiftRequest | None:
+        """Validate a call as ``send_gift`` does; None if it must run on its own."""
+        o = call.order
+        try:
+            sender = check_party_id(o.sender_id, "sender_id")
+            streamer = check_party_id(o.streamer_id, "streamer_id")
+            key = _check_key(o.idempotency_key)
+        except LedgerError as exc:
+            call.error = exc
+            return None
+        quantity = o.quantity
+        valid = (
+            sender != streamer
+            and not isinstance(quantity, bool)
+            and isinstance(quantity, int)
+            and 1 <= quantity <= MAX_QUANTITY
+            and self.economy.gifts is not None
+            and o.gift_id in self.economy.gifts
+        )
+        if not valid:
+            call.solo = True  # send_gift raises (or replays) exactly as it would alone
+            return None
+        assert self.economy.gifts is not None
+        request: dict[str, Any] = {
+            "op": "send_gift",
+            "sender": sender,
+            "streamer": streamer,
+            "gift": o.gift_id,
+            "quantity": quantity,
+        }
+        return _GiftRequest(
+            sender,
+            streamer,
+            self.economy.gifts.get(o.gift_id),
+            quantity,
+            f"gift:{sender}:{key}",
+            request,
+        )
+
+    def _in_unit(self, tx: Ledger, batch: Sequence[tuple[_Call, _GiftRequest]]) -> None:
+        economy = self.economy.using(tx)
+        for call, req in batch:
+            call.receipt, call.solo = None, False
+            try:
+                call.receipt = tx._in_savepoint(functools.partial(economy._send, req=req))
+            except LedgerError:
+                call.solo = True
+
+    def _solo(self, call: _Call) -> None:
+        o = call.order
+        try:
+            call.receipt = self.economy.send_gift(
+                o.sender_id,
+                o.streamer_id,
+                o.gift_id,
+                o.quantity,
+                idempotency_key=o.idempotency_key,
+            )
+        except LedgerError as exc:
+            call.error = exc
+
+
+def _bad_order(order: object) -> GiftOrder:
+    raise InvalidInput(f"send_many takes GiftOrder items, not {type(order).__name__}")
