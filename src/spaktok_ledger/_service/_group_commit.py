@@ -10,13 +10,15 @@ until ``max_batch`` calls are waiting) into one transaction:
   one ``Ledger.atomic`` unit, each gift in its own SAVEPOINT. The next caller
   starts the next batch while this one commits.
 * A gift that is refused inside the batch (insufficient funds, a blocked
-  streamer, ...) is rolled back to its savepoint alone; after the batch has
-  committed it is run again on its own through ``GiftEconomy.send_gift``, so
-  its caller gets exactly the error (or, if it was a retry of a gift that went
-  through, the receipt) that a serial call gives.
-* If the batch as a whole fails (a transient error left after the ledger's
-  retries, a refusal found only at the end of the unit), every call in it is
-  run on its own: no caller is failed by another caller's gift.
+  streamer, ...) is rolled back to its savepoint alone; the gifts before it
+  commit, then it is run on its own through ``GiftEconomy.send_gift`` (so its
+  caller gets exactly the error, or the replayed receipt, that a serial call
+  gives), and the gifts after it form the next batch. Calls that fail the
+  request checks (a bad quantity, an unknown gift) are run on their own at
+  their place in the order in the same way.
+* If a batch fails as a whole (contention that outlasted the ledger's
+  retries, an overdraft found only when the unit's balances were applied),
+  each of its gifts is run on its own: no caller is failed by another's gift.
 * Every caller returns only after its own gift is committed; idempotency keys
   behave as in ``send_gift`` (a replay returns the first receipt).
 
@@ -185,21 +187,28 @@ class GiftBatcher:
         self._lead()
 
     def _run(self, calls: Sequence[_Call]) -> None:
-        """Run ``calls`` in one transaction, then the ones that need it on their own."""
+        """Run ``calls`` in order: runs of valid gifts share a transaction; a call
+        refused inside one ends it (the gifts before it commit) and is then run on
+        its own, so every call sees exactly the state a serial ``send_gift`` sees."""
         try:
-            ready = [(call, self._request(call)) for call in calls]
-            batch = [(call, req) for call, req in ready if req is not None]
-            if batch:
-                self.batches += 1
-                try:
-                    self.economy.ledger.atomic(lambda tx: self._in_unit(tx, batch))
-                except LedgerError:
-                    for call, _ in batch:
-                        call.receipt, call.solo = None, True
-            for call in calls:
-                if call.solo:
-                    self._solo(call)
-        except BaseException as exc:
+            i = 0
+            while i < len(calls):
+                segment: list[tuple[_Call, _GiftRequest]] = []
+                while i < len(calls):
+                    req = self._request(calls[i])
+                    if req is None:
+                        break
+                    segment.append((calls[i], req))
+                    i += 1
+                done = self._commit(segment)
+                if done < len(segment):  # refused inside the batch: rewind to it
+                    i -= len(segment) - done
+                    calls[i].solo = True
+                if i < len(calls):
+                    if calls[i].solo:
+                        self._solo(calls[i])
+                    i += 1
+        except BaseException as exc:  # handed to every caller still waiting
             for call in calls:
                 if call.receipt is None and call.error is None:
                     call.error = exc
@@ -207,6 +216,23 @@ class GiftBatcher:
         finally:
             for call in calls:
                 call.done.set()
+
+    def _commit(self, segment: Sequence[tuple[_Call, _GiftRequest]]) -> int:
+        """Commit the gifts of ``segment`` up to the first refused one, in one
+        transaction; returns how many were committed."""
+        if not segment:
+            return 0
+        self.batches += 1
+        try:
+            return self.economy.ledger.atomic(lambda tx: self._in_unit(tx, segment))
+        except LedgerError:
+            # The unit failed as a whole (contention that outlasted the retries,
+            # an overdraft found only when the unit's balances were applied):
+            # every gift of it runs on its own.
+            for call, _ in segment:
+                call.receipt = None
+                self._solo(call)
+            return len(segment)
 
     def _request(self, call: _Call) -> _GiftRequest | None:
         """Validate a call as ``send_gift`` does; None if it must run on its own."""
@@ -247,14 +273,15 @@ class GiftBatcher:
             request,
         )
 
-    def _in_unit(self, tx: Ledger, batch: Sequence[tuple[_Call, _GiftRequest]]) -> None:
+    def _in_unit(self, tx: Ledger, segment: Sequence[tuple[_Call, _GiftRequest]]) -> int:
         economy = self.economy.using(tx)
-        for call, req in batch:
-            call.receipt, call.solo = None, False
+        for n, (call, req) in enumerate(segment):
+            call.receipt = None
             try:
                 call.receipt = tx._in_savepoint(functools.partial(economy._send, req=req))
             except LedgerError:
-                call.solo = True
+                return n
+        return len(segment)
 
     def _solo(self, call: _Call) -> None:
         o = call.order
