@@ -6,7 +6,7 @@ import itertools
 import threading
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spaktok_ledger import (
@@ -128,6 +128,7 @@ orders = st.lists(
 )
 
 
+@settings(max_examples=min(settings.default.max_examples, 25))
 @given(orders=orders, max_batch=st.integers(1, 8))
 def test_coalesced_results_equal_serial_results(economy, orders, max_batch):
     """send_many in batches gives each order the receipt or error that sending the

@@ -688,7 +688,15 @@ class GiftEconomy:
             },
             effective_at=now,
         )
+        codes = [
+            wallet_account(sender),
+            receivable_account(sender),
+            *self._earnings_codes(streamer_id),
+        ]
         try:
+            # Read before the write: the post's overdraft check and the receipt
+            # below use this read (plus the unit's own changes), no second query.
+            tx.balances(codes)
             entry = tx.post(draft, request=request)
         except UnknownAccount as exc:
             raise UnknownUser(f"no wallet for user {sender!r}", user_id=sender) from exc
@@ -714,13 +722,7 @@ class GiftEconomy:
                     "matures_at": matures_at,
                 },
             )
-        balances = tx.balances(
-            [
-                wallet_account(sender),
-                receivable_account(sender),
-                *self._earnings_codes(streamer_id),
-            ]
-        )
+        balances = tx.balances(codes)
         receipt = GiftReceipt(
             entry_id=entry.id,
             sender_id=sender,

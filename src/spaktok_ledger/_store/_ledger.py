@@ -140,6 +140,8 @@ class _Unit:
     deltas: dict[int, _Delta] = field(default_factory=dict)
     """Balance changes collected from the unit's posts, applied once at its end."""
     accounts: dict[int, _Acct] = field(default_factory=dict)
+    read: dict[str, Balance] = field(default_factory=dict)
+    """Balances as stored when the unit last read them (before its own deltas)."""
 
 
 @dataclass(slots=True)
@@ -517,6 +519,9 @@ class Ledger:
             .on_conflict_do_nothing()
             .returning(t.accounts.c.id, t.accounts.c.created_at),
             "update_balance": b.update().where(row).values(**set_deltas),
+            "update_balance_checked": b.update()
+            .where(row, sa.or_(b.c.allow_overdraft, available_after >= 0))
+            .values(**set_deltas),
             "update_balance_guarded": b.update()
             .where(row, available_after >= 0)
             .values(**set_deltas)
@@ -1043,8 +1048,13 @@ class Ledger:
             if not by_id[account_id].allow_overdraft and _available_change(by_id[account_id], d) < 0
         }
         if outflows:
+            # Balances the unit has read already are not read again: the check
+            # at the end of the unit (the guarded update) is the one that counts.
             codes = [by_id[account_id].code for account_id in sorted(outflows)]
-            now = self._balances(conn, codes)
+            missing = [code for code in codes if code not in unit.read]
+            if missing:
+                self._balances(conn, missing)
+            now = self._unit_balances({code: unit.read[code] for code in codes})
             for account_id in sorted(outflows):
                 acct = by_id[account_id]
                 available = now[acct.code].available_minor
@@ -1075,6 +1085,8 @@ class Ledger:
     def _unit_balances(self, found: dict[str, Balance]) -> dict[str, Balance]:
         """Balances as this unit of work sees them: stored rows plus its collected deltas."""
         unit = self._unit
+        if self._mode == "unit":
+            unit.read.update(found)
         if not unit.deltas:
             return found
         by_code = {unit.accounts[account_id].code: d for account_id, d in unit.deltas.items()}
@@ -1102,6 +1114,7 @@ class Ledger:
     ) -> None:
         """Write ``deltas`` to balance rows in ascending (account, shard) order."""
         batch: list[dict[str, int]] = []
+        guarded: list[tuple[_Acct, int]] = []
         for account_id in sorted(deltas):
             acct, d = by_id[account_id], deltas[account_id]
             if d.posted == 0 and d.pending_debit == 0 and d.pending_credit == 0:
@@ -1112,7 +1125,7 @@ class Ledger:
             checked = reduces and not acct.allow_overdraft
             releases = d.pending_debit < 0 or d.pending_credit < 0
             if acct.shards > 1 and (checked or releases):
-                self._flush(conn, batch)
+                self._flush(conn, batch, guarded)
                 self._apply_all_shards(conn, acct, d, checked)
                 continue
             shard = 0 if acct.shards == 1 else self._shared.rng.randrange(acct.shards)
@@ -1123,22 +1136,35 @@ class Ledger:
                 "d_pd": d.pending_debit,
                 "d_pc": d.pending_credit,
             }
+            batch.append(params)
             if checked:
-                self._flush(conn, batch)
-                if conn.execute(self._stmts["update_balance_guarded"], params).first() is None:
-                    self._refuse(conn, acct, sign * d.posted - pending_out_delta)
-            else:
-                batch.append(params)
-        self._flush(conn, batch)
+                guarded.append((acct, sign * d.posted - pending_out_delta))
+        self._flush(conn, batch, guarded)
 
-    def _flush(self, conn: Connection, batch: list[dict[str, int]]) -> None:
+    def _flush(
+        self,
+        conn: Connection,
+        batch: list[dict[str, int]],
+        guarded: list[tuple[_Acct, int]] | None = None,
+    ) -> None:
+        """Update the rows of ``batch`` in one executemany (one round trip with
+        psycopg's pipeline). Every row is guarded (``allow_overdraft OR available
+        after >= 0``): a row left unchanged is an overdraft of one of ``guarded``
+        (its balance is read to name it) or an account that no longer exists."""
         if not batch:
             return
-        result = conn.execute(self._stmts["update_balance"], batch)
+        result = conn.execute(self._stmts["update_balance_checked"], batch)
         if result.rowcount != len(batch):
+            if guarded:
+                now = self._balances(conn, [acct.code for acct, _ in guarded])
+                for acct, change in guarded:
+                    if now[acct.code].available_minor + change < 0:
+                        self._refuse(conn, acct, change, now[acct.code].available_minor)
             self._shared.accounts.clear()
             raise UnknownAccount("an account of this entry no longer exists")
         batch.clear()
+        if guarded:
+            guarded.clear()
 
     def _apply_all_shards(self, conn: Connection, acct: _Acct, d: _Delta, checked: bool) -> None:
         """Lock every shard of ``acct`` and spread the deltas so no shard breaks a rule.
@@ -1240,6 +1266,10 @@ class Ledger:
     def balances(self, accounts: Iterable[str]) -> dict[str, Balance]:
         """Balances of several accounts in one query."""
         codes = [check_account_code(code) for code in accounts]
+        if self._mode == "unit" and all(code in self._unit.read for code in codes):
+            # Read earlier in this unit (the service layer reads before it
+            # posts): the stored values then plus the unit's own changes.
+            return self._unit_balances({code: self._unit.read[code] for code in codes})
         return self._read(lambda conn: self._balances(conn, codes))
 
     def _balances(self, conn: Connection, codes: Sequence[str]) -> dict[str, Balance]:
