@@ -392,6 +392,10 @@ class GiftEconomy:
         self.revenue_shards = revenue_shards
         self.compliance = compliance
         self._t = ledger.tables
+        streamers = self._t.streamers
+        self._streamer_query = sa.select(streamers).where(
+            streamers.c.streamer_id == sa.bindparam("streamer")
+        )
 
     def using(self, tx: Ledger) -> GiftEconomy:
         """This service on another ledger view, typically ``tx`` inside ``ledger.atomic``:
@@ -563,8 +567,7 @@ class GiftEconomy:
         return self.ledger.atomic(run)
 
     def _load_streamer(self, conn: Connection, streamer: str) -> Streamer | None:
-        t = self._t.streamers
-        row = conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).first()
+        row = conn.execute(self._streamer_query, {"streamer": streamer}).first()
         if row is None:
             return None
         return Streamer(

@@ -59,9 +59,7 @@ def ingest(ledger: Ledger, drafts: Iterable[EntryDraft], batch_size: int) -> Ing
     ids: list[int] = []
     for start in range(0, len(ops), batch_size):
         batch = ops[start : start + batch_size]
-        new_ids, skipped = ledger._write(
-            functools.partial(_write_batch, ledger, ops=batch)
-        )
+        new_ids, skipped = ledger._write(functools.partial(_write_batch, ledger, ops=batch))
         ids.extend(new_ids)
         inserted += len(new_ids)
         replayed += skipped

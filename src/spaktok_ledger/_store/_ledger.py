@@ -533,6 +533,19 @@ class Ledger:
             .order_by(b.c.shard)
             .with_for_update(),
             "insert_postings": t.postings.insert(),
+            # Built once: building and cache-keying a select per call costs more
+            # than the query itself.
+            "balances_by_code": sa.select(
+                t.accounts.c.code,
+                t.accounts.c.kind,
+                t.accounts.c.currency,
+                sa.func.sum(b.c.posted).label("posted"),
+                sa.func.sum(b.c.pending_debit).label("pending_debit"),
+                sa.func.sum(b.c.pending_credit).label("pending_credit"),
+            )
+            .join(b, b.c.account_id == t.accounts.c.id)
+            .where(t.accounts.c.code.in_(bp("codes", expanding=True)))
+            .group_by(t.accounts.c.id, t.accounts.c.code, t.accounts.c.kind, t.accounts.c.currency),
             "insert_entries_returning": t.entries.insert().returning(
                 t.entries.c.id, sort_by_parameter_order=True
             ),
@@ -1273,20 +1286,7 @@ class Ledger:
         return self._read(lambda conn: self._balances(conn, codes))
 
     def _balances(self, conn: Connection, codes: Sequence[str]) -> dict[str, Balance]:
-        a, b = self._tables.accounts, self._tables.balances
-        rows = conn.execute(
-            sa.select(
-                a.c.code,
-                a.c.kind,
-                a.c.currency,
-                sa.func.sum(b.c.posted).label("posted"),
-                sa.func.sum(b.c.pending_debit).label("pending_debit"),
-                sa.func.sum(b.c.pending_credit).label("pending_credit"),
-            )
-            .join(b, b.c.account_id == a.c.id)
-            .where(a.c.code.in_(set(codes)))
-            .group_by(a.c.id, a.c.code, a.c.kind, a.c.currency)
-        ).all()
+        rows = conn.execute(self._stmts["balances_by_code"], {"codes": sorted(set(codes))}).all()
         found = {
             r.code: Balance.from_raw(
                 r.code,
