@@ -122,6 +122,7 @@ class GiftBatcher:
         self._cond = threading.Condition()
         self._waiting: list[_Call] = []
         self._collecting = False
+        self._committing = False
         self.batches = 0
         """Transactions committed (or attempted) for batches so far."""
 
@@ -177,25 +178,29 @@ class GiftBatcher:
     # -- batching ----------------------------------------------------------------
 
     def _lead(self) -> None:
+        """Collect a batch and commit it. One batch commits at a time: calls that
+        arrive meanwhile wait for the next one (that is what makes batches grow
+        with the load: the busier the database, the bigger each commit)."""
         deadline = time.monotonic() + self.window_seconds
         with self._cond:
             while len(self._waiting) < self.max_batch:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 and not self._committing:
                     break
-                self._cond.wait(left)
+                self._cond.wait(left if left > 0 else None)
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
-            # Calls left over (more than max_batch) get a leader of their own.
+            self._committing = True
             self._collecting = False
-            if self._waiting:
-                rest = self._waiting[0]
+            if self._waiting:  # more than max_batch waiting: they get a leader of their own
                 self._collecting = True
-                threading.Thread(target=self._lead_for, args=(rest,), daemon=True).start()
-        self._run(batch)
-
-    def _lead_for(self, call: _Call) -> None:
-        self._lead()
+                threading.Thread(target=self._lead, daemon=True).start()
+        try:
+            self._run(batch)
+        finally:
+            with self._cond:
+                self._committing = False
+                self._cond.notify_all()
 
     def _run(self, calls: Sequence[_Call]) -> None:
         """Run ``calls`` in order: runs of valid gifts share a transaction; a call
@@ -234,6 +239,9 @@ class GiftBatcher:
         if not segment:
             return 0
         self.batches += 1
+        if len(segment) == 1:  # nothing to share: the plain path, no savepoint
+            self._solo(segment[0][0])
+            return 1
         try:
             return self.economy.ledger.atomic(lambda tx: self._in_unit(tx, segment))
         except LedgerError:
