@@ -32,6 +32,7 @@ import random
 import secrets
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -379,11 +380,12 @@ def main() -> int:
         urls.append(
             (
                 "sqlite",
-                f"sqlite:///{Path(os.environ.get('TMPDIR', '/tmp')) / f'gift_bench_{os.getpid()}.db'}",
+                f"sqlite:///{Path(tempfile.gettempdir()) / f'gift_bench_{os.getpid()}.db'}",
             )
         )
     print(
-        f"gift bench: {args.rounds} paired interleaved rounds; ratios min / median / max (1.0 = the floor)"
+        f"gift bench: {args.rounds} paired interleaved rounds; "
+        "ratios min / median / max (1.0 = the floor)"
     )
     for name, url in urls:
         if "send_gift" in only:
