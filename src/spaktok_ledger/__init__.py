@@ -200,6 +200,7 @@ from spaktok_ledger._store import (
     migrate_units,
     tables_for,
 )
+from spaktok_ledger._store._ingest import IngestReport
 from spaktok_ledger._stripe import StripeGateway
 
 __version__ = "0.1.0"
@@ -254,6 +255,7 @@ __all__ = [
     "HistoryPage",
     "HoldNotPending",
     "IdempotencyConflict",
+    "IngestReport",
     "InsufficientFunds",
     "InvalidAccountCode",
     "InvalidAmount",
