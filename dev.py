@@ -355,7 +355,7 @@ def main(argv: list[str]) -> int:
     # bench: extra arguments go to the ledger benchmark (see its --help)
     code = run(py, "bench/ledger_bench.py", *rest)
     skip = ["--skip-postgres"] if "--skip-postgres" in rest else []
-    for extra in ("hot_account_bench.py", "compliance_bench.py"):
+    for extra in ("hot_account_bench.py", "compliance_bench.py", "gift_bench.py"):
         path = ROOT / "bench" / extra
         if path.exists():
             code |= run(py, str(path), *skip)

@@ -183,6 +183,7 @@ from spaktok_ledger._service._gateway import (
     TransferSnapshot,
     WebhookEvent,
 )
+from spaktok_ledger._service._group_commit import GiftBatcher, GiftOrder
 from spaktok_ledger._service._reconcile import (
     BalanceCheck,
     Drift,
@@ -216,6 +217,7 @@ from spaktok_ledger._store import (
     migrate_units,
     tables_for,
 )
+from spaktok_ledger._store._ingest import IngestReport
 from spaktok_ledger._stripe import StripeGateway
 
 __version__ = "0.1.0"
@@ -265,15 +267,18 @@ __all__ = [
     "FraudPolicy",
     "FraudRejected",
     "Gift",
+    "GiftBatcher",
     "GiftCatalogue",
     "GiftDetails",
     "GiftEconomy",
+    "GiftOrder",
     "GiftReceipt",
     "GiftRejected",
     "HistoryItem",
     "HistoryPage",
     "HoldNotPending",
     "IdempotencyConflict",
+    "IngestReport",
     "InsufficientFunds",
     "InvalidAccountCode",
     "InvalidAmount",

@@ -76,6 +76,7 @@ from spaktok_ledger._store import (
     VerifyReport,
     configure_sqlite,
 )
+from spaktok_ledger._store._ingest import IngestReport
 
 __all__ = ["AsyncGiftEconomy", "AsyncLedger", "AsyncPayments", "AsyncPayouts", "AsyncPricing"]
 
@@ -449,6 +450,10 @@ class AsyncLedger:
     async def open_accounts(self, specs: Iterable[AccountSpec]) -> list[Account]:
         """Awaitable :meth:`Ledger.open_accounts`."""
         return await _run(self.blocking.open_accounts, specs)
+
+    async def ingest(self, drafts: Iterable[EntryDraft], *, batch_size: int = 1000) -> IngestReport:
+        """Awaitable :meth:`Ledger.ingest` (bulk import, one transaction per batch)."""
+        return await _run(self.blocking.ingest, drafts, batch_size=batch_size)
 
     async def post(self, draft: EntryDraft, *, request: Mapping[str, Any] | None = None) -> Entry:
         """Awaitable :meth:`Ledger.post`: record a balanced entry and apply it to the balances."""

@@ -394,6 +394,10 @@ class GiftEconomy:
         self.revenue_shards = revenue_shards
         self.compliance = compliance
         self._t = ledger.tables
+        streamers = self._t.streamers
+        self._streamer_query = sa.select(streamers).where(
+            streamers.c.streamer_id == sa.bindparam("streamer")
+        )
 
     def using(self, tx: Ledger) -> GiftEconomy:
         """This service on another ledger view, typically ``tx`` inside ``ledger.atomic``:
@@ -565,8 +569,7 @@ class GiftEconomy:
         return self.ledger.atomic(run)
 
     def _load_streamer(self, conn: Connection, streamer: str) -> Streamer | None:
-        t = self._t.streamers
-        row = conn.execute(sa.select(t).where(t.c.streamer_id == streamer)).first()
+        row = conn.execute(self._streamer_query, {"streamer": streamer}).first()
         if row is None:
             return None
         return Streamer(
@@ -691,7 +694,15 @@ class GiftEconomy:
             },
             effective_at=now,
         )
+        codes = [
+            wallet_account(sender),
+            receivable_account(sender),
+            *self._earnings_codes(streamer_id),
+        ]
         try:
+            # Read before the write: the post's overdraft check and the receipt
+            # below use this read (plus the unit's own changes), no second query.
+            tx.balances(codes)
             entry = tx.post(draft, request=request)
         except UnknownAccount as exc:
             raise UnknownUser(f"no wallet for user {sender!r}", user_id=sender) from exc
@@ -717,13 +728,7 @@ class GiftEconomy:
                     "matures_at": matures_at,
                 },
             )
-        balances = tx.balances(
-            [
-                wallet_account(sender),
-                receivable_account(sender),
-                *self._earnings_codes(streamer_id),
-            ]
-        )
+        balances = tx.balances(codes)
         receipt = GiftReceipt(
             entry_id=entry.id,
             sender_id=sender,

@@ -71,6 +71,7 @@ from spaktok_ledger._errors import (
 from spaktok_ledger._log import entry_fields, observed
 from spaktok_ledger._store._cursor import decode_cursor, encode_cursor
 from spaktok_ledger._store._engine import READ_ONLY, Retry, configure_sqlite, create_engine
+from spaktok_ledger._store._ingest import IngestReport, ingest
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
 from spaktok_ledger._store._overflow import check_delta, translate_overflow
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
@@ -145,6 +146,11 @@ class _Unit:
     """Per-transaction state of an atomic() unit of work."""
 
     failed: bool = False
+    deltas: dict[int, _Delta] = field(default_factory=dict)
+    """Balance changes collected from the unit's posts, applied once at its end."""
+    accounts: dict[int, _Acct] = field(default_factory=dict)
+    read: dict[str, Balance] = field(default_factory=dict)
+    """Balances as stored when the unit last read them (before its own deltas)."""
 
 
 @dataclass(slots=True)
@@ -158,6 +164,33 @@ class _Shared:
 def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
     text = json.dumps({"op": kind, **fields}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _op_deltas(op: _Op, accounts: Mapping[str, _Acct]) -> dict[int, _Delta]:
+    """The balance change of each account an op touches (debit-positive)."""
+    deltas: dict[int, _Delta] = defaultdict(_Delta)
+    for p in op.balance_postings:
+        d = deltas[accounts[p.account].id]
+        amount = p.amount_minor
+        if op.mode in ("post", "resolve_post"):
+            d.posted += amount
+        if op.mode == "hold":
+            if amount > 0:
+                d.pending_debit += amount
+            else:
+                d.pending_credit -= amount
+        elif op.mode in ("resolve_post", "resolve_void"):
+            if amount > 0:
+                d.pending_debit -= amount
+            else:
+                d.pending_credit += amount
+    return deltas
+
+
+def _available_change(acct: _Acct, d: _Delta) -> int:
+    """How much ``d`` changes the account's available balance (normal sign)."""
+    sign = acct.kind.normal_sign
+    return sign * d.posted - (d.pending_credit if sign > 0 else d.pending_debit)
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -397,6 +430,7 @@ class Ledger:
                     view = self._view(conn, "unit")
                     result = fn(view)
                     view._check_unit()
+                    view._end_unit(conn)
                     return result
 
             return self._retry.run(in_savepoint)
@@ -409,11 +443,32 @@ class Ledger:
                     view = self._view(conn, "unit")
                     result = fn(view)
                     view._check_unit()
+                    view._end_unit(conn)
                     return result
                 finally:
                     conn.info.pop(_OPENED, None)
 
         return self._retry.run(attempt)
+
+    def _in_savepoint(self, fn: Callable[[Ledger], T]) -> T:
+        """Inside ``atomic()``: run ``fn(self)`` in a SAVEPOINT; if it raises, the
+        savepoint and the balance changes it collected are rolled back and the
+        unit may still commit (group commit runs each gift this way)."""
+        if self._mode != "unit":
+            raise InvalidInput("_in_savepoint() is only for a unit of work inside atomic()")
+        unit = self._unit
+        saved = {k: replace(d) for k, d in unit.deltas.items()}
+        failed = unit.failed
+        conn = self._host_connection()
+        savepoint = conn.begin_nested()
+        try:
+            result = fn(self)
+        except BaseException:
+            savepoint.rollback()
+            unit.deltas, unit.failed = saved, failed
+            raise
+        savepoint.commit()
+        return result
 
     # -- schema ---------------------------------------------------------------
 
@@ -473,6 +528,9 @@ class Ledger:
             .on_conflict_do_nothing()
             .returning(t.accounts.c.id, t.accounts.c.created_at),
             "update_balance": b.update().where(row).values(**set_deltas),
+            "update_balance_checked": b.update()
+            .where(row, sa.or_(b.c.allow_overdraft, available_after >= 0))
+            .values(**set_deltas),
             "update_balance_guarded": b.update()
             .where(row, available_after >= 0)
             .values(**set_deltas)
@@ -484,6 +542,22 @@ class Ledger:
             .order_by(b.c.shard)
             .with_for_update(),
             "insert_postings": t.postings.insert(),
+            # Built once: building and cache-keying a select per call costs more
+            # than the query itself.
+            "balances_by_code": sa.select(
+                t.accounts.c.code,
+                t.accounts.c.kind,
+                t.accounts.c.currency,
+                sa.func.sum(b.c.posted).label("posted"),
+                sa.func.sum(b.c.pending_debit).label("pending_debit"),
+                sa.func.sum(b.c.pending_credit).label("pending_credit"),
+            )
+            .join(b, b.c.account_id == t.accounts.c.id)
+            .where(t.accounts.c.code.in_(bp("codes", expanding=True)))
+            .group_by(t.accounts.c.id, t.accounts.c.code, t.accounts.c.kind, t.accounts.c.currency),
+            "insert_entries_returning": t.entries.insert().returning(
+                t.entries.c.id, sort_by_parameter_order=True
+            ),
             "entry_by_key": sa.select(t.entries.c.id, t.entries.c.request_hash).where(
                 t.entries.c.idempotency_key == bp("key")
             ),
@@ -684,6 +758,19 @@ class Ledger:
             balance_postings=tuple(draft.postings),
             expires_at=expires_at,
         )
+
+    def ingest(self, drafts: Iterable[EntryDraft], *, batch_size: int = 1000) -> IngestReport:
+        """Import many posted entries fast (migrations, imports from another ledger).
+
+        Each batch of ``batch_size`` drafts is one transaction with one
+        multi-row insert per table and each balance row updated once. Drafts
+        whose key is already recorded for the same request are skipped; see
+        ``docs/gifts.md`` ("Bulk ingest") for how overdraft is checked::
+
+            report = ledger.ingest(drafts)
+            report.inserted, report.replayed
+        """
+        return ingest(self, drafts, batch_size)
 
     def post_hold(
         self,
@@ -963,25 +1050,97 @@ class Ledger:
             ) from exc
 
     def _apply(self, conn: Connection, op: _Op, accounts: dict[str, _Acct]) -> None:
-        """Apply the op's deltas to balance rows in ascending (account, shard) order."""
-        deltas: dict[int, _Delta] = defaultdict(_Delta)
+        """Apply the op's deltas to balance rows in ascending (account, shard) order.
+
+        Inside ``atomic()`` the deltas are only collected (after checking the
+        no-overdraft rule against the balances plus the unit's earlier posts)
+        and applied once when the unit ends: see :meth:`_end_unit`.
+        """
+        deltas = _op_deltas(op, accounts)
         by_id = {a.id: a for a in accounts.values()}
-        for p in op.balance_postings:
-            d = deltas[accounts[p.account].id]
-            amount = p.amount_minor
-            if op.mode in ("post", "resolve_post"):
-                d.posted += amount
-            if op.mode == "hold":
-                if amount > 0:
-                    d.pending_debit += amount
-                else:
-                    d.pending_credit -= amount
-            elif op.mode in ("resolve_post", "resolve_void"):
-                if amount > 0:
-                    d.pending_debit -= amount
-                else:
-                    d.pending_credit += amount
+        if self._mode == "unit":
+            self._collect(conn, deltas, by_id)
+        else:
+            self._apply_deltas(conn, deltas, by_id)
+
+    def _collect(
+        self, conn: Connection, deltas: dict[int, _Delta], by_id: dict[int, _Acct]
+    ) -> None:
+        """Add one post's deltas to the unit's, refusing an overdraft at the post itself."""
+        unit = self._unit
+        outflows = {
+            account_id: _available_change(by_id[account_id], d)
+            for account_id, d in deltas.items()
+            if not by_id[account_id].allow_overdraft and _available_change(by_id[account_id], d) < 0
+        }
+        if outflows:
+            # Balances the unit has read already are not read again: the check
+            # at the end of the unit (the guarded update) is the one that counts.
+            codes = [by_id[account_id].code for account_id in sorted(outflows)]
+            missing = [code for code in codes if code not in unit.read]
+            if missing:
+                self._balances(conn, missing)
+            now = self._unit_balances({code: unit.read[code] for code in codes})
+            for account_id in sorted(outflows):
+                acct = by_id[account_id]
+                available = now[acct.code].available_minor
+                if available + outflows[account_id] < 0:
+                    self._refuse(conn, acct, outflows[account_id], available_minor=available)
+        for account_id, d in deltas.items():
+            unit.accounts[account_id] = by_id[account_id]
+            total = unit.deltas.setdefault(account_id, _Delta())
+            total.posted += d.posted
+            total.pending_debit += d.pending_debit
+            total.pending_credit += d.pending_credit
+
+    def _end_unit(self, conn: Connection) -> None:
+        """Apply the unit's collected deltas: every balance row it touches, once,
+        in ascending (account, shard) order, one shard per account. Two units
+        therefore never wait on each other in a cycle, however many posts each
+        made and in whatever order."""
+        unit = self._unit
+        if not unit.deltas:
+            return
+        deltas, unit.deltas = unit.deltas, {}
+        try:
+            self._apply_deltas(conn, deltas, dict(unit.accounts))
+        except BaseException:
+            unit.failed = True
+            raise
+
+    def _unit_balances(self, found: dict[str, Balance]) -> dict[str, Balance]:
+        """Balances as this unit of work sees them: stored rows plus its collected deltas."""
+        unit = self._unit
+        if self._mode == "unit":
+            unit.read.update(found)
+        if not unit.deltas:
+            return found
+        by_code = {unit.accounts[account_id].code: d for account_id, d in unit.deltas.items()}
+        out = dict(found)
+        for code, b in found.items():
+            d = by_code.get(code)
+            if d is None:
+                continue
+            sign = b.kind.normal_sign
+            pending_in, pending_out = (
+                (d.pending_debit, d.pending_credit)
+                if sign > 0
+                else (d.pending_credit, d.pending_debit)
+            )
+            out[code] = replace(
+                b,
+                posted_minor=b.posted_minor + sign * d.posted,
+                pending_in_minor=b.pending_in_minor + pending_in,
+                pending_out_minor=b.pending_out_minor + pending_out,
+            )
+        return out
+
+    def _apply_deltas(
+        self, conn: Connection, deltas: Mapping[int, _Delta], by_id: Mapping[int, _Acct]
+    ) -> None:
+        """Write ``deltas`` to balance rows in ascending (account, shard) order."""
         batch: list[dict[str, int]] = []
+        guarded: list[tuple[_Acct, int]] = []
         for account_id in sorted(deltas):
             acct, d = by_id[account_id], deltas[account_id]
             if d.posted == 0 and d.pending_debit == 0 and d.pending_credit == 0:
@@ -993,8 +1152,9 @@ class Ledger:
             checked = reduces and not acct.allow_overdraft
             releases = d.pending_debit < 0 or d.pending_credit < 0
             if acct.shards > 1 and (checked or releases):
-                self._flush(conn, batch)
-                self._apply_all_shards(conn, acct, d, op.mode, checked)
+                self._flush(conn, batch, guarded)
+                with translate_overflow(self.prefix, acct.code):
+                    self._apply_all_shards(conn, acct, d, checked)
                 continue
             shard = 0 if acct.shards == 1 else self._shared.rng.randrange(acct.shards)
             params = {
@@ -1004,83 +1164,99 @@ class Ledger:
                 "d_pd": d.pending_debit,
                 "d_pc": d.pending_credit,
             }
+            batch.append(params)
             if checked:
-                self._flush(conn, batch)
-                with translate_overflow(self.prefix, acct.code):
-                    refused = (
-                        conn.execute(self._stmts["update_balance_guarded"], params).first() is None
-                    )
-                if refused:
-                    self._refuse(conn, acct, sign * d.posted - pending_out_delta)
-            else:
-                batch.append(params)
-        self._flush(conn, batch)
+                guarded.append((acct, sign * d.posted - pending_out_delta))
+        self._flush(conn, batch, guarded)
 
-    def _flush(self, conn: Connection, batch: list[dict[str, int]]) -> None:
+    def _flush(
+        self,
+        conn: Connection,
+        batch: list[dict[str, int]],
+        guarded: list[tuple[_Acct, int]] | None = None,
+    ) -> None:
+        """Update the rows of ``batch`` in one executemany (one round trip with
+        psycopg's pipeline). Every row is guarded (``allow_overdraft OR available
+        after >= 0``): a row left unchanged is an overdraft of one of ``guarded``
+        (its balance is read to name it) or an account that no longer exists."""
         if not batch:
             return
         with translate_overflow(self.prefix):
-            result = conn.execute(self._stmts["update_balance"], batch)
+            result = conn.execute(self._stmts["update_balance_checked"], batch)
         if result.rowcount != len(batch):
+            if guarded:
+                now = self._balances(conn, [acct.code for acct, _ in guarded])
+                for acct, change in guarded:
+                    if now[acct.code].available_minor + change < 0:
+                        self._refuse(conn, acct, change, now[acct.code].available_minor)
             self._shared.accounts.clear()
             raise UnknownAccount("an account of this entry no longer exists")
         batch.clear()
+        if guarded:
+            guarded.clear()
 
-    def _apply_all_shards(
-        self, conn: Connection, acct: _Acct, d: _Delta, mode: _Mode, checked: bool
-    ) -> None:
+    def _apply_all_shards(self, conn: Connection, acct: _Acct, d: _Delta, checked: bool) -> None:
         """Lock every shard of ``acct`` and spread the deltas so no shard breaks a rule.
 
-        Releases of pending amounts come from the shards that hold them (a
-        posted hold moves the same amounts into ``posted`` on the same shard,
-        so no shard's available drops); an outflow from a no-overdraft account
-        is taken from the shards with the most available.
+        ``d`` may combine several posts of a unit of work. Releases of pending
+        amounts come from the shards that hold them; then outflows (posted, or
+        new pending holds out) are taken from the shards with the most
+        available, inflows land on the first shard. A no-overdraft account
+        that cannot cover the outflows is refused.
         """
         rows = conn.execute(self._stmts["lock_shards"], {"b_account": acct.id}).all()
         if not rows:
             self._shared.accounts.clear()
             raise UnknownAccount(f"account {acct.code} no longer exists", account=acct.code)
         sign = acct.kind.normal_sign
+        first = rows[0].shard
         # Per shard: [posted, pending_debit, pending_credit] deltas.
         change = {r.shard: [0, 0, 0] for r in rows}
-        if mode in ("resolve_post", "resolve_void"):
-            for column, release in ((1, -d.pending_debit), (2, -d.pending_credit)):
-                remaining = release
-                for r in sorted(rows, key=lambda r: -r[column + 2]):
-                    take = min(r[column + 2], remaining)
-                    change[r.shard][column] -= take
-                    if mode == "resolve_post":
-                        change[r.shard][0] += take if column == 1 else -take
-                    remaining -= take
-                if remaining:
-                    raise SchemaError(
-                        f"balance rows of {acct.code} hold less pending than an open hold; "
-                        "run verify()"
-                    )
-        else:
-            # A post or hold taking money out of a no-overdraft account.
-            assert checked
-            if mode == "post":
-                need, out_column = -sign * d.posted, 0
-            else:
-                need, out_column = (d.pending_credit, 2) if sign > 0 else (d.pending_debit, 1)
-                # Pending money coming in (the other column) can land anywhere.
-                in_column = 3 - out_column
-                change[rows[0].shard][in_column] += (
-                    d.pending_debit if in_column == 1 else (d.pending_credit)
+        held = {r.shard: [r.posted, r.pending_debit, r.pending_credit] for r in rows}
+        for column, delta in ((1, d.pending_debit), (2, d.pending_credit)):
+            if delta >= 0:
+                continue
+            remaining = -delta
+            for shard in sorted(held, key=lambda s: -held[s][column]):
+                take = min(held[shard][column], remaining)
+                change[shard][column] -= take
+                remaining -= take
+            if remaining:
+                raise SchemaError(
+                    f"balance rows of {acct.code} hold less pending than an open hold; run verify()"
                 )
-            available = {
-                r.shard: sign * r.posted - (r.pending_credit if sign > 0 else r.pending_debit)
-                for r in rows
-            }
+        out_column = 2 if sign > 0 else 1
+        in_column = 3 - out_column
+        pending = (0, d.pending_debit, d.pending_credit)
+        if pending[in_column] > 0:
+            change[first][in_column] += pending[in_column]
+        available = {
+            s: sign * (v[0] + change[s][0]) - (v[out_column] + change[s][out_column])
+            for s, v in held.items()
+        }
+        needs = []
+        if sign * d.posted >= 0:
+            change[first][0] += d.posted
+            available[first] += sign * d.posted
+        else:
+            needs.append((-sign * d.posted, 0))
+        if pending[out_column] > 0:
+            needs.append((pending[out_column], out_column))
+        if checked:
             total = sum(max(v, 0) for v in available.values())
+            need = sum(n for n, _ in needs)
             if total < need:
                 self._refuse(conn, acct, -need, available_minor=total)
+        for need, column in needs:
             remaining = need
             for shard in sorted(available, key=lambda s: -available[s]):
                 take = min(max(available[shard], 0), remaining)
-                change[shard][out_column] += -sign * take if out_column == 0 else take
-                remaining -= take
+                if take:
+                    change[shard][column] += -sign * take if column == 0 else take
+                    available[shard] -= take
+                    remaining -= take
+            if remaining:  # an account that may be overdrawn: the rest on one shard
+                change[first][column] += -sign * remaining if column == 0 else remaining
         self._flush(
             conn,
             [
@@ -1119,23 +1295,14 @@ class Ledger:
     def balances(self, accounts: Iterable[str]) -> dict[str, Balance]:
         """Balances of several accounts in one query."""
         codes = [check_account_code(code) for code in accounts]
+        if self._mode == "unit" and all(code in self._unit.read for code in codes):
+            # Read earlier in this unit (the service layer reads before it
+            # posts): the stored values then plus the unit's own changes.
+            return self._unit_balances({code: self._unit.read[code] for code in codes})
         return self._read(lambda conn: self._balances(conn, codes))
 
     def _balances(self, conn: Connection, codes: Sequence[str]) -> dict[str, Balance]:
-        a, b = self._tables.accounts, self._tables.balances
-        rows = conn.execute(
-            sa.select(
-                a.c.code,
-                a.c.kind,
-                a.c.currency,
-                sa.func.sum(b.c.posted).label("posted"),
-                sa.func.sum(b.c.pending_debit).label("pending_debit"),
-                sa.func.sum(b.c.pending_credit).label("pending_credit"),
-            )
-            .join(b, b.c.account_id == a.c.id)
-            .where(a.c.code.in_(set(codes)))
-            .group_by(a.c.id, a.c.code, a.c.kind, a.c.currency)
-        ).all()
+        rows = conn.execute(self._stmts["balances_by_code"], {"codes": sorted(set(codes))}).all()
         found = {
             r.code: Balance.from_raw(
                 r.code,
@@ -1150,7 +1317,7 @@ class Ledger:
         unknown = sorted(set(codes) - found.keys())
         if unknown:
             raise UnknownAccount(f"no account {', '.join(unknown)}", accounts=unknown)
-        return found
+        return self._unit_balances(found)
 
     def balance_as_of(self, account: str, at: datetime) -> Balance:
         """The posted balance as of ``at`` (entries with ``effective_at <= at``).

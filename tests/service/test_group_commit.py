@@ -1,0 +1,252 @@
+"""Group commit (``GiftBatcher``) and bulk ingest (``Ledger.ingest``), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spaktok_ledger import (
+    AccountKind,
+    AccountSpec,
+    EntryDraft,
+    GiftBatcher,
+    GiftEconomy,
+    GiftOrder,
+    GiftReceipt,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidInput,
+    LedgerError,
+    Posting,
+)
+from tests.service.conftest import fund
+
+_examples = itertools.count()
+
+
+def _setup(economy: GiftEconomy, users, streamers, coins=100) -> None:
+    for user in users:
+        economy.open_user(user)
+        if coins:
+            fund(economy, user, coins)
+    for streamer in streamers:
+        economy.register_streamer(streamer)
+
+
+def test_concurrent_callers_share_transactions_and_each_get_their_own_result(economy):
+    """32 threads sending at once are committed in fewer transactions than calls;
+    a sender without coins is refused alone and everyone else's gift goes through."""
+    users = [f"g{i}" for i in range(32)]
+    _setup(economy, users[1:], ["star"], coins=50)
+    economy.open_user(users[0])  # no coins
+    batcher = GiftBatcher(economy, window_seconds=0.02, max_batch=64)
+    results: dict[str, object] = {}
+    barrier = threading.Barrier(32)
+
+    def send(user: str) -> None:
+        barrier.wait()
+        try:
+            results[user] = batcher.send_gift(user, "star", "rose", idempotency_key="k1")
+        except LedgerError as exc:
+            results[user] = exc
+
+    threads = [threading.Thread(target=send, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(results[users[0]], InsufficientFunds)
+    for user in users[1:]:
+        receipt = results[user]
+        assert isinstance(receipt, GiftReceipt), receipt
+        assert receipt.sender_id == user
+        assert receipt.sender_wallet.coins == 40
+        assert economy.wallet(user).coins == 40
+    assert batcher.batches < 31
+    assert economy.earnings("star").available_minor == 31 * 4
+    assert economy.ledger.verify().ok
+
+
+def test_a_replay_through_the_batcher_returns_the_first_receipt(economy):
+    """The same key and request again is a replay; another request under it a conflict."""
+    _setup(economy, ["r1"], ["star"])
+    batcher = GiftBatcher(economy, window_seconds=0)
+    first = batcher.send_gift("r1", "star", "rose", idempotency_key="once")
+    again = batcher.send_gift("r1", "star", "rose", idempotency_key="once")
+    assert again == first and again.replayed and not first.replayed
+    with pytest.raises(IdempotencyConflict):
+        batcher.send_gift("r1", "star", "heart", idempotency_key="once")
+    assert economy.wallet("r1").coins == 90
+
+
+def test_duplicates_inside_one_batch_are_written_once(economy):
+    """Two copies of one request in the same batch: one gift, both callers get it."""
+    _setup(economy, ["d1"], ["star"])
+    batcher = GiftBatcher(economy)
+    order = GiftOrder("d1", "star", "rose", "dup")
+    first, second = batcher.send_many([order, order])
+    assert isinstance(first, GiftReceipt) and isinstance(second, GiftReceipt)
+    assert second.entry_id == first.entry_id and second.replayed
+    assert economy.wallet("d1").coins == 90
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window_seconds": -1}, "window_seconds"),
+        ({"window_seconds": True}, "window_seconds"),
+        ({"max_batch": 0}, "max_batch"),
+        ({"max_batch": 1.5}, "max_batch"),
+    ],
+)
+def test_bad_settings_are_refused(economy, kwargs, message):
+    """A negative window or a batch size out of range is an InvalidInput."""
+    with pytest.raises(InvalidInput, match=message):
+        GiftBatcher(economy, **kwargs)
+
+
+def test_a_ledger_view_cannot_batch(economy):
+    """Batching needs a ledger that owns its engine (each batch is its own transaction)."""
+    with pytest.raises(InvalidInput):
+        economy.ledger.atomic(lambda tx: GiftBatcher(economy.using(tx)))
+
+
+orders = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2", "u3"]),
+        st.sampled_from(["s1", "s2", "u1"]),
+        st.sampled_from(["rose", "heart", "nope"]),
+        st.sampled_from(["k1", "k2", "k3", "k4"]),
+        st.sampled_from([1, 2, 0]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=min(settings.default.max_examples, 25))
+@given(orders=orders, max_batch=st.integers(1, 8))
+def test_coalesced_results_equal_serial_results(economy, orders, max_batch):
+    """send_many in batches gives each order the receipt or error that sending the
+    orders one by one gives, and leaves the same balances."""
+    n = next(_examples)
+    parties = {name: (f"b{n}{name}", f"s{n}{name}") for name in ["u1", "u2", "u3", "s1", "s2"]}
+    for side in (0, 1):
+        _setup(economy, [parties[u][side] for u in ("u1", "u2", "u3")], [], coins=150)
+        _setup(economy, [], [parties[s][side] for s in ("s1", "s2")], coins=0)
+    batched = GiftBatcher(economy, max_batch=max_batch).send_many(
+        GiftOrder(parties[u][0], parties[s][0], g, k, q) for u, s, g, k, q in orders
+    )
+    serial: list[object] = []
+    for u, s, g, k, q in orders:
+        try:
+            serial.append(economy.send_gift(parties[u][1], parties[s][1], g, q, idempotency_key=k))
+        except LedgerError as exc:
+            serial.append(exc)
+
+    def norm(result: object, side: int) -> object:
+        if isinstance(result, LedgerError):
+            return type(result).__name__
+        assert isinstance(result, GiftReceipt)
+        data = result.to_dict()
+        del data["entry_id"]
+        text = repr(data)
+        for name, pair in parties.items():
+            text = text.replace(pair[side], name)
+        return text, result.replayed
+
+    assert [norm(r, 0) for r in batched] == [norm(r, 1) for r in serial]
+    for name in ("u1", "u2", "u3"):
+        mine, theirs = (economy.wallet(p).to_dict() for p in parties[name])
+        del mine["user_id"], theirs["user_id"]
+        assert mine == theirs
+    for name in ("s1", "s2"):
+        mine, theirs = (economy.earnings(p).to_dict() for p in parties[name])
+        mine.pop("streamer_id", None), theirs.pop("streamer_id", None)
+        assert mine == theirs
+
+
+# -- bulk ingest ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def accounts(ledger):
+    ledger.open_accounts(
+        [
+            AccountSpec("equity:import", AccountKind.EQUITY, allow_overdraft=True),
+            AccountSpec("user:a:wallet", AccountKind.LIABILITY),
+            AccountSpec("user:b:wallet", AccountKind.LIABILITY),
+            AccountSpec(
+                "platform:rev", AccountKind.REVENUE, allow_overdraft=True, balance_shards=4
+            ),
+        ]
+    )
+    return ledger
+
+
+def _drafts(n: int, tag: str = "i") -> list[EntryDraft]:
+    out = []
+    for i in range(n):
+        user = "user:a:wallet" if i % 2 else "user:b:wallet"
+        out.append(
+            EntryDraft(
+                "import",
+                (Posting.debit("equity:import", 10 + i), Posting.credit(user, 10 + i)),
+                f"{tag}:{i}",
+            )
+        )
+    return out
+
+
+def test_ingest_writes_the_same_books_as_posting_one_by_one(accounts):
+    """Ingested entries, postings and balances are those that post() would write."""
+    ledger = accounts
+    report = ledger.ingest(_drafts(25), batch_size=10)
+    assert (report.inserted, report.replayed) == (25, 0)
+    assert len(report.entry_ids) == 25
+    assert ledger.balance("user:a:wallet").posted_minor == sum(10 + i for i in range(25) if i % 2)
+    assert ledger.balance("user:b:wallet").posted_minor == sum(
+        10 + i for i in range(25) if not i % 2
+    )
+    entry = ledger.entry(report.entry_ids[3])
+    assert entry.idempotency_key == "i:3"
+    assert entry.postings == _drafts(25)[3].postings
+    assert ledger.verify().ok
+
+
+def test_ingest_is_idempotent(accounts):
+    """Ingesting the same drafts again skips them all; post() of one of them replays."""
+    ledger = accounts
+    ledger.ingest(_drafts(8))
+    again = ledger.ingest(_drafts(8))
+    assert (again.inserted, again.replayed) == (0, 8)
+    assert ledger.post(_drafts(8)[2]).replayed
+    assert ledger.count_entries() == 8
+
+
+def test_ingest_conflict_and_overdraft_write_nothing_of_the_batch(accounts):
+    """A key reused for another request, or a batch that overdraws a wallet, is refused whole."""
+    ledger = accounts
+    ledger.ingest(_drafts(2))
+    clash = EntryDraft(
+        "import",
+        (Posting.debit("equity:import", 1), Posting.credit("user:a:wallet", 1)),
+        "i:1",
+    )
+    with pytest.raises(IdempotencyConflict):
+        ledger.ingest([*_drafts(5, "x"), clash])
+    overdraw = EntryDraft(
+        "import",
+        (Posting.debit("user:a:wallet", 1_000), Posting.credit("platform:rev", 1_000)),
+        "big",
+    )
+    with pytest.raises(InsufficientFunds):
+        ledger.ingest([*_drafts(5, "y"), overdraw])
+    assert ledger.count_entries() == 2
+    assert ledger.verify().ok
+    with pytest.raises(InvalidInput):
+        ledger.ingest(_drafts(1), batch_size=0)

@@ -1,0 +1,82 @@
+"""Statements per write, counted with SQLAlchemy's ``before_cursor_execute`` event (issue 14).
+
+A round trip added to the write path shows up here first: ``send_gift`` reads
+what it needs (the streamer, the five balances of its receipt) before it
+writes and does not read again; ``Ledger.post`` writes one statement per table
+(the balance rows in one executemany).
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from spaktok_ledger import AccountKind, AccountSpec, EntryDraft, GiftEconomy, Posting
+from tests.service.conftest import GIFTS, fund
+
+
+class _Counter:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.statements: list[tuple[bool, str]] = []
+        self._engine = engine
+
+    def __enter__(self) -> _Counter:
+        sa.event.listen(self._engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self._engine, "before_cursor_execute", self._count)
+
+    def _count(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        self.statements.append((executemany, " ".join(statement.split()[:3])))
+
+    def count(self) -> int:
+        """Statements the application sent (SQLite's BEGIN IMMEDIATE is the driver's BEGIN)."""
+        return sum(1 for _, s in self.statements if not s.startswith("BEGIN"))
+
+
+@pytest.mark.parametrize(("hold_days", "expected"), [(0, 6), (7, 7)])
+def test_send_gift_statements(ledger, clock, hold_days, expected):
+    """A gift: streamer, balances, entry, postings, [earning lot], outbox, one balance update."""
+    economy = GiftEconomy(ledger, GIFTS, hold_days=hold_days, clock=clock)
+    economy.setup()
+    economy.open_user("u")
+    economy.register_streamer("s")
+    fund(economy, "u", 500)
+    economy.send_gift("u", "s", "rose", idempotency_key="warm-caches")
+    with _Counter(ledger.engine) as counter:
+        receipt = economy.send_gift("u", "s", "rose", idempotency_key="counted")
+    assert counter.count() == expected, counter.statements
+    updates = [s for many, s in counter.statements if s.startswith("UPDATE")]
+    assert len(updates) == 1
+    # The receipt still shows the balances after the gift.
+    assert receipt.sender_wallet.coins == 480
+    assert economy.wallet("u").coins == 480
+
+
+def test_post_statements(ledger):
+    """Ledger.post with a no-overdraft source: entry, postings, one guarded balance update."""
+    ledger.open_accounts(
+        [
+            AccountSpec("user:a:wallet", AccountKind.LIABILITY),
+            AccountSpec(
+                "platform:rev", AccountKind.REVENUE, allow_overdraft=True, balance_shards=4
+            ),
+            AccountSpec("equity:seed", AccountKind.EQUITY, allow_overdraft=True),
+        ]
+    )
+    ledger.post(
+        EntryDraft(
+            "seed", (Posting.debit("equity:seed", 100), Posting.credit("user:a:wallet", 100)), "s"
+        )
+    )
+    draft = EntryDraft(
+        "t", (Posting.debit("user:a:wallet", 30), Posting.credit("platform:rev", 30)), "t1"
+    )
+    ledger.post(  # the account cache is warm from here on
+        EntryDraft("t", (Posting.debit("user:a:wallet", 1), Posting.credit("platform:rev", 1)), "w")
+    )
+    with _Counter(ledger.engine) as counter:
+        ledger.post(draft)
+    assert counter.count() == 3, counter.statements
+    assert ledger.balance("user:a:wallet").available_minor == 69
