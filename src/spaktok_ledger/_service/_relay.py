@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from spaktok_ledger._errors import InvalidInput, PublishError
 from spaktok_ledger._service._outbox import Outbox, OutboxEvent
+from spaktok_ledger._service._outbox import _event as outbox_event
 from spaktok_ledger._store import Ledger
 
 __all__ = [
@@ -226,9 +227,7 @@ class OutboxRelay:
 
     def run_once(self) -> int:
         """Publish one batch if this relay holds (or takes) the lease; returns how many."""
-        if not self._hold_lease():
-            return 0
-        events = self.outbox.pending(limit=self.batch, topics=self.topics)
+        events = self._lease_and_read()
         if not events:
             return 0
         ids = [self.event_id(e) for e in events]
@@ -266,38 +265,48 @@ class OutboxRelay:
         for publisher in self.publishers:
             publisher.close()
 
-    def _hold_lease(self) -> bool:
-        t = self._t
-        now = self.ledger.now()
+    def _lease_and_read(self) -> list[OutboxEvent]:
+        """Hold (or take) the lease and read the next batch, in one transaction."""
+        out = self.outbox._t
+        query = sa.select(out).where(out.c.acked_at.is_(None)).order_by(out.c.id)
+        if self.topics is not None:
+            query = query.where(out.c.topic.in_(self.topics))
 
-        def run(tx: Ledger) -> bool:
+        def run(tx: Ledger) -> list[OutboxEvent]:
             conn = tx.connection()
-            if conn.execute(sa.select(t.c.name).where(t.c.name == self.job)).first() is None:
-                from sqlalchemy.dialects import postgresql, sqlite
-
-                insert: Any = (
-                    postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-                )(t)
-                conn.execute(
-                    insert.values(name=self.job, next_run_at=now, runs=0).on_conflict_do_nothing(
-                        index_elements=[t.c.name]
-                    )
-                )
-            taken = conn.execute(
-                t.update()
-                .where(
-                    t.c.name == self.job,
-                    sa.or_(
-                        t.c.lease_until.is_(None),
-                        t.c.lease_until < now,
-                        t.c.lease_owner == self._owner,
-                    ),
-                )
-                .values(lease_owner=self._owner, lease_until=now + self.lease, last_run_at=now)
-            )
-            return bool(taken.rowcount)
+            if not self._take_lease(conn):
+                return []
+            return [outbox_event(row) for row in conn.execute(query.limit(self.batch))]
 
         return self.ledger.atomic(run)
+
+    def _take_lease(self, conn: Any) -> bool:
+        t = self._t
+        now = self.ledger.now()
+        if conn.execute(sa.select(t.c.name).where(t.c.name == self.job)).first() is None:
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert: Any = (
+                postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            )(t)
+            conn.execute(
+                insert.values(name=self.job, next_run_at=now, runs=0).on_conflict_do_nothing(
+                    index_elements=[t.c.name]
+                )
+            )
+        taken = conn.execute(
+            t.update()
+            .where(
+                t.c.name == self.job,
+                sa.or_(
+                    t.c.lease_until.is_(None),
+                    t.c.lease_until < now,
+                    t.c.lease_owner == self._owner,
+                ),
+            )
+            .values(lease_owner=self._owner, lease_until=now + self.lease, last_run_at=now)
+        )
+        return bool(taken.rowcount)
 
     def _release(self) -> None:
         t = self._t
