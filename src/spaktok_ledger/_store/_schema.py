@@ -128,6 +128,10 @@ class LedgerTables:
     stripe_cursors: Table
     compliance: ComplianceTables
     """Monitoring, cases, links, screening, data keys, audit log (migration 0009)."""
+    verify_checkpoint: Table
+    """Where the last incremental ``verify`` stopped (migration 0011)."""
+    verify_checkpoint_balances: Table
+    """Each account's balance as the postings up to that checkpoint make it."""
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -549,6 +553,25 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("updated_at", UTCDateTime, nullable=False),
     )
 
+    # Incremental verify (migration 0011): one row, and the balances it vouches for.
+    verify_checkpoint = Table(
+        f"{p}verify_checkpoint",
+        md,
+        Column("id", SmallInteger, primary_key=True, autoincrement=False),
+        Column("entry_id", BigInteger, nullable=False),
+        Column("posting_id", BigInteger, nullable=False),
+        Column("verified_at", UTCDateTime, nullable=False),
+        CheckConstraint("id = 1", name=f"{p}verify_checkpoint_single"),
+    )
+    verify_checkpoint_balances = Table(
+        f"{p}verify_checkpoint_balances",
+        md,
+        Column("account_id", Id, ForeignKey(accounts.c.id), primary_key=True, autoincrement=False),
+        Column("posted", BigInteger, nullable=False),
+        Column("pending_debit", BigInteger, nullable=False),
+        Column("pending_credit", BigInteger, nullable=False),
+    )
+
     return LedgerTables(
         p,
         md,
@@ -567,4 +590,6 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         stripe_txns,
         stripe_cursors,
         compliance_tables(md, p, entries, UTCDateTime),
+        verify_checkpoint,
+        verify_checkpoint_balances,
     )
