@@ -18,7 +18,7 @@ Quick start::
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from spaktok_ledger._catalogue import CoinPack, Gift, GiftCatalogue, PackCatalogue
@@ -386,7 +386,7 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = frozenset({"cli", "compliance", "contrib", "fx", "http", "testing"})
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _SUBMODULES:
         return importlib.import_module(f"spaktok_ledger.{name}")
     module = _EXPORTS.get(name)

@@ -153,12 +153,13 @@ def deltas(
     # A hold resolved in the window stops being pending, whenever it was written.
     resolved = [int(x) for x in conn.execute(sa.select(e.c.hold_id).where(*entry_window)).scalars()]
     for start in range(0, len(resolved), 500):
-        for r in conn.execute(
+        for leg in conn.execute(
             sa.select(p.c.account_id, p.c.amount).where(
                 p.c.entry_id.in_(resolved[start : start + 500])
             )
         ):
-            _add(sums, r.account_id, r.amount, "pending", -1)
+            account_id, amount = leg
+            _add(sums, account_id, amount, "pending", -1)
     return dict(sums), entries
 
 
@@ -234,10 +235,10 @@ def run_verify(
         outcome = verify_since(
             conn,
             t,
-            base.balances,
-            base.horizon.entry_id,
-            base.horizon.posting_id,
-            on_progress,
+            checkpoint_sums=base.balances,
+            checkpoint_entry_id=base.horizon.entry_id,
+            checkpoint_posting_id=base.horizon.posting_id,
+            on_progress=on_progress,
         )
     truth = {aid: list(v) for aid, v in outcome.truth.items()}
     after, _ = deltas(conn, t, horizon)

@@ -71,9 +71,9 @@ from spaktok_ledger._errors import (
     UnknownAccount,
     UnknownEntry,
 )
+from spaktok_ledger._store import _checkpoint, _reads
 from spaktok_ledger._store._engine import READ_ONLY, Retry, configure_sqlite, create_engine
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
-from spaktok_ledger._store import _checkpoint, _reads
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
 from spaktok_ledger._store._units import check_units
 from spaktok_ledger._store._verify import VerifyReport, verify_ledger
@@ -1319,7 +1319,13 @@ class Ledger:
             raise InvalidInput("entries_page needs at least one account")
         # "/2": the cursor is a posting position now, not an entry id.
         page = _PageQuery.of(
-            "entries_page/2", codes, limit=limit, cursor=cursor, types=types, since=since, until=until
+            "entries_page/2",
+            codes,
+            limit=limit,
+            cursor=cursor,
+            types=types,
+            since=since,
+            until=until,
         )
         reads = self._reads
 

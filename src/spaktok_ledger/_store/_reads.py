@@ -20,8 +20,9 @@ EXPLAIN QUERY PLAN on SQLite), with and without planner statistics.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -175,14 +176,14 @@ def balance_sums(conn: Connection, s: ReadStatements, ids: Sequence[int]) -> dic
     return sums
 
 
-def hold_resolutions(conn: Connection, s: ReadStatements, hold_ids: Sequence[int]) -> dict[int, str]:
+def hold_resolutions(
+    conn: Connection, s: ReadStatements, hold_ids: Sequence[int]
+) -> dict[int, str]:
     """How each of ``hold_ids`` was resolved (absent: still pending)."""
     if not hold_ids:
         return {}
-    return {
-        hold_id: phase
-        for hold_id, phase in conn.execute(s.resolutions, {"ids": list(hold_ids)})
-    }
+    rows = conn.execute(s.resolutions, {"ids": list(hold_ids)})
+    return {int(hold_id): str(phase) for hold_id, phase in rows}
 
 
 def history_rows(
@@ -230,6 +231,32 @@ def counterparty_codes(
     return others
 
 
+def _walk(
+    conn: Connection, s: ReadStatements, account_id: int, before: int, chunk: int
+) -> Iterator[tuple[int, int]]:
+    """One account's (posting id, entry id) below ``before``, newest first, ``chunk`` a query."""
+    while True:
+        rows = conn.execute(
+            s.postings_below, {"account_id": account_id, "before": before, "limit": chunk}
+        ).all()
+        for pid, eid in rows:
+            yield -int(pid), int(eid)  # negated: heapq.merge is ascending
+        if len(rows) < chunk:
+            return
+        before = int(rows[-1][0])
+
+
+def _batches(items: Iterator[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    batch: list[tuple[int, int]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def statement_entry_ids(
     conn: Connection,
     s: ReadStatements,
@@ -247,84 +274,58 @@ def statement_entry_ids(
     the entries whose position is below ``before``. Each account's postings are
     walked backwards on its index, ``limit`` at a time, and merged.
     """
-    e = s.tables.entries
     ids = sorted(set(account_ids))
     upper = NO_CURSOR if before is None else before
+    chunk = max(limit, 16)
+    merged = heapq.merge(*(_walk(conn, s, aid, upper, chunk) for aid in ids))
     found: list[tuple[int, int]] = []
     seen: set[int] = set()
-    # Per account: the next posting rows to merge, and whether more are below.
-    buffers: dict[int, list[tuple[int, int]]] = {}
-    exhausted: set[int] = set()
-    cursors = dict.fromkeys(ids, upper)
-    chunk = max(limit, 16)
-
-    def refill(account_id: int) -> None:
-        rows = [
-            (int(pid), int(eid))
-            for pid, eid in conn.execute(
-                s.postings_below,
-                {"account_id": account_id, "before": cursors[account_id], "limit": chunk},
-            )
-        ]
-        if len(rows) < chunk:
-            exhausted.add(account_id)
-        if rows:
-            cursors[account_id] = rows[-1][0]
-        buffers[account_id] = rows
-
-    for account_id in ids:
-        refill(account_id)
-    filtered = types is not None or since is not None or until is not None
-    while len(found) < limit:
-        # The newest unmerged posting across the accounts.
-        heads = [(buf[0][0], aid) for aid, buf in buffers.items() if buf]
-        if not heads:
-            if all(aid in exhausted for aid in ids):
-                break
-            for aid in ids:
-                if aid not in exhausted and not buffers[aid]:
-                    refill(aid)
-            continue
-        batch: list[tuple[int, int]] = []
-        # Take a batch in merged order (enough for the rest of the page).
-        while heads and len(batch) < chunk:
-            pid, aid = max(heads)
-            buf = buffers[aid]
-            batch.append(buf.pop(0))
-            if not buf and aid not in exhausted:
-                refill(aid)
-            heads = [(b[0][0], a) for a, b in buffers.items() if b]
-        candidates = [eid for _, eid in batch if eid not in seen]
-        if not candidates:
-            continue
+    for batch in _batches(merged, chunk):
+        fresh = sorted({eid for _, eid in batch} - seen)
         # Entries with a posting on the accounts at or above ``before`` were on
-        # an earlier page (their position is that posting).
-        earlier: set[int] = set()
-        if before is not None:
-            earlier = {
-                int(eid)
-                for eid in conn.execute(
-                    s.seen_at_or_above,
-                    {"ids": sorted(set(candidates)), "accounts": ids, "at": before},
-                ).scalars()
-            }
-        allowed: set[int] | None = None
-        if filtered:
-            query = sa.select(e.c.id).where(e.c.id.in_(sorted(set(candidates))))
-            if types is not None:
-                query = query.where(e.c.type.in_(types))
-            if since is not None:
-                query = query.where(e.c.effective_at >= since)
-            if until is not None:
-                query = query.where(e.c.effective_at < until)
-            allowed = {int(x) for x in conn.execute(query).scalars()}
-        for pid, eid in batch:
+        # an earlier page (that posting is their position).
+        skip = _earlier(conn, s, fresh, ids, before) | _filtered_out(
+            conn, s, fresh, types=types, since=since, until=until
+        )
+        for neg_pid, eid in batch:
             if eid in seen:
                 continue
             seen.add(eid)
-            if eid in earlier or (allowed is not None and eid not in allowed):
-                continue
-            found.append((pid, eid))
-            if len(found) == limit:
-                break
+            if eid not in skip:
+                found.append((-neg_pid, eid))
+                if len(found) == limit:
+                    return found
     return found
+
+
+def _earlier(
+    conn: Connection, s: ReadStatements, entry_ids: list[int], accounts: list[int], at: int | None
+) -> set[int]:
+    if at is None or not entry_ids:
+        return set()
+    params = {"ids": entry_ids, "accounts": accounts, "at": at}
+    return {int(eid) for eid in conn.execute(s.seen_at_or_above, params).scalars()}
+
+
+def _filtered_out(
+    conn: Connection,
+    s: ReadStatements,
+    entry_ids: list[int],
+    *,
+    types: list[str] | None,
+    since: Any,
+    until: Any,
+) -> set[int]:
+    """Which of ``entry_ids`` the type and time filters leave out."""
+    if (types is None and since is None and until is None) or not entry_ids:
+        return set()
+    e = s.tables.entries
+    query = sa.select(e.c.id).where(e.c.id.in_(entry_ids))
+    if types is not None:
+        query = query.where(e.c.type.in_(types))
+    if since is not None:
+        query = query.where(e.c.effective_at >= since)
+    if until is not None:
+        query = query.where(e.c.effective_at < until)
+    kept = {int(x) for x in conn.execute(query).scalars()}
+    return set(entry_ids) - kept

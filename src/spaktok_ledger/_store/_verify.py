@@ -341,6 +341,7 @@ def _installed_triggers(conn: Connection, dialect: str) -> set[str]:
 def verify_since(
     conn: Connection,
     t: LedgerTables,
+    *,
     checkpoint_sums: dict[int, list[int]],
     checkpoint_entry_id: int,
     checkpoint_posting_id: int,
@@ -356,7 +357,9 @@ def verify_since(
     a, b, e, p = t.accounts, t.balances, t.entries, t.postings
     after = Horizon(checkpoint_entry_id, checkpoint_posting_id)
     added, touched = deltas(conn, t, after)
-    touched |= {int(x) for x in conn.execute(sa.select(e.c.id).where(e.c.id > after.entry_id)).scalars()}
+    touched |= {
+        int(x) for x in conn.execute(sa.select(e.c.id).where(e.c.id > after.entry_id)).scalars()
+    }
     shard_rows = list(
         conn.execute(
             sa.select(

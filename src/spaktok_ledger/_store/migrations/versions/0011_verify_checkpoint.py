@@ -33,7 +33,11 @@ def upgrade() -> None:
     op.create_table(
         f"{p}verify_checkpoint_balances",
         sa.Column(
-            "account_id", Id, sa.ForeignKey(f"{p}accounts.id"), primary_key=True, autoincrement=False
+            "account_id",
+            Id,
+            sa.ForeignKey(f"{p}accounts.id"),
+            primary_key=True,
+            autoincrement=False,
         ),
         sa.Column("posted", sa.BigInteger, nullable=False),
         sa.Column("pending_debit", sa.BigInteger, nullable=False),
