@@ -56,14 +56,25 @@ class ReadStatements:
     postings_below: Any
     """One account's postings below a posting id (``id``, ``entry_id``), newest first."""
     seen_at_or_above: Any
-    """Which of the entries ``ids`` have a posting on ``accounts`` at or above ``at``."""
+    """The postings (``entry_id``, ``account_id``, ``id``) of the entries ``ids``."""
 
 
-def _hint(stmt: Any, table: sa.Table, index: str, dialect: str) -> Any:
-    """Pin SQLite to ``index``: its planner's statistics can make it prefer a scan."""
-    if dialect == "sqlite":
-        return stmt.with_hint(table, f"INDEXED BY {index}", "sqlite")
-    return stmt
+def _resolutions(t: LedgerTables, dialect: str) -> Any:
+    e = t.entries
+    if dialect != "sqlite":
+        return sa.select(e.c.hold_id, e.c.phase).where(
+            e.c.hold_id.in_(sa.bindparam("ids", expanding=True))
+        )
+    # Most entries have no hold_id, so once ANALYZE has run SQLite counts the
+    # NULLs as one huge group and prefers a scan of every entry to the unique
+    # index: name the index (SQLAlchemy renders no table hints for SQLite).
+    # The names are the checked table prefix's (check_prefix), not input.
+    sql = f"SELECT hold_id, phase FROM {e.name} INDEXED BY {t.prefix}transactions_hold "  # noqa: S608
+    return (
+        sa.text(sql + "WHERE hold_id IN :ids")
+        .bindparams(sa.bindparam("ids", expanding=True))
+        .columns(e.c.hold_id, e.c.phase)
+    )
 
 
 @cache
@@ -72,76 +83,72 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
     t = tables_for(prefix)
     a, b, e, p = t.accounts, t.balances, t.entries, t.postings
     bp = sa.bindparam
-    by_account = f"{prefix}postings_account"
 
     balance_rows = sa.select(
         b.c.account_id, b.c.posted, b.c.pending_debit, b.c.pending_credit
     ).where(b.c.account_id.in_(bp("ids", expanding=True)))
 
     def page(types: bool, since: bool, until: bool) -> Any:
-        query = (
-            sa.select(p.c.id.label("posting_id"), p.c.amount, p.c.currency, e)
-            .select_from(p)
-            .join(e, e.c.id == p.c.entry_id)
+        # The account's postings first (an index range, LIMIT applied), then
+        # their entries by primary key: a planner without statistics cannot
+        # turn this into a hash join over every entry.
+        walk = (
+            sa.select(p.c.id, p.c.entry_id, p.c.amount, p.c.currency)
             .where(p.c.account_id == bp("account_id"), p.c.id < bp("before"))
+            .order_by(p.c.id.desc())
+            .limit(bp("limit"))
+            .subquery("page")
         )
+        conditions: list[sa.ColumnElement[bool]] = []
         if types:
-            query = query.where(e.c.type.in_(bp("types", expanding=True)))
+            conditions.append(e.c.type.in_(bp("types", expanding=True)))
         if since:
-            query = query.where(e.c.effective_at >= bp("since"))
+            conditions.append(e.c.effective_at >= bp("since"))
         if until:
-            query = query.where(e.c.effective_at < bp("until"))
-        query = query.order_by(p.c.id.desc()).limit(bp("limit"))
-        return _hint(query, p, by_account, dialect)
+            conditions.append(e.c.effective_at < bp("until"))
+        # Filters mark rows rather than drop them, so the caller knows where
+        # the walk got to and continues from there.
+        kept = sa.case((sa.and_(*conditions), 1), else_=0) if conditions else sa.literal(1)
+        return (
+            sa.select(
+                walk.c.id.label("posting_id"),
+                walk.c.amount,
+                walk.c.currency,
+                kept.label("kept"),
+                e,
+            )
+            .select_from(walk)
+            .join(e, e.c.id == walk.c.entry_id)
+            .order_by(walk.c.id.desc())
+        )
 
     flags = [(x, y, z) for x in (False, True) for y in (False, True) for z in (False, True)]
-    resolutions = _hint(
-        sa.select(e.c.hold_id, e.c.phase).where(e.c.hold_id.in_(bp("ids", expanding=True))),
-        e,
-        f"{prefix}transactions_hold",
-        dialect,
-    )
-    counterparties = _hint(
+    resolutions = _resolutions(t, dialect)
+    counterparties = (
         sa.select(p.c.entry_id, a.c.code)
         .select_from(p)
         .join(a, a.c.id == p.c.account_id)
         .where(p.c.entry_id.in_(bp("ids", expanding=True)), p.c.account_id != bp("account_id"))
-        .order_by(p.c.id),
-        p,
-        f"{prefix}postings_entry",
-        dialect,
+        .order_by(p.c.id)
     )
     entry_rows = sa.select(e).where(e.c.id.in_(bp("ids", expanding=True)))
-    entry_legs = _hint(
+    entry_legs = (
         sa.select(p.c.entry_id, a.c.code, p.c.amount, p.c.currency)
         .select_from(p)
         .join(a, a.c.id == p.c.account_id)
         .where(p.c.entry_id.in_(bp("ids", expanding=True)))
-        .order_by(p.c.id),
-        p,
-        f"{prefix}postings_entry",
-        dialect,
+        .order_by(p.c.id)
     )
-    postings_below = _hint(
+    postings_below = (
         sa.select(p.c.id, p.c.entry_id)
         .where(p.c.account_id == bp("account_id"), p.c.id < bp("before"))
         .order_by(p.c.id.desc())
-        .limit(bp("limit")),
-        p,
-        by_account,
-        dialect,
+        .limit(bp("limit"))
     )
-    seen_at_or_above = _hint(
-        sa.select(p.c.entry_id)
-        .where(
-            p.c.entry_id.in_(bp("ids", expanding=True)),
-            p.c.account_id.in_(bp("accounts", expanding=True)),
-            p.c.id >= bp("at"),
-        )
-        .distinct(),
-        p,
-        f"{prefix}postings_entry",
-        dialect,
+    # Filtered in Python: a condition on account_id or id here could tempt a
+    # planner into walking the account's index from the cursor to the newest.
+    seen_at_or_above = sa.select(p.c.entry_id, p.c.account_id, p.c.id).where(
+        p.c.entry_id.in_(bp("ids", expanding=True))
     )
     return ReadStatements(
         tables=t,
@@ -197,13 +204,14 @@ def history_rows(
     since: Any,
     until: Any,
 ) -> list[Any]:
-    """Up to ``limit`` posting rows of the account below ``before``, with their entries."""
-    params: dict[str, Any] = {
-        "account_id": account_id,
-        "before": NO_CURSOR if before is None else before,
-        "limit": limit,
-    }
+    """Up to ``limit`` posting rows of the account below ``before``, with their entries.
+
+    With filters, the account's postings are walked ``limit`` rows at a time
+    until ``limit`` rows pass them or none are left (a constant chunk keeps
+    each statement's plan the small one: index walk, then primary keys).
+    """
     flags = (types is not None, since is not None, until is not None)
+    params: dict[str, Any] = {"account_id": account_id}
     if flags == (False, False, False):
         stmt = s.history_page
     else:
@@ -214,7 +222,15 @@ def history_rows(
             params["since"] = since
         if until is not None:
             params["until"] = until
-    return list(conn.execute(stmt, params))
+    found: list[Any] = []
+    upper = NO_CURSOR if before is None else before
+    chunk = limit
+    while True:  # a filtered page may take several chunks
+        rows = conn.execute(stmt, {**params, "before": upper, "limit": chunk}).all()
+        found.extend(row for row in rows if row.kept)
+        if len(found) >= limit or len(rows) < chunk:
+            return found[:limit]
+        upper = rows[-1].posting_id
 
 
 def counterparty_codes(
@@ -303,8 +319,12 @@ def _earlier(
 ) -> set[int]:
     if at is None or not entry_ids:
         return set()
-    params = {"ids": entry_ids, "accounts": accounts, "at": at}
-    return {int(eid) for eid in conn.execute(s.seen_at_or_above, params).scalars()}
+    wanted = set(accounts)
+    return {
+        int(eid)
+        for eid, account_id, posting_id in conn.execute(s.seen_at_or_above, {"ids": entry_ids})
+        if account_id in wanted and posting_id >= at
+    }
 
 
 def _filtered_out(
