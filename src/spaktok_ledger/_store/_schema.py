@@ -15,7 +15,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -34,13 +33,13 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.types import TypeDecorator
 
 from spaktok_ledger._currency import currency_info
 from spaktok_ledger._errors import InvalidInput
 from spaktok_ledger._store._compliance_tables import ComplianceTables, compliance_tables
+from spaktok_ledger._store._types import Json
 
 __all__ = ["DEFAULT_PREFIX", "LedgerTables", "UTCDateTime", "check_prefix", "tables_for"]
 
@@ -49,7 +48,6 @@ _PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 # Integer primary keys: BIGINT identity on PostgreSQL, the rowid alias on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-Json = JSON().with_variant(JSONB(), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
