@@ -49,7 +49,6 @@ from spaktok_ledger._domain import (
     EntryDraft,
     EntryPage,
     EntryPhase,
-    HistoryItem,
     HistoryPage,
     Posting,
     TrialBalance,
@@ -216,6 +215,7 @@ class Ledger:
             )
         self._build_statements()
         self._reads = _reads.read_statements(self._tables.prefix, self._dialect)
+        self._codes: dict[int, str] = {}  # account id -> code (accounts are immutable)
 
     # -- wiring ---------------------------------------------------------------
 
@@ -241,6 +241,7 @@ class Ledger:
         view._dialect = self._dialect
         view._stmts = self._stmts
         view._reads = self._reads
+        view._codes = self._codes
         view._unit = _Unit()
         return view
 
@@ -1262,36 +1263,14 @@ class Ledger:
             )
             more = len(rows) > limit
             rows = rows[:limit]
-            entry_ids = sorted({row.id for row in rows})
-            others = _reads.counterparty_codes(conn, reads, entry_ids, acct.id)
-            resolved = _reads.hold_resolutions(
-                conn, reads, [row.id for row in rows if row.phase == "pending"]
-            )
-            sign = acct.kind.normal_sign
-            items = tuple(
-                HistoryItem(
-                    entry_id=row.id,
-                    posting_id=row.posting_id,
-                    type=row.type,
-                    phase=EntryPhase(row.phase),
-                    account=code,
-                    currency=row.currency,
-                    amount_minor=row.amount,
-                    balance_change_minor=sign * row.amount,
-                    counterparties=tuple(others[row.id]),
-                    description=row.description,
-                    metadata=row.metadata,
-                    effective_at=row.effective_at,
-                    recorded_at=row.recorded_at,
-                    hold_id=row.hold_id,
-                    reverses_id=row.reverses_id,
-                    hold_status=(
-                        EntryPhase(resolved.get(row.id, "pending"))
-                        if row.phase == "pending"
-                        else None
-                    ),
-                )
-                for row in rows
+            items = _reads.history_items(
+                conn,
+                reads,
+                self._codes,
+                account=(acct.id, code, acct.kind.normal_sign),
+                rows=rows,
+                hi=_reads.NO_CURSOR if page.before is None else page.before,
+                cache_codes=self._mode == "engine",
             )
             next_cursor = _encode_cursor(items[-1].posting_id, page.query_id) if more else None
             return HistoryPage(items, next_cursor)

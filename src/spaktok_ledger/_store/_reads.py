@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from spaktok_ledger._domain import EntryPhase, HistoryItem
 from spaktok_ledger._store._schema import LedgerTables, tables_for
 
 __all__ = ["ReadStatements", "read_statements"]
@@ -43,14 +44,18 @@ class ReadStatements:
     dialect: str
     balance_rows: Any
     """Balance rows of accounts (``ids``, expanding), one row per shard."""
+    balance_rows_of_one: Any
+    """Balance rows of the account ``id`` (no list to expand: the common case)."""
     history_page: Any
     """One account's postings below a posting id, newest first, with their entries."""
     history_page_filtered: dict[tuple[bool, bool, bool], Any]
     """The same with (types, since, until) filters, by which filters are present."""
     resolutions: Any
     """How the holds ``ids`` were resolved (``hold_id``, ``phase``)."""
-    counterparties: Any
-    """Other accounts' codes on the entries ``ids``, in posting order."""
+    counterparty_ids: Any
+    """Other accounts (ids) on the entries of the account's postings in ``[lo, hi)``."""
+    account_codes: Any
+    """Codes of the accounts ``ids``."""
     entry_rows: Any
     entry_legs: Any
     postings_below: Any
@@ -87,6 +92,9 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
     balance_rows = sa.select(
         b.c.account_id, b.c.posted, b.c.pending_debit, b.c.pending_credit
     ).where(b.c.account_id.in_(bp("ids", expanding=True)))
+    balance_rows_of_one = sa.select(
+        b.c.account_id, b.c.posted, b.c.pending_debit, b.c.pending_credit
+    ).where(b.c.account_id == bp("id"))
 
     def page(types: bool, since: bool, until: bool) -> Any:
         # The account's postings first (an index range, LIMIT applied), then
@@ -115,7 +123,16 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
                 walk.c.amount,
                 walk.c.currency,
                 kept.label("kept"),
-                e,
+                # the columns a HistoryItem shows, in PAGE_COLUMNS' order
+                e.c.id,
+                e.c.type,
+                e.c.phase,
+                e.c.description,
+                e.c.metadata,
+                e.c.effective_at,
+                e.c.recorded_at,
+                e.c.hold_id,
+                e.c.reverses_id,
             )
             .select_from(walk)
             .join(e, e.c.id == walk.c.entry_id)
@@ -124,13 +141,18 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
 
     flags = [(x, y, z) for x in (False, True) for y in (False, True) for z in (False, True)]
     resolutions = _resolutions(t, dialect)
-    counterparties = (
-        sa.select(p.c.entry_id, a.c.code)
-        .select_from(p)
-        .join(a, a.c.id == p.c.account_id)
-        .where(p.c.entry_id.in_(bp("ids", expanding=True)), p.c.account_id != bp("account_id"))
-        .order_by(p.c.id)
+    in_range = (
+        sa.select(p.c.entry_id)
+        .where(p.c.account_id == bp("account_id"), p.c.id >= bp("lo"), p.c.id < bp("hi"))
+        .scalar_subquery()
     )
+    other = p.alias("other")
+    counterparty_ids = (
+        sa.select(other.c.entry_id, other.c.account_id)
+        .where(other.c.entry_id.in_(in_range), other.c.account_id != bp("account_id"))
+        .order_by(other.c.id)
+    )
+    account_codes = sa.select(a.c.id, a.c.code).where(a.c.id.in_(bp("ids", expanding=True)))
     entry_rows = sa.select(e).where(e.c.id.in_(bp("ids", expanding=True)))
     entry_legs = (
         sa.select(p.c.entry_id, a.c.code, p.c.amount, p.c.currency)
@@ -154,10 +176,12 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
         tables=t,
         dialect=dialect,
         balance_rows=balance_rows,
+        balance_rows_of_one=balance_rows_of_one,
         history_page=page(False, False, False),
         history_page_filtered={f: page(*f) for f in flags},
         resolutions=resolutions,
-        counterparties=counterparties,
+        counterparty_ids=counterparty_ids,
+        account_codes=account_codes,
         entry_rows=entry_rows,
         entry_legs=entry_legs,
         postings_below=postings_below,
@@ -172,7 +196,11 @@ NO_CURSOR = 2**63 - 1
 def balance_sums(conn: Connection, s: ReadStatements, ids: Sequence[int]) -> dict[int, list[int]]:
     """(posted, pending_debit, pending_credit) per account id, summed over shards."""
     sums: dict[int, list[int]] = {}
-    for account_id, posted, pd, pc in conn.execute(s.balance_rows, {"ids": list(ids)}):
+    if len(ids) == 1:
+        rows = conn.execute(s.balance_rows_of_one, {"id": ids[0]})
+    else:
+        rows = conn.execute(s.balance_rows, {"ids": list(ids)})
+    for account_id, posted, pd, pc in rows:
         have = sums.get(account_id)
         if have is None:
             sums[account_id] = [posted, pd, pc]
@@ -233,18 +261,78 @@ def history_rows(
         upper = rows[-1].posting_id
 
 
-def counterparty_codes(
-    conn: Connection, s: ReadStatements, entry_ids: Sequence[int], account_id: int
-) -> dict[int, list[str]]:
-    """The other accounts each entry touches, in posting order, without repeats."""
-    others: dict[int, list[str]] = defaultdict(list)
-    if entry_ids:
-        for entry_id, code in conn.execute(
-            s.counterparties, {"ids": list(entry_ids), "account_id": account_id}
-        ):
-            if code not in others[entry_id]:
-                others[entry_id].append(code)
-    return others
+_PHASES = {phase.value: phase for phase in EntryPhase}
+
+
+def history_items(
+    conn: Connection,
+    s: ReadStatements,
+    codes: dict[int, str],
+    *,
+    account: tuple[int, str, int],
+    rows: list[Any],
+    hi: int,
+    cache_codes: bool,
+) -> tuple[HistoryItem, ...]:
+    """The page's items: ``rows`` from ``history_rows``; the page lies in ``[last id, hi)``.
+
+    ``account``: (id, code, normal sign). ``codes``: the ledger's id -> code
+    cache of accounts (immutable once committed; filled only when
+    ``cache_codes``, i.e. not on a host's connection that may roll back).
+    """
+    if not rows:
+        return ()
+    account_id, code, sign = account
+    params = {"account_id": account_id, "lo": rows[-1][0], "hi": hi}
+    others: dict[int, list[int]] = defaultdict(list)
+    for entry_id, other_id in conn.execute(s.counterparty_ids, params):
+        ids = others[entry_id]
+        if other_id not in ids:
+            ids.append(other_id)
+    missing = {i for ids in others.values() for i in ids} - codes.keys()
+    known = codes
+    if missing:
+        known = {**codes, **dict(conn.execute(s.account_codes, {"ids": sorted(missing)}).all())}
+        if cache_codes:
+            codes.update(known)
+    pending = [row[4] for row in rows if row[6] == "pending"]
+    resolved = hold_resolutions(conn, s, pending) if pending else {}
+    phases = _PHASES
+    return tuple(
+        HistoryItem(
+            entry_id,
+            posting_id,
+            type_,
+            phases[phase],
+            code,
+            currency,
+            amount,
+            sign * amount,
+            tuple(known[i] for i in others.get(entry_id, ())),
+            description,
+            metadata,
+            effective_at,
+            recorded_at,
+            hold_id,
+            reverses_id,
+            phases[resolved.get(entry_id, "pending")] if phase == "pending" else None,
+        )
+        for (
+            posting_id,
+            amount,
+            currency,
+            _kept,
+            entry_id,
+            type_,
+            phase,
+            description,
+            metadata,
+            effective_at,
+            recorded_at,
+            hold_id,
+            reverses_id,
+        ) in rows
+    )
 
 
 def _walk(
