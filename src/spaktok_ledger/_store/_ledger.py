@@ -1269,7 +1269,6 @@ class Ledger:
                 self._codes,
                 account=(acct.id, code, acct.kind.normal_sign),
                 rows=rows,
-                hi=_reads.NO_CURSOR if page.before is None else page.before,
                 cache_codes=self._mode == "engine",
             )
             next_cursor = _encode_cursor(items[-1].posting_id, page.query_id) if more else None

@@ -21,7 +21,6 @@ EXPLAIN QUERY PLAN on SQLite), with and without planner statistics.
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -52,8 +51,6 @@ class ReadStatements:
     """The same with (types, since, until) filters, by which filters are present."""
     resolutions: Any
     """How the holds ``ids`` were resolved (``hold_id``, ``phase``)."""
-    counterparty_ids: Any
-    """Other accounts (ids) on the entries of the account's postings in ``[lo, hi)``."""
     account_codes: Any
     """Codes of the accounts ``ids``."""
     entry_rows: Any
@@ -80,6 +77,22 @@ def _resolutions(t: LedgerTables, dialect: str) -> Any:
         .bindparams(sa.bindparam("ids", expanding=True))
         .columns(e.c.hold_id, e.c.phase)
     )
+
+
+def _other_accounts(p: sa.Table, entry_id: Any, account_id: Any, dialect: str) -> Any:
+    """A comma-separated list of the entry's other postings' account ids, by posting id."""
+    other = p.alias("other")
+    mine = sa.and_(other.c.entry_id == entry_id, other.c.account_id != account_id)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        ids = sa.func.string_agg(
+            sa.cast(other.c.account_id, sa.Text), aggregate_order_by(sa.literal(","), other.c.id)
+        )
+        return sa.select(ids).where(mine).scalar_subquery()
+    # SQLite aggregates in scan order: the postings_entry index, whose entries
+    # for one entry_id are in rowid (= posting id) order.
+    return sa.select(sa.func.group_concat(other.c.account_id)).where(mine).scalar_subquery()
 
 
 @cache
@@ -117,6 +130,8 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
         # Filters mark rows rather than drop them, so the caller knows where
         # the walk got to and continues from there.
         kept = sa.case((sa.and_(*conditions), 1), else_=0) if conditions else sa.literal(1)
+        # The entry's other accounts (ids, in posting order), in the same round trip.
+        others = _other_accounts(p, e.c.id, bp("account_id"), dialect)
         return (
             sa.select(
                 walk.c.id.label("posting_id"),
@@ -133,6 +148,7 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
                 e.c.recorded_at,
                 e.c.hold_id,
                 e.c.reverses_id,
+                others.label("others"),
             )
             .select_from(walk)
             .join(e, e.c.id == walk.c.entry_id)
@@ -141,17 +157,6 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
 
     flags = [(x, y, z) for x in (False, True) for y in (False, True) for z in (False, True)]
     resolutions = _resolutions(t, dialect)
-    in_range = (
-        sa.select(p.c.entry_id)
-        .where(p.c.account_id == bp("account_id"), p.c.id >= bp("lo"), p.c.id < bp("hi"))
-        .scalar_subquery()
-    )
-    other = p.alias("other")
-    counterparty_ids = (
-        sa.select(other.c.entry_id, other.c.account_id)
-        .where(other.c.entry_id.in_(in_range), other.c.account_id != bp("account_id"))
-        .order_by(other.c.id)
-    )
     account_codes = sa.select(a.c.id, a.c.code).where(a.c.id.in_(bp("ids", expanding=True)))
     entry_rows = sa.select(e).where(e.c.id.in_(bp("ids", expanding=True)))
     entry_legs = (
@@ -180,7 +185,6 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
         history_page=page(False, False, False),
         history_page_filtered={f: page(*f) for f in flags},
         resolutions=resolutions,
-        counterparty_ids=counterparty_ids,
         account_codes=account_codes,
         entry_rows=entry_rows,
         entry_legs=entry_legs,
@@ -255,10 +259,10 @@ def history_rows(
     chunk = limit
     while True:  # a filtered page may take several chunks
         rows = conn.execute(stmt, {**params, "before": upper, "limit": chunk}).all()
-        found.extend(row for row in rows if row.kept)
+        found.extend(rows if flags == (False, False, False) else [r for r in rows if r[3]])
         if len(found) >= limit or len(rows) < chunk:
             return found[:limit]
-        upper = rows[-1].posting_id
+        upper = rows[-1][0]  # the posting id
 
 
 _PHASES = {phase.value: phase for phase in EntryPhase}
@@ -271,10 +275,9 @@ def history_items(
     *,
     account: tuple[int, str, int],
     rows: list[Any],
-    hi: int,
     cache_codes: bool,
 ) -> tuple[HistoryItem, ...]:
-    """The page's items: ``rows`` from ``history_rows``; the page lies in ``[last id, hi)``.
+    """The page's items, from ``history_rows``' rows.
 
     ``account``: (id, code, normal sign). ``codes``: the ledger's id -> code
     cache of accounts (immutable once committed; filled only when
@@ -282,13 +285,14 @@ def history_items(
     """
     if not rows:
         return ()
-    account_id, code, sign = account
-    params = {"account_id": account_id, "lo": rows[-1][0], "hi": hi}
-    others: dict[int, list[int]] = defaultdict(list)
-    for entry_id, other_id in conn.execute(s.counterparty_ids, params):
-        ids = others[entry_id]
-        if other_id not in ids:
-            ids.append(other_id)
+    _, code, sign = account
+    others: dict[int, list[int]] = {}
+    for row in rows:
+        ids: list[int] = []
+        for part in (row[13] or "").split(","):
+            if part and int(part) not in ids:
+                ids.append(int(part))
+        others[row[4]] = ids
     missing = {i for ids in others.values() for i in ids} - codes.keys()
     known = codes
     if missing:
@@ -331,6 +335,7 @@ def history_items(
             recorded_at,
             hold_id,
             reverses_id,
+            _others,
         ) in rows
     )
 
