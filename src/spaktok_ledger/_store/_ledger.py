@@ -1106,10 +1106,22 @@ class Ledger:
         codes = [check_account_code(code) for code in accounts]
         return self._read(lambda conn: self._balances(conn, codes))
 
+    def _known(
+        self, conn: Connection, codes: Sequence[str], *, single: bool = False
+    ) -> dict[str, _Acct]:
+        """``_resolve`` for reads: an unknown account is ``no account X`` (as ever)."""
+        try:
+            return self._resolve(conn, codes)
+        except UnknownAccount as exc:
+            unknown = list(exc.details.get("accounts", codes))
+            if single:
+                raise UnknownAccount(f"no account {unknown[0]}", account=unknown[0]) from None
+            raise UnknownAccount(f"no account {', '.join(unknown)}", accounts=unknown) from None
+
     def _balances(self, conn: Connection, codes: Sequence[str]) -> dict[str, Balance]:
         # The account facts come from the cache of immutable accounts; the
         # balance rows are read by primary key (see _reads.py).
-        accounts = self._resolve(conn, codes)
+        accounts = self._known(conn, codes)
         sums = _reads.balance_sums(conn, self._reads, [acct.id for acct in accounts.values()])
         found = {}
         for code, acct in accounts.items():
@@ -1250,7 +1262,7 @@ class Ledger:
         reads = self._reads
 
         def run(conn: Connection) -> HistoryPage:
-            acct = self._resolve(conn, [code])[code]
+            acct = self._known(conn, [code], single=True)[code]
             rows = _reads.history_rows(
                 conn,
                 reads,
@@ -1308,7 +1320,7 @@ class Ledger:
         reads = self._reads
 
         def run(conn: Connection) -> EntryPage:
-            ids = [acct.id for acct in self._resolve(conn, codes).values()]
+            ids = [acct.id for acct in self._known(conn, codes).values()]
             found = _reads.statement_entry_ids(
                 conn,
                 reads,
