@@ -355,7 +355,10 @@ def main(argv: list[str]) -> int:
     # bench: extra arguments go to the ledger benchmark (see its --help)
     code = run(py, "bench/ledger_bench.py", *rest)
     skip = ["--skip-postgres"] if "--skip-postgres" in rest else []
-    for extra in ("hot_account_bench.py", "compliance_bench.py", "gift_bench.py"):
+    # Further benches run after it when present (bench/gift_bench.py: send_gift and
+    # group commit; bench/growth_bench.py: reads and verify as the history grows).
+    extras = ("gift_bench.py", "growth_bench.py", "hot_account_bench.py", "compliance_bench.py")
+    for extra in extras:
         path = ROOT / "bench" / extra
         if path.exists():
             code |= run(py, str(path), *skip)

@@ -253,9 +253,13 @@ def cmd_verify(ctx: Context) -> int:
     progress = ctx.progress("verify")
     with ctx.ledger() as ledger:
         ledger.check_schema()
-        report = ledger.verify(on_progress=lambda _step, done, total: progress(done, total))
+        report = ledger.verify(
+            on_progress=lambda _step, done, total: progress(done, total),
+            incremental=ctx.args.incremental,
+        )
     data = {
         "ok": report.ok,
+        "incremental": report.incremental,
         "accounts_checked": report.accounts_checked,
         "entries_checked": report.entries_checked,
         "postings_checked": report.postings_checked,
@@ -496,7 +500,20 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a list of comm
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--cursor")
     add("trial-balance", cmd_trial_balance, "posted balances of every account")
-    add("verify", cmd_verify, "recompute balances and check every invariant")
+    p = add("verify", cmd_verify, "recompute balances and check every invariant")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--incremental",
+        action="store_true",
+        help="check only what was written since the last clean incremental run, then move "
+        "its checkpoint forward",
+    )
+    mode.add_argument(
+        "--full",
+        dest="incremental",
+        action="store_false",
+        help="re-check the whole history (the default)",
+    )
     p = add("expire-holds", cmd_expire_holds, "expire holds whose expiry time has passed")
     p.add_argument("--limit", type=int, default=1000)
     p = add(

@@ -47,7 +47,6 @@ from spaktok_ledger._domain import (
     EntryDraft,
     EntryPage,
     EntryPhase,
-    HistoryItem,
     HistoryPage,
     Posting,
     TrialBalance,
@@ -69,6 +68,7 @@ from spaktok_ledger._errors import (
     UnknownEntry,
 )
 from spaktok_ledger._log import entry_fields, observed
+from spaktok_ledger._store import _checkpoint, _reads
 from spaktok_ledger._store._cursor import decode_cursor, encode_cursor
 from spaktok_ledger._store._engine import READ_ONLY, Retry, configure_sqlite, create_engine
 from spaktok_ledger._store._ingest import IngestReport, ingest
@@ -256,6 +256,8 @@ class Ledger:
                 f"spaktok-ledger supports SQLite and PostgreSQL, not {self._dialect}"
             )
         self._build_statements()
+        self._reads = _reads.read_statements(self._tables.prefix, self._dialect)
+        self._codes: dict[int, str] = {}  # account id -> code (accounts are immutable)
 
     # -- wiring ---------------------------------------------------------------
 
@@ -280,6 +282,8 @@ class Ledger:
         view._mode = mode
         view._dialect = self._dialect
         view._stmts = self._stmts
+        view._reads = self._reads
+        view._codes = self._codes
         view._unit = _Unit()
         return view
 
@@ -1301,22 +1305,34 @@ class Ledger:
             return self._unit_balances({code: self._unit.read[code] for code in codes})
         return self._read(lambda conn: self._balances(conn, codes))
 
+    def _known(
+        self, conn: Connection, codes: Sequence[str], *, single: bool = False
+    ) -> dict[str, _Acct]:
+        """``_resolve`` for reads: an unknown account is ``no account X`` (as ever)."""
+        try:
+            return self._resolve(conn, codes)
+        except UnknownAccount as exc:
+            unknown = list(exc.details.get("accounts", codes))
+            if single:
+                raise UnknownAccount(f"no account {unknown[0]}", account=unknown[0]) from None
+            raise UnknownAccount(f"no account {', '.join(unknown)}", accounts=unknown) from None
+
     def _balances(self, conn: Connection, codes: Sequence[str]) -> dict[str, Balance]:
-        rows = conn.execute(self._stmts["balances_by_code"], {"codes": sorted(set(codes))}).all()
-        found = {
-            r.code: Balance.from_raw(
-                r.code,
-                AccountKind(r.kind),
-                r.currency,
-                posted=int(r.posted),
-                pending_debit=int(r.pending_debit),
-                pending_credit=int(r.pending_credit),
+        # The account facts come from the cache of immutable accounts; the
+        # balance rows are read by primary key (see _reads.py).
+        accounts = self._known(conn, codes)
+        sums = _reads.balance_sums(conn, self._reads, [acct.id for acct in accounts.values()])
+        found = {}
+        for code, acct in accounts.items():
+            posted, pending_debit, pending_credit = sums.get(acct.id, (0, 0, 0))
+            found[code] = Balance.from_raw(
+                code,
+                acct.kind,
+                acct.currency,
+                posted=int(posted),
+                pending_debit=int(pending_debit),
+                pending_credit=int(pending_credit),
             )
-            for r in rows
-        }
-        unknown = sorted(set(codes) - found.keys())
-        if unknown:
-            raise UnknownAccount(f"no account {', '.join(unknown)}", accounts=unknown)
         return self._unit_balances(found)
 
     def balance_as_of(self, account: str, at: datetime) -> Balance:
@@ -1392,15 +1408,10 @@ class Ledger:
     def _load_entries(self, conn: Connection, entry_ids: Sequence[int]) -> list[Entry]:
         if not entry_ids:
             return []
-        e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
-        rows = conn.execute(sa.select(e).where(e.c.id.in_(entry_ids)).order_by(e.c.id)).all()
+        ids = {"ids": list(entry_ids)}
+        rows = sorted(conn.execute(self._reads.entry_rows, ids), key=lambda r: r.id)
         legs: dict[int, list[Posting]] = defaultdict(list)
-        for r in conn.execute(
-            sa.select(p.c.entry_id, a.c.code, p.c.amount, p.c.currency)
-            .join(a, a.c.id == p.c.account_id)
-            .where(p.c.entry_id.in_(entry_ids))
-            .order_by(p.c.id)
-        ):
+        for r in conn.execute(self._reads.entry_legs, ids):
             legs[r.entry_id].append(Posting(r.code, r.amount, r.currency))
         return [_entry_from_row(r, tuple(legs[r.id])) for r in rows]
 
@@ -1452,64 +1463,29 @@ class Ledger:
         page = _PageQuery.of(
             "history", [code], limit=limit, cursor=cursor, types=types, since=since, until=until
         )
-        e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
-        r = e.alias("resolution")
+        reads = self._reads
 
         def run(conn: Connection) -> HistoryPage:
-            acct = self._load_account(conn, code)
-            if acct is None:
-                raise UnknownAccount(f"no account {code}", account=code)
-            query = (
-                sa.select(
-                    p.c.id.label("posting_id"),
-                    p.c.amount,
-                    p.c.currency,
-                    e,
-                    r.c.phase.label("resolved_as"),
-                )
-                .join(e, e.c.id == p.c.entry_id)
-                .outerjoin(r, r.c.hold_id == e.c.id)
-                .where(p.c.account_id == acct.id)
-                .order_by(p.c.id.desc())
-                .limit(limit + 1)
+            acct = self._known(conn, [code], single=True)[code]
+            rows = _reads.history_rows(
+                conn,
+                reads,
+                acct.id,
+                before=page.before,
+                limit=limit + 1,
+                types=page.types,
+                since=page.since,
+                until=page.until,
             )
-            rows = conn.execute(page.filter(query, p.c.id, e)).all()
             more = len(rows) > limit
             rows = rows[:limit]
-            others: dict[int, list[str]] = defaultdict(list)
-            entry_ids = sorted({row.id for row in rows})
-            if entry_ids:
-                for o in conn.execute(
-                    sa.select(p.c.entry_id, a.c.code)
-                    .join(a, a.c.id == p.c.account_id)
-                    .where(p.c.entry_id.in_(entry_ids), p.c.account_id != acct.id)
-                    .order_by(p.c.id)
-                ):
-                    if o.code not in others[o.entry_id]:
-                        others[o.entry_id].append(o.code)
-            sign = acct.kind.normal_sign
-            items = tuple(
-                HistoryItem(
-                    entry_id=row.id,
-                    posting_id=row.posting_id,
-                    type=row.type,
-                    phase=EntryPhase(row.phase),
-                    account=code,
-                    currency=row.currency,
-                    amount_minor=row.amount,
-                    balance_change_minor=sign * row.amount,
-                    counterparties=tuple(others[row.id]),
-                    description=row.description,
-                    metadata=row.metadata,
-                    effective_at=row.effective_at,
-                    recorded_at=row.recorded_at,
-                    hold_id=row.hold_id,
-                    reverses_id=row.reverses_id,
-                    hold_status=(
-                        EntryPhase(row.resolved_as or "pending") if row.phase == "pending" else None
-                    ),
-                )
-                for row in rows
+            items = _reads.history_items(
+                conn,
+                reads,
+                self._codes,
+                account=(acct.id, code, acct.kind.normal_sign),
+                rows=rows,
+                cache_codes=self._mode == "engine",
             )
             next_cursor = _encode_cursor(items[-1].posting_id, page.query_id) if more else None
             return HistoryPage(items, next_cursor)
@@ -1535,35 +1511,42 @@ class Ledger:
         codes = sorted({check_account_code(code) for code in accounts})
         if not codes:
             raise InvalidInput("entries_page needs at least one account")
+        # "/2": the cursor is a posting position now, not an entry id.
         page = _PageQuery.of(
-            "entries_page", codes, limit=limit, cursor=cursor, types=types, since=since, until=until
+            "entries_page/2",
+            codes,
+            limit=limit,
+            cursor=cursor,
+            types=types,
+            since=since,
+            until=until,
         )
-        e, p, a = self._tables.entries, self._tables.postings, self._tables.accounts
+        reads = self._reads
 
         def run(conn: Connection) -> EntryPage:
-            ids = list(conn.execute(sa.select(a.c.id).where(a.c.code.in_(codes))).scalars())
-            if len(ids) != len(codes):
-                known = set(conn.execute(sa.select(a.c.code).where(a.c.id.in_(ids))).scalars())
-                unknown = sorted(set(codes) - known)
-                raise UnknownAccount(f"no account {', '.join(unknown)}", accounts=unknown)
-            query = (
-                sa.select(e.c.id)
-                .where(e.c.id.in_(sa.select(p.c.entry_id).where(p.c.account_id.in_(ids))))
-                .order_by(e.c.id.desc())
-                .limit(limit + 1)
+            ids = [acct.id for acct in self._known(conn, codes).values()]
+            found = _reads.statement_entry_ids(
+                conn,
+                reads,
+                ids,
+                before=page.before,
+                limit=limit + 1,
+                types=page.types,
+                since=page.since,
+                until=page.until,
             )
-            page_ids = list(conn.execute(page.filter(query, e.c.id, e)).scalars())
-            more = len(page_ids) > limit
-            page_ids = page_ids[:limit]
-            entries = sorted(self._load_entries(conn, page_ids), key=lambda x: -x.id)
+            more = len(found) > limit
+            found = found[:limit]
+            # Newest first by position (the newest posting on the accounts).
+            order = {eid: n for n, (_, eid) in enumerate(found)}
+            entries = sorted(
+                self._load_entries(conn, list(order)), key=lambda entry: order[entry.id]
+            )
             holds = [x.id for x in entries if x.phase is EntryPhase.PENDING]
             status = dict.fromkeys(holds, EntryPhase.PENDING)
-            if holds:
-                for hold_id, phase in conn.execute(
-                    sa.select(e.c.hold_id, e.c.phase).where(e.c.hold_id.in_(holds))
-                ):
-                    status[hold_id] = EntryPhase(phase)
-            next_cursor = _encode_cursor(page_ids[-1], page.query_id) if more else None
+            for hold_id, phase in _reads.hold_resolutions(conn, reads, holds).items():
+                status[hold_id] = EntryPhase(phase)
+            next_cursor = _encode_cursor(found[-1][0], page.query_id) if more else None
             return EntryPage(tuple(entries), next_cursor, status)
 
         return self._read(run)
@@ -1591,16 +1574,56 @@ class Ledger:
             )
         )
 
-    def verify(self, *, on_progress: Callable[[str, int, int], None] | None = None) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        incremental: bool = False,
+    ) -> VerifyReport:
         """Recompute every balance from postings and check every invariant.
 
         Returns a report of what is wrong (values, not a crash); ``report.ok``
         is true for a healthy ledger. ``on_progress(step, done, total)`` is
         called as the checks proceed (the CLI draws a progress bar with it).
+
+        ``incremental=True`` re-checks only what was written since the last
+        verified checkpoint (in full the first time) and, when nothing is
+        wrong, moves the checkpoint forward: its cost follows the new
+        entries, not the history. The default re-checks everything.
         """
+        if incremental:
+            return _verify_incremental(self, on_progress)
         return self._read(
             lambda conn: verify_ledger(conn, self._tables, on_progress), snapshot=True
         )
+
+
+def _verify_incremental(
+    ledger: Ledger, on_progress: Callable[[str, int, int], None] | None
+) -> VerifyReport:
+    t = ledger.tables
+    if ledger._mode == "engine":
+        # A horizon no write in flight can fall under (see _checkpoint.py).
+        horizon = ledger._write(lambda conn: _checkpoint.read_horizon(conn, t, lock=True))
+    else:
+        horizon = ledger._read(lambda conn: _checkpoint.read_horizon(conn, t, lock=False))
+    report, base, changed = ledger._read(
+        lambda conn: _checkpoint.run_verify(conn, t, horizon, on_progress), snapshot=True
+    )
+    if report.ok:
+        now = ledger.now()
+        ledger._write(
+            lambda conn: _checkpoint.save_checkpoint(
+                conn,
+                t,
+                base=None if base is None else base.horizon,
+                horizon=horizon,
+                changed=changed,
+                now=now,
+            )
+        )
+    assert isinstance(report, VerifyReport)
+    return report
 
 
 def _spec_dict(spec: AccountSpec) -> dict[str, Any]:

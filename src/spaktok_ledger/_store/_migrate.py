@@ -6,15 +6,18 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, check_prefix, tables_for
 from spaktok_ledger._store._units import Progress, UnitsProblem, check_units, rescale_units
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported inside the functions that use it: a process that only
+# posts and reads never loads it (``import spaktok_ledger`` stays cheap).
 
 __all__ = [
     "current_revision",
@@ -26,6 +29,8 @@ __all__ = [
 
 
 def _config(connection: Connection | None, prefix: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(files("spaktok_ledger._store") / "migrations"))
     cfg.attributes["spaktok_prefix"] = prefix
@@ -57,6 +62,8 @@ def _preserved_alembic_proxies() -> Iterator[None]:
 
 def head_revision() -> str:
     """The newest migration this version of the library ships."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_config(None, DEFAULT_PREFIX)).get_current_head()
     assert head is not None
     return head
@@ -68,6 +75,8 @@ def current_revision(bind: Engine | Connection, prefix: str = DEFAULT_PREFIX) ->
     if isinstance(bind, Engine):
         with bind.connect() as connection:
             return current_revision(connection, prefix)
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(bind, opts={"version_table": f"{prefix}alembic_version"})
     return context.get_current_revision()
 
@@ -109,6 +118,8 @@ def upgrade_schema(bind: Connection, prefix: str, revision: str = "head") -> str
         # then find the schema current (the lock ends with the transaction).
         key = int.from_bytes(hashlib.sha256(f"spaktok:{prefix}".encode()).digest()[:8], "big")
         bind.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key - 2**63})")
+    from alembic import command
+
     with _preserved_alembic_proxies():
         command.upgrade(_config(bind, prefix), revision)
     rev = current_revision(bind, prefix)

@@ -15,7 +15,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -34,13 +33,13 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.types import TypeDecorator
 
 from spaktok_ledger._currency import currency_info
 from spaktok_ledger._errors import InvalidInput
 from spaktok_ledger._store._compliance_tables import ComplianceTables, compliance_tables
+from spaktok_ledger._store._types import Json
 
 __all__ = ["DEFAULT_PREFIX", "LedgerTables", "UTCDateTime", "check_prefix", "tables_for"]
 
@@ -49,7 +48,6 @@ _PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 # Integer primary keys: BIGINT identity on PostgreSQL, the rowid alias on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-Json = JSON().with_variant(JSONB(), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -138,6 +136,10 @@ class LedgerTables:
     stripe_cursors: Table
     compliance: ComplianceTables
     """Monitoring, cases, links, screening, data keys, audit log (migration 0009)."""
+    verify_checkpoint: Table
+    """Where the last incremental ``verify`` stopped (migration 0011)."""
+    verify_checkpoint_balances: Table
+    """Each account's balance as the postings up to that checkpoint make it."""
     worker_jobs: Table
     """The worker's periodic jobs and their leases (migration 0012)."""
 
@@ -599,6 +601,25 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         Column("updated_at", UTCDateTime, nullable=False),
     )
 
+    # Incremental verify (migration 0011): one row, and the balances it vouches for.
+    verify_checkpoint = Table(
+        f"{p}verify_checkpoint",
+        md,
+        Column("id", SmallInteger, primary_key=True, autoincrement=False),
+        Column("entry_id", BigInteger, nullable=False),
+        Column("posting_id", BigInteger, nullable=False),
+        Column("verified_at", UTCDateTime, nullable=False),
+        CheckConstraint("id = 1", name=f"{p}verify_checkpoint_single"),
+    )
+    verify_checkpoint_balances = Table(
+        f"{p}verify_checkpoint_balances",
+        md,
+        Column("account_id", Id, ForeignKey(accounts.c.id), primary_key=True, autoincrement=False),
+        Column("posted", BigInteger, nullable=False),
+        Column("pending_debit", BigInteger, nullable=False),
+        Column("pending_credit", BigInteger, nullable=False),
+    )
+
     return LedgerTables(
         p,
         md,
@@ -617,5 +638,7 @@ def tables_for(prefix: str = DEFAULT_PREFIX) -> LedgerTables:
         stripe_txns,
         stripe_cursors,
         compliance_tables(md, p, entries, UTCDateTime),
+        verify_checkpoint,
+        verify_checkpoint_balances,
         worker_jobs=worker_jobs,
     )

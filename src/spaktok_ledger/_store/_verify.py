@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +47,8 @@ class VerifyReport:
     accounts_checked: int
     entries_checked: int
     postings_checked: int
+    incremental: bool = False
+    """True: only what was written since the last checkpoint was re-checked."""
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,8 @@ class _State:
     cached: dict[int, tuple[int, int, int]]
     posting_counts: dict[int, int]
     problems: list[Problem]
+    truth: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    """Per account, the balance its postings make (filled by the balances check)."""
 
     def code(self, account_id: int) -> str:
         acct = self.accounts.get(account_id)
@@ -78,6 +82,18 @@ class _State:
 def verify_ledger(
     conn: Connection, t: LedgerTables, on_progress: Progress | None = None
 ) -> VerifyReport:
+    return _verify_full(conn, t, on_progress).report
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A verify's report and the per-account balances the postings make."""
+
+    report: VerifyReport
+    truth: dict[int, tuple[int, int, int]]
+
+
+def _verify_full(conn: Connection, t: LedgerTables, on_progress: Progress | None) -> Outcome:
     a, b, e, p = t.accounts, t.balances, t.entries, t.postings
     shard_rows = list(
         conn.execute(
@@ -123,11 +139,14 @@ def verify_ledger(
         check(state)
         if on_progress is not None:
             on_progress(STEPS[index], index + 1, len(checks))
-    return VerifyReport(
-        problems=tuple(state.problems),
-        accounts_checked=len(state.accounts),
-        entries_checked=len(state.entry_rows),
-        postings_checked=sum(state.posting_counts.values()),
+    return Outcome(
+        VerifyReport(
+            problems=tuple(state.problems),
+            accounts_checked=len(state.accounts),
+            entries_checked=len(state.entry_rows),
+            postings_checked=sum(state.posting_counts.values()),
+        ),
+        state.truth,
     )
 
 
@@ -152,6 +171,13 @@ def _check_balance_rows(s: _State) -> None:
             ),
         ).items()
     }
+    s.truth = truth
+    _compare_balance_rows(s)
+
+
+def _compare_balance_rows(s: _State) -> None:
+    """Each account's cached balance (its rows' sum) equals ``s.truth``."""
+    truth = s.truth
     for account_id, acct in s.accounts.items():
         want = truth.get(account_id, (0, 0, 0))
         have = s.cached.get(account_id)
@@ -336,3 +362,136 @@ def _grouped_sums(
         for i, x in enumerate(r[n:]):
             sums[i] += int(x or 0)
     return {key: tuple(v) for key, v in out.items()}
+
+
+def verify_since(
+    conn: Connection,
+    t: LedgerTables,
+    *,
+    checkpoint_sums: dict[int, list[int]],
+    checkpoint_entry_id: int,
+    checkpoint_posting_id: int,
+    on_progress: Progress | None = None,
+) -> Outcome:
+    """Check what was written after a verified checkpoint (see ``_checkpoint.py``).
+
+    ``checkpoint_sums``: per account, the balance the postings up to the
+    checkpoint make. Returns the report and the per-account balances now.
+    """
+    from spaktok_ledger._store._checkpoint import Horizon, combine, deltas, entry_rows_for
+
+    a, b, e, p = t.accounts, t.balances, t.entries, t.postings
+    after = Horizon(checkpoint_entry_id, checkpoint_posting_id)
+    added, touched = deltas(conn, t, after)
+    touched |= {
+        int(x) for x in conn.execute(sa.select(e.c.id).where(e.c.id > after.entry_id)).scalars()
+    }
+    shard_rows = list(
+        conn.execute(
+            sa.select(
+                b.c.account_id,
+                b.c.shard,
+                b.c.normal_sign,
+                b.c.allow_overdraft,
+                b.c.posted,
+                b.c.pending_debit,
+                b.c.pending_credit,
+            )
+        )
+    )
+    cached: dict[int, tuple[int, int, int]] = {}
+    for r in shard_rows:
+        posted, pd, pc = cached.get(r.account_id, (0, 0, 0))
+        cached[r.account_id] = (posted + r.posted, pd + r.pending_debit, pc + r.pending_credit)
+    entry_rows = entry_rows_for(conn, t, touched)
+    counted = sorted({r.id for r in entry_rows})
+    counts: dict[int, int] = {}
+    for start in range(0, len(counted), 500):
+        for entry_id, n in conn.execute(
+            sa.select(p.c.entry_id, sa.func.count())
+            .where(p.c.entry_id.in_(counted[start : start + 500]))
+            .group_by(p.c.entry_id)
+        ):
+            counts[int(entry_id)] = int(n)
+    state = _State(
+        conn=conn,
+        t=t,
+        accounts={r.id: r for r in conn.execute(sa.select(a.c.id, a.c.code, a.c.currency))},
+        shard_rows=shard_rows,
+        entry_rows=entry_rows,
+        cached=cached,
+        posting_counts=counts,
+        problems=[],
+    )
+    now = combine(checkpoint_sums, added)
+    state.truth = {aid: (v[0], v[1], v[2]) for aid, v in now.items()}
+
+    def balances(s: _State) -> None:
+        _compare_balance_rows(s)
+
+    def entries(s: _State) -> None:
+        _check_entries_of(s, sorted(touched), after.posting_id)
+
+    checks = (
+        balances,
+        entries,
+        _check_totals,
+        _check_overdraft,
+        _check_holds_and_reversals,
+        _check_guards,
+    )
+    for index, check in enumerate(checks):
+        check(state)
+        if on_progress is not None:
+            on_progress(STEPS[index], index + 1, len(checks))
+    new_entries = [r for r in entry_rows if r.id in touched]
+    return Outcome(
+        VerifyReport(
+            problems=tuple(state.problems),
+            accounts_checked=len(state.accounts),
+            entries_checked=len(new_entries),
+            postings_checked=sum(counts.get(r.id, 0) for r in new_entries),
+            incremental=True,
+        ),
+        state.truth,
+    )
+
+
+def _check_entries_of(s: _State, entry_ids: list[int], after_posting_id: int) -> None:
+    """``_check_entries`` for the entries ``entry_ids`` and the postings above a horizon."""
+    a, p = s.t.accounts, s.t.postings
+    for start in range(0, len(entry_ids), 500):
+        for r in s.conn.execute(
+            sa.select(p.c.entry_id, p.c.currency, sa.func.sum(p.c.amount).label("total"))
+            .where(p.c.entry_id.in_(entry_ids[start : start + 500]))
+            .group_by(p.c.entry_id, p.c.currency)
+            .having(sa.func.sum(p.c.amount) != 0)
+        ):
+            s.add(
+                "entries",
+                f"entry #{r.entry_id}",
+                f"postings sum to {r.total} {r.currency}, not 0",
+                0,
+                int(r.total),
+            )
+    wanted = set(entry_ids)
+    for entry in s.entry_rows:
+        if entry.id not in wanted:
+            continue
+        n = s.posting_counts.get(entry.id, 0)
+        if entry.phase in ("posted", "pending") and n < 2:
+            s.add("entries", f"entry #{entry.id}", f"{entry.phase} entry has {n} postings", 2, n)
+        if entry.phase in ("voided", "expired") and n:
+            s.add("entries", f"entry #{entry.id}", f"{entry.phase} entry has postings", 0, n)
+    for m in s.conn.execute(
+        sa.select(p.c.id, p.c.account_id, p.c.currency, a.c.currency.label("account_currency"))
+        .join(a, a.c.id == p.c.account_id)
+        .where(p.c.id > after_posting_id, p.c.currency != a.c.currency)
+    ):
+        s.add(
+            "entries",
+            f"posting #{m.id}",
+            f"posting in {m.currency} on {s.code(m.account_id)}",
+            m.account_currency,
+            m.currency,
+        )

@@ -2,7 +2,7 @@
 the worker's schedules.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-12-01
 
 ``webhook_events`` gains a lease (``lease_owner``, ``lease_until``: the
@@ -20,7 +20,7 @@ from alembic import context, op
 from spaktok_ledger._store._schema import UTCDateTime
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
