@@ -12,6 +12,8 @@ mutation run (``python3 dev.py mutate ledger``) runs them on SQLite.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from collections.abc import Iterable, Iterator
 from datetime import timedelta, timezone
@@ -961,3 +963,123 @@ def funded(books: Ledger) -> Ledger:
     for code in (WALLET, HOT, CLEARING, HOT_ASSET):
         fund(books, code, FLOAT)
     return books
+
+
+class TestExpiry:
+    def test_naive_now_is_refused(self, books: Ledger, clock: FakeClock) -> None:
+        with pytest.raises(InvalidInput) as info:
+            books.expire_holds(now=clock().replace(tzinfo=None))
+        assert_error(info.value, InvalidInput, ["now must be a timezone-aware datetime"], {})
+        assert str(info.value).startswith("now must be")
+
+    def test_a_hold_resolved_meanwhile_is_skipped(self, books: Ledger, clock: FakeClock) -> None:
+        """A hold voided by someone else between expire_holds' query and its write is
+        skipped, and the holds after it are still expired."""
+        fund(books, WALLET, 100)
+        expires = clock() + timedelta(minutes=1)
+        first, second = (
+            books.hold(EntryDraft("payout", out_of(WALLET, n), key()), expires_at=expires)
+            for n in (3, 4)
+        )
+        other = Ledger(books.engine, prefix=books.prefix, clock=clock)  # type: ignore[arg-type]
+        voided = []
+
+        def void_first(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+            if not voided and "outer join" in statement.lower():
+                voided.append(other.void_hold(first.id))
+
+        clock.advance(minutes=2)
+        sa.event.listen(books.engine, "after_cursor_execute", void_first)
+        try:
+            expired = books.expire_holds()
+        finally:
+            sa.event.remove(books.engine, "after_cursor_execute", void_first)
+        assert voided and voided[0].hold_id == first.id
+        assert [e.hold_id for e in expired] == [second.id]
+        assert books.hold_status(first.id) is EntryPhase.VOIDED
+        assert books.hold_status(second.id) is EntryPhase.EXPIRED
+        assert raw(books.balance(WALLET)) == (100, 0, 0)
+
+
+# --- idempotency: stored fingerprints and keys checked first ------------------------------
+
+
+def stored_hash(ledger: Ledger, entry_id: int) -> str:
+    entries = ledger.tables.entries
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        return str(
+            conn.execute(sa.select(entries.c.request_hash).where(entries.c.id == entry_id)).scalar()
+        )
+
+
+def sha(fields: dict) -> str:
+    """The stored fingerprint (docs/concepts.md, Idempotency): SHA-256 of the request's
+    canonical JSON (sorted keys, no spaces) with the operation under ``op``."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class TestIdempotency:
+    def test_stored_fingerprints_are_stable(self, books: Ledger, clock: FakeClock) -> None:
+        """Fingerprints are stored, so their form is a format: a database written by
+        one release must replay, not conflict, under the next."""
+        fund(books, WALLET, 100)
+        draft = EntryDraft("gift", out_of(WALLET, 4, REVENUE), key(), "d", {"m": 1})
+        entry = books.post(draft)
+        assert stored_hash(books, entry.id) == sha(
+            {"op": "post", **draft.fingerprint_fields(), "expires_at": None}
+        )
+        asked = books.post(EntryDraft("gift", out_of(WALLET, 4, REVENUE), key()), request={"r": 1})
+        assert stored_hash(books, asked.id) == sha({"op": "post", "request": {"r": 1}})
+        expires = clock() + timedelta(hours=1)
+        draft = EntryDraft("payout", out_of(WALLET, 5), key())
+        hold = books.hold(draft, expires_at=expires)
+        assert stored_hash(books, hold.id) == sha(
+            {"op": "hold", **draft.fingerprint_fields(), "expires_at": expires.isoformat()}
+        )
+        draft = EntryDraft("payout", out_of(WALLET, 6), key())
+        open_hold = books.hold(draft)
+        assert stored_hash(books, open_hold.id) == sha(
+            {"op": "hold", **draft.fingerprint_fields(), "expires_at": None}
+        )
+        posted = books.post_hold(hold.id, description="paid", metadata={"p": 2})
+        assert stored_hash(books, posted.id) == sha(
+            {"op": "post_hold", "hold_id": hold.id, "description": "paid", "metadata": {"p": 2}}
+        )
+        void = books.void_hold(open_hold.id)
+        assert stored_hash(books, void.id) == sha(
+            {"op": "void_hold", "hold_id": open_hold.id, "description": None, "metadata": {}}
+        )
+        reversal = books.reverse(entry.id, description="undo", metadata={"q": 3})
+        assert stored_hash(books, reversal.id) == sha(
+            {"op": "reverse", "entry_id": entry.id, "description": "undo", "metadata": {"q": 3}}
+        )
+        expiring = books.hold(EntryDraft("payout", out_of(WALLET, 1), key()), expires_at=expires)
+        clock.advance(hours=2)
+        (expired,) = books.expire_holds()
+        assert stored_hash(books, expired.id) == sha(
+            {
+                "op": "expire_hold",
+                "hold_id": expiring.id,
+                "description": None,
+                "metadata": {"reason": "expired"},
+            }
+        )
+
+    def test_a_used_key_is_checked_before_the_target(self, books: Ledger) -> None:
+        """A key already used for another request conflicts, whatever the target: the
+        key is looked up first, so a retry never sees a different error."""
+        fund(books, WALLET, 10)
+        first = books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), "used"))
+        for call in (books.reverse, books.post_hold, books.void_hold):
+            with pytest.raises(IdempotencyConflict) as info:
+                call(999_999, idempotency_key="used")
+            assert info.value.details == {"idempotency_key": "used", "entry_id": first.id}
+        hold = books.hold(EntryDraft("gift", out_of(WALLET, 2, REVENUE), key()))
+        books.void_hold(hold.id)
+        # A replay of a resolution is recognised even though the hold is no longer open.
+        again = books.void_hold(hold.id)
+        assert again.replayed and again.hold_id == hold.id
+        reversal = books.reverse(first.id)
+        assert books.reverse(first.id).replayed
+        assert books.reverse(first.id) == reversal
