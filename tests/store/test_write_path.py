@@ -1083,3 +1083,63 @@ class TestIdempotency:
         reversal = books.reverse(first.id)
         assert books.reverse(first.id).replayed
         assert books.reverse(first.id) == reversal
+
+
+class TestRaces:
+    """A resolution or reversal racing another one (PostgreSQL: SQLite serialises
+    writers, so the race cannot happen there). Named ``race`` so that the mutation
+    run, otherwise SQLite-only, includes them."""
+
+    @pytest.mark.parametrize("resolve", ["post_hold", "void_hold", "reverse"])
+    def test_race_lost_to_a_concurrent_resolution(
+        self, books: Ledger, backend: str, clock: FakeClock, resolve: str
+    ) -> None:
+        """The loser of a race to resolve a hold (or reverse an entry) gets the same
+        refusal as if it had come second, and writes nothing."""
+        if backend == "sqlite":
+            pytest.skip("SQLite serialises writers: this race cannot happen")
+        fund(books, WALLET, 10)
+        if resolve == "reverse":
+            target = books.post(EntryDraft("gift", out_of(WALLET, 3, REVENUE), key())).id
+        else:
+            target = books.hold(EntryDraft("gift", out_of(WALLET, 3, REVENUE), key())).id
+        other = Ledger(books.engine, prefix=books.prefix, clock=clock)  # type: ignore[arg-type]
+        won: list = []
+        started: list[bool] = []
+        insert = f"insert into {books.tables.entries.name} ".lower()
+
+        def resolve_first(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+            # Just before the loser claims its entry row, the winner resolves and commits.
+            if not started and statement.lower().startswith(insert):
+                started.append(True)
+                won.append(getattr(other, resolve)(target, idempotency_key="winner"))
+
+        sa.event.listen(books.engine, "before_cursor_execute", resolve_first)
+        try:
+            with pytest.raises((HoldNotPending, AlreadyReversed)) as info:
+                getattr(books, resolve)(target, idempotency_key="loser")
+        finally:
+            sa.event.remove(books.engine, "before_cursor_execute", resolve_first)
+        assert won and not won[0].replayed
+        if resolve == "reverse":
+            assert_error(
+                info.value,
+                AlreadyReversed,
+                [],
+                {"entry_id": target},
+                message=f"entry {target} has already been reversed",
+            )
+            assert raw(books.balance(WALLET)) == (10, 0, 0)
+        else:
+            assert_error(
+                info.value,
+                HoldNotPending,
+                [],
+                {"entry_id": target},
+                message=f"hold {target} was resolved concurrently",
+            )
+            posted = 7 if resolve == "post_hold" else 10
+            assert raw(books.balance(WALLET)) == (posted, 0, 0)
+        with pytest.raises(UnknownEntry):
+            books.entry_by_key("loser")
+        verified(books)
