@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -52,6 +53,7 @@ HOT_ASSET = "platform:hot_clearing"  # asset, no overdraft, 3 shards
 REVENUE = "platform:gift_revenue"  # revenue, overdraft allowed, 8 shards
 SEED = "equity:seed"  # equity, overdraft allowed, 1 shard
 EUR_WALLET = "user:1:eur_wallet"
+EUR_SEED = "equity:eur_seed"
 
 SPECS = [
     AccountSpec(WALLET, AccountKind.LIABILITY),
@@ -61,6 +63,7 @@ SPECS = [
     AccountSpec(REVENUE, AccountKind.REVENUE, allow_overdraft=True, balance_shards=8),
     AccountSpec(SEED, AccountKind.EQUITY, allow_overdraft=True),
     AccountSpec(EUR_WALLET, AccountKind.LIABILITY, "EUR"),
+    AccountSpec(EUR_SEED, AccountKind.EQUITY, "EUR", allow_overdraft=True),
 ]
 SIGN = {spec.code: spec.kind.normal_sign for spec in SPECS}
 _keys = iter(range(10**9))
@@ -681,6 +684,25 @@ class TestWrites:
         plain = books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), "g:2"))
         assert plain.effective_at == clock()
 
+    def test_times_are_stored_in_utc(
+        self, books: Ledger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Entry times come back in UTC whatever the machine's local time zone."""
+        monkeypatch.setenv("TZ", "America/New_York")
+        time.tzset()
+        try:
+            fund(books, WALLET, 10)
+            offset = timezone(timedelta(hours=3))
+            draft = EntryDraft(
+                "gift", out_of(WALLET, 1, REVENUE), key(), effective_at=clock().astimezone(offset)
+            )
+            for entry in (books.post(draft), books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), key()))):
+                assert entry.effective_at == clock()
+                assert entry.effective_at.utcoffset() == timedelta(0)
+        finally:
+            monkeypatch.delenv("TZ")
+            time.tzset()
+
     def test_request_replay(self, books: Ledger) -> None:
         """With ``request``, a replay compares requests: another draft for the same
         request returns the original; another request conflicts."""
@@ -1143,3 +1165,28 @@ class TestRaces:
         with pytest.raises(UnknownEntry):
             books.entry_by_key("loser")
         verified(books)
+
+
+class TestReversalDetails:
+    def test_reversal_keeps_the_currency(self, books: Ledger) -> None:
+        """The mirror of a EUR entry is in EUR (and undoes it)."""
+        entry = books.post(
+            EntryDraft(
+                "fund", (Posting(EUR_SEED, 9, "EUR"), Posting(EUR_WALLET, -9, "EUR")), key()
+            )
+        )
+        reversal = books.reverse(entry.id)
+        assert [(p.account, p.amount_minor, p.currency) for p in reversal.postings] == [
+            (EUR_SEED, -9, "EUR"),
+            (EUR_WALLET, 9, "EUR"),
+        ]
+        assert raw(books.balance(EUR_WALLET)) == (0, 0, 0)
+
+    @pytest.mark.parametrize("description", ["Gift to MAX", "Tip: ", "x:"])
+    def test_default_description_keeps_the_original(self, books: Ledger, description: str) -> None:
+        """Only the separator is trimmed when the original has no description."""
+        fund(books, WALLET, 10)
+        entry = books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), key(), description))
+        expected = f"Reversal of #{entry.id}: {description}".rstrip(": ")
+        assert books.reverse(entry.id).description == expected
+        assert expected.startswith(f"Reversal of #{entry.id}: ")
