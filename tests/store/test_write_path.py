@@ -1307,3 +1307,18 @@ class TestDamagedDatabase:
             books.post(EntryDraft("fund", (Posting(SEED, 5), Posting(spare.code, -5)), key()))
         assert info.value.details == {"accounts": [spare.code]}
         assert snapshot(books) == before
+
+
+def test_expiry_ties_in_id_order(books: Ledger, clock: FakeClock) -> None:
+    """Holds expiring at the same moment expire in the order they were placed."""
+    fund(books, WALLET, 100)
+    expires = clock() + timedelta(minutes=1)
+    holds = [
+        books.hold(EntryDraft("payout", out_of(WALLET, n), key()), expires_at=expires)
+        for n in (5, 1, 4, 2, 3)
+    ]
+    clock.advance(minutes=1)
+    order = [books.expire_holds(limit=1)[0].hold_id for _ in holds]
+    assert order == [h.id for h in holds]
+    assert books.expire_holds() == []
+    assert raw(books.balance(WALLET)) == (100, 0, 0)
