@@ -440,9 +440,7 @@ def mutate(
             return result
     if full:
         result.not_mutated = sorted(
-            readable(key)
-            for key in module.scoped(functions)
-            if not functions[key][1]
+            readable(key) for key in module.scoped(functions) if not functions[key][1]
         )
     workdir = prepare(module)
     globs = [f"{module.dotted}.{key}__mutmut_*" for key in only] if only is not None else []

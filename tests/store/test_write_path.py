@@ -499,9 +499,7 @@ class TestRefusals:
         assert info.value.details == {"entry_id": hold.id, "status": "posted"}
         with pytest.raises(UnknownEntry) as info:
             books.void_hold(987_654)
-        assert_error(
-            info.value, UnknownEntry, [], {"entry_id": 987_654}, message="no entry 987654"
-        )
+        assert_error(info.value, UnknownEntry, [], {"entry_id": 987_654}, message="no entry 987654")
         assert raw(books.balance(WALLET)) == (7, 0, 0)
         assert snapshot(books)[0] == before[0] + 2
 
@@ -611,9 +609,7 @@ class TestRefusals:
         before = snapshot(books)
         with pytest.raises(CurrencyMismatch) as info:
             books.post(
-                EntryDraft(
-                    "fund", (Posting(SEED, 5, "EUR"), Posting(EUR_WALLET, -5, "EUR")), key()
-                )
+                EntryDraft("fund", (Posting(SEED, 5, "EUR"), Posting(EUR_WALLET, -5, "EUR")), key())
             )
         assert_error(
             info.value,
@@ -642,7 +638,9 @@ class TestRefusals:
         for call in (books.post, books.hold):
             with pytest.raises(InvalidInput) as info:
                 call(draft.postings)  # type: ignore[arg-type]
-            assert_error(info.value, InvalidInput, [], {}, message="expected an EntryDraft, got tuple")
+            assert_error(
+                info.value, InvalidInput, [], {}, message="expected an EntryDraft, got tuple"
+            )
         naive = clock().replace(tzinfo=None) + timedelta(hours=1)
         with pytest.raises(InvalidInput) as info:
             books.hold(draft, expires_at=naive)
@@ -651,7 +649,11 @@ class TestRefusals:
             with pytest.raises(InvalidEntry) as info:
                 books.hold(draft, expires_at=expires)
             assert_error(
-                info.value, InvalidEntry, [], {}, message="a hold's expires_at must be in the future"
+                info.value,
+                InvalidEntry,
+                [],
+                {},
+                message="a hold's expires_at must be in the future",
             )
         assert snapshot(books) == before
         hold = books.hold(draft, expires_at=clock() + timedelta(microseconds=1))
@@ -670,7 +672,11 @@ class TestWrites:
             "gift", out_of(WALLET, 4, REVENUE), "g:1", "A rose", {"gift": "rose"}, effective
         )
         entry = books.post(draft)
-        assert (entry.phase, entry.type, entry.idempotency_key) == (EntryPhase.POSTED, "gift", "g:1")
+        assert (entry.phase, entry.type, entry.idempotency_key) == (
+            EntryPhase.POSTED,
+            "gift",
+            "g:1",
+        )
         assert (entry.description, dict(entry.metadata)) == ("A rose", {"gift": "rose"})
         assert entry.postings == tuple(draft.postings)
         assert entry.effective_at == effective and entry.effective_at.utcoffset() == timedelta(0)
@@ -698,7 +704,10 @@ class TestWrites:
             draft = EntryDraft(
                 "gift", out_of(WALLET, 1, REVENUE), key(), effective_at=clock().astimezone(offset)
             )
-            for entry in (books.post(draft), books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), key()))):
+            for entry in (
+                books.post(draft),
+                books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), key())),
+            ):
                 assert entry.effective_at == clock()
                 assert entry.effective_at.utcoffset() == timedelta(0)
         finally:
@@ -715,7 +724,10 @@ class TestWrites:
         with pytest.raises(IdempotencyConflict):
             books.post(EntryDraft("gift", out_of(WALLET, 4, REVENUE), "g"), request={"g": 2})
         hold = books.hold(EntryDraft("gift", out_of(WALLET, 2, REVENUE), "h"), request={"h": 1})
-        assert books.hold(EntryDraft("gift", out_of(WALLET, 3, REVENUE), "h"), request={"h": 1}) == hold
+        assert (
+            books.hold(EntryDraft("gift", out_of(WALLET, 3, REVENUE), "h"), request={"h": 1})
+            == hold
+        )
         assert raw(books.balance(WALLET)) == (6, 0, 2)
 
     def test_hold_entry_and_replay(self, books: Ledger, clock: FakeClock) -> None:
@@ -761,8 +773,15 @@ class TestWrites:
         hold = books.hold(EntryDraft("payout", out_of(WALLET, 3), key(), "Payout", {"a": 1}))
         void = books.void_hold(hold.id, idempotency_key="v", description="No", metadata={"b": 2})
         assert (void.phase, void.postings, void.hold_id) == (EntryPhase.VOIDED, (), hold.id)
-        assert (void.idempotency_key, void.description, dict(void.metadata)) == ("v", "No", {"b": 2})
-        assert books.void_hold(hold.id, idempotency_key="v", description="No", metadata={"b": 2}) == void
+        assert (void.idempotency_key, void.description, dict(void.metadata)) == (
+            "v",
+            "No",
+            {"b": 2},
+        )
+        assert (
+            books.void_hold(hold.id, idempotency_key="v", description="No", metadata={"b": 2})
+            == void
+        )
         hold = books.hold(EntryDraft("payout", out_of(WALLET, 3), key(), "Payout", {"a": 1}))
         void = books.void_hold(hold.id, description="")
         assert void.idempotency_key == f"hold:{hold.id}:void"
@@ -812,7 +831,9 @@ class TestWrites:
 
     def test_reverse_writes_the_mirror(self, books: Ledger, clock: FakeClock) -> None:
         fund(books, WALLET, 10)
-        entry = books.post(EntryDraft("gift", out_of(WALLET, 4, REVENUE), key(), "A rose", {"g": 1}))
+        entry = books.post(
+            EntryDraft("gift", out_of(WALLET, 4, REVENUE), key(), "A rose", {"g": 1})
+        )
         clock.advance(minutes=1)
         reversal = books.reverse(entry.id)
         assert reversal.phase is EntryPhase.POSTED
@@ -832,7 +853,11 @@ class TestWrites:
         assert snapshot(books) == before
         plain = books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), key()))
         own = books.reverse(plain.id, idempotency_key="r", description="Refund", metadata={"r": 1})
-        assert (own.idempotency_key, own.description, dict(own.metadata)) == ("r", "Refund", {"r": 1})
+        assert (own.idempotency_key, own.description, dict(own.metadata)) == (
+            "r",
+            "Refund",
+            {"r": 1},
+        )
         plain = books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), key()))
         assert books.reverse(plain.id).description == f"Reversal of #{plain.id}"
         assert raw(books.balance(WALLET)) == (10, 0, 0)
@@ -963,8 +988,8 @@ class TestProperties:
                     held -= hold_amount
                 elif amount > available:
                     before = snapshot(books)
+                    write = books.post if action == "post" else books.hold
                     with pytest.raises(InsufficientFunds) as info:
-                        write = books.post if action == "post" else books.hold
                         write(EntryDraft("payout", out_of(account, amount), key()))
                     assert info.value.details["available_minor"] == available
                     assert info.value.details["required_minor"] == amount
@@ -1174,9 +1199,7 @@ class TestReversalDetails:
     def test_reversal_keeps_the_currency(self, books: Ledger) -> None:
         """The mirror of a EUR entry is in EUR (and undoes it)."""
         entry = books.post(
-            EntryDraft(
-                "fund", (Posting(EUR_SEED, 9, "EUR"), Posting(EUR_WALLET, -9, "EUR")), key()
-            )
+            EntryDraft("fund", (Posting(EUR_SEED, 9, "EUR"), Posting(EUR_WALLET, -9, "EUR")), key())
         )
         reversal = books.reverse(entry.id)
         assert [(p.account, p.amount_minor, p.currency) for p in reversal.postings] == [
@@ -1238,8 +1261,7 @@ class TestDamagedDatabase:
                 SchemaError,
                 [],
                 {},
-                message=f"balance rows of {HOT} hold less pending than an open hold; "
-                "run verify()",
+                message=f"balance rows of {HOT} hold less pending than an open hold; run verify()",
             )
         assert snapshot(books) == before
 
