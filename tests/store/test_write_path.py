@@ -173,6 +173,27 @@ class TestSeveralPostingsOnOneAccount:
         assert raw(books.balance(SEED)) == (-500, 0, 0)
         verified(books)
 
+    @pytest.mark.parametrize("mode", ["post", "hold"])
+    def test_postings_netting_to_zero_on_one_account(self, books: Ledger, mode: str) -> None:
+        """An account whose postings in an entry cancel out is left alone, and the
+        accounts after it are still moved."""
+        fund(books, WALLET, 10)
+        postings = (
+            Posting.debit(WALLET, 5),
+            Posting.credit(WALLET, 5),
+            Posting.debit(SEED, 3),
+            Posting.credit(REVENUE, 3),
+        )
+        entry = getattr(books, mode)(EntryDraft("move", postings, key()))
+        assert raw(books.balance(WALLET)) == ((10, 5, 5) if mode == "hold" else (10, 0, 0))
+        if mode == "hold":
+            assert raw(books.balance(REVENUE)) == (0, 3, 0)
+            books.post_hold(entry.id)
+        assert raw(books.balance(WALLET)) == (10, 0, 0)
+        assert raw(books.balance(SEED)) == (-10 - 3, 0, 0)
+        assert raw(books.balance(REVENUE)) == (3, 0, 0)
+        verified(books)
+
     @pytest.mark.parametrize("code", [WALLET, HOT, CLEARING, HOT_ASSET])
     def test_in_and_out_on_one_account_net(self, books: Ledger, code: str) -> None:
         """An inflow and a larger outflow on one no-overdraft account net out: only the
