@@ -544,6 +544,7 @@ def write_baseline(results: Sequence[Result], path: Path = BASELINE_FILE) -> Non
             "killed": len(r.killed),
             "equivalent": len(r.equivalent),
             "survived": len(r.survived),
+            **({"not_run": r.not_run} if r.not_run else {}),
             "functions": {
                 key: digest
                 for key, (digest, _) in module_functions(source).items()
