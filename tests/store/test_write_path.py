@@ -649,12 +649,10 @@ class TestRefusals:
             for resolve in (books.post_hold, books.void_hold):
                 with pytest.raises(InvalidInput) as info:
                     resolve(bad)  # type: ignore[arg-type]
-                assert_error(
-                    info.value, InvalidInput, [], {}, message="hold_id must be an int entry id"
-                )
+                assert_error(info.value, InvalidInput, ["hold_id must be an int"], {})
             with pytest.raises(InvalidInput) as info:
                 books.reverse(bad)  # type: ignore[arg-type]
-            assert_error(info.value, InvalidInput, [], {}, message="entry_id must be an int")
+            assert_error(info.value, InvalidInput, ["entry_id must be an int"], {})
         draft = EntryDraft("gift", out_of(WALLET, 1, REVENUE), key())
         for call in (books.post, books.hold):
             with pytest.raises(InvalidInput) as info:
