@@ -649,10 +649,15 @@ class TestRefusals:
             for resolve in (books.post_hold, books.void_hold):
                 with pytest.raises(InvalidInput) as info:
                     resolve(bad)  # type: ignore[arg-type]
-                assert_error(info.value, InvalidInput, ["hold_id must be an int"], {})
+                assert type(info.value) is InvalidInput
+                assert "hold_id must be an int" in str(info.value)
+                # main after the wpath/i13 merges adds {"field": "hold_id"}
+                assert dict(info.value.details) in ({}, {"field": "hold_id"})
             with pytest.raises(InvalidInput) as info:
                 books.reverse(bad)  # type: ignore[arg-type]
-            assert_error(info.value, InvalidInput, ["entry_id must be an int"], {})
+            assert type(info.value) is InvalidInput
+            assert "entry_id must be an int" in str(info.value)
+            assert dict(info.value.details) in ({}, {"field": "entry_id"})
         draft = EntryDraft("gift", out_of(WALLET, 1, REVENUE), key())
         for call in (books.post, books.hold):
             with pytest.raises(InvalidInput) as info:
