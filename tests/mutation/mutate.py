@@ -69,6 +69,15 @@ class Module:
     source: str
     tests: tuple[str, ...]
     pytest_args: tuple[str, ...] = ()
+    functions: tuple[str, ...] | None = None
+    """mutmut keys of the functions in scope (``functions = [...]`` in modules.toml,
+    readable names like ``Ledger.post``); None: the whole module."""
+
+    def scoped(self, keys: Iterable[str]) -> list[str]:
+        """The keys in this module's function scope."""
+        if self.functions is None:
+            return list(keys)
+        return [key for key in keys if key in self.functions]
 
     @property
     def dotted(self) -> str:
@@ -94,10 +103,23 @@ def load_modules(path: Path = MODULES_FILE) -> tuple[float, dict[str, Module]]:
             source=spec["source"],
             tests=tuple(spec["tests"]),
             pytest_args=tuple(spec.get("pytest_args", ())),
+            functions=_function_keys(spec["functions"]) if "functions" in spec else None,
         )
         for name, spec in data["modules"].items()
     }
     return float(data["threshold"]), modules
+
+
+def function_key(name: str) -> str:
+    """``Ledger.post`` -> ``xǁLedgerǁpost``; ``split`` -> ``x_split`` (mutmut's keys)."""
+    cls, dot, method = name.rpartition(".")
+    return f"x{SEPARATOR}{cls}{SEPARATOR}{method}" if dot else f"x_{name}"
+
+
+def _function_keys(names: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(names, str) or not names:
+        raise SystemExit("modules.toml: `functions` must be a non-empty list of names")
+    return tuple(function_key(name) for name in names)
 
 
 def normalise_change(diff: str) -> tuple[str, ...]:
@@ -406,9 +428,19 @@ def mutate(
     """Mutate ``module`` (or only the functions ``only`` names) and classify the results."""
     result = Result(module)
     source = (ROOT / module.source).read_text(encoding="utf-8")
-    if only is None:
+    functions = module_functions(source)
+    full = only is None
+    if module.functions is not None:
+        unknown = sorted(readable(key) for key in module.functions if key not in functions)
+        if unknown:
+            result.error = f"modules.toml names functions {module.source} lacks: {unknown}"
+            return result
+        only = module.scoped(only if only is not None else functions)
+        if not only:
+            return result
+    if full:
         result.not_mutated = sorted(
-            readable(key) for key, (_, mutated) in module_functions(source).items() if not mutated
+            readable(key) for key in module.scoped(functions) if not functions[key][1]
         )
     workdir = prepare(module)
     globs = [f"{module.dotted}.{key}__mutmut_*" for key in only] if only is not None else []
@@ -432,7 +464,7 @@ def mutate(
             diff = mutmut_diff(workdir, name)
             result.diffs[name] = diff
             result.changes[name] = normalise_change(diff)
-    classify(result, equivalents, full=only is None and outcome == "done")
+    classify(result, equivalents, full=full and outcome == "done")
     return result
 
 
@@ -512,7 +544,12 @@ def write_baseline(results: Sequence[Result], path: Path = BASELINE_FILE) -> Non
             "killed": len(r.killed),
             "equivalent": len(r.equivalent),
             "survived": len(r.survived),
-            "functions": {key: digest for key, (digest, _) in module_functions(source).items()},
+            **({"not_run": r.not_run} if r.not_run else {}),
+            "functions": {
+                key: digest
+                for key, (digest, _) in module_functions(source).items()
+                if key in r.module.scoped([key])
+            },
         }
     lines = [
         "# Written by `python3 dev.py mutate --record` after a full run: the functions as",
@@ -578,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.changed:
             source = (ROOT / module.source).read_text(encoding="utf-8")
             recorded = baseline.get(module.name, {}).get("functions")
-            only = changed_functions(module_functions(source), recorded)  # type: ignore[arg-type]
+            only = module.scoped(changed_functions(module_functions(source), recorded))  # type: ignore[arg-type]
             if not only:
                 print(f"{module.name}: no function changed since {BASELINE_FILE.name}")
                 continue

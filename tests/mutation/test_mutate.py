@@ -196,4 +196,33 @@ def test_module_names_on_the_command_line():
         "_pricing",
     ]
     with pytest.raises(SystemExit):
-        mutate.pick(modules, ["ledger"])
+        mutate.pick(modules, ["no_such_module"])
+
+
+def test_function_scope():
+    """`functions` in modules.toml (source names) limits a module to mutmut's keys of them."""
+    assert mutate.function_key("Ledger.post") == "xǁLedgerǁpost"
+    assert mutate.function_key("split") == "x_split"
+    scoped = Module("_w", "src/spaktok_ledger/_w.py", (), functions=("xǁLedgerǁpost", "x_f"))
+    assert scoped.scoped(["x_f", "xǁLedgerǁbalance", "xǁLedgerǁpost"]) == ["x_f", "xǁLedgerǁpost"]
+    assert SPLIT.functions is None
+    assert SPLIT.scoped(["x_a", "x_b"]) == ["x_a", "x_b"]
+
+
+def test_ledger_write_path_scope_names_mutated_functions():
+    """The write-path scope names functions the ledger module has and mutmut mutates (a
+    function moved or renamed must be renamed here too)."""
+    _, modules = mutate.load_modules()
+    ledger = modules["_ledger"]
+    assert ledger.functions is not None
+    found = module_functions((mutate.ROOT / ledger.source).read_text(encoding="utf-8"))
+    for key in ledger.functions:
+        assert key in found and found[key][1], mutate.readable(key)
+
+
+def test_scoped_baseline_records_only_the_scope(tmp_path: Path):
+    """A scoped module's baseline lists only its scope, so --changed ignores the rest."""
+    path = tmp_path / "baseline.toml"
+    scoped = Module("_split", SPLIT.source, SPLIT.tests, functions=("x_split",))
+    mutate.write_baseline([Result(scoped)], path)
+    assert list(mutate.load_baseline(path)["_split"]["functions"]) == ["x_split"]
