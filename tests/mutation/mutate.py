@@ -72,6 +72,9 @@ class Module:
     functions: tuple[str, ...] | None = None
     """mutmut keys of the functions in scope (``functions = [...]`` in modules.toml,
     readable names like ``Ledger.post``); None: the whole module."""
+    pending: str | None = None
+    """``pending = "why"`` in modules.toml: the module's baseline must be re-recorded
+    (a full run) before ``--changed`` can gate it; until then CI says so and skips it."""
 
     def scoped(self, keys: Iterable[str]) -> list[str]:
         """The keys in this module's function scope."""
@@ -104,6 +107,7 @@ def load_modules(path: Path = MODULES_FILE) -> tuple[float, dict[str, Module]]:
             tests=tuple(spec["tests"]),
             pytest_args=tuple(spec.get("pytest_args", ())),
             functions=_function_keys(spec["functions"]) if "functions" in spec else None,
+            pending=spec.get("pending"),
         )
         for name, spec in data["modules"].items()
     }
@@ -612,6 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for module in pick(modules, args.modules):
         only = None
+        if args.changed and module.pending:
+            print(f"{module.name}: not gated until its baseline is re-recorded: {module.pending}")
+            continue
         if args.changed:
             source = (ROOT / module.source).read_text(encoding="utf-8")
             recorded = baseline.get(module.name, {}).get("functions")

@@ -226,3 +226,16 @@ def test_scoped_baseline_records_only_the_scope(tmp_path: Path):
     scoped = Module("_split", SPLIT.source, SPLIT.tests, functions=("x_split",))
     mutate.write_baseline([Result(scoped)], path)
     assert list(mutate.load_baseline(path)["_split"]["functions"]) == ["x_split"]
+
+
+def test_a_pending_module_is_named_and_skipped_by_changed(capsys, monkeypatch):
+    """`pending = "why"`: `--changed` (CI) prints the reason and mutates nothing of it;
+    the money modules stay gated (none of them is pending)."""
+    _, modules = mutate.load_modules()
+    assert modules["_ledger"].pending and "--record" in modules["_ledger"].pending
+    assert not any(modules[name].pending for name in ("_money", "_split", "_currency", "_pricing"))
+    ran: list[str] = []
+    monkeypatch.setattr(mutate, "mutate", lambda module, *a, **k: ran.append(module.name))
+    assert mutate.main(["ledger", "--changed"]) == 0
+    assert ran == []
+    assert "not gated until its baseline is re-recorded" in capsys.readouterr().out
