@@ -31,11 +31,25 @@ def test_upgrade_keeps_payouts_and_accounts(engine, prefix) -> None:
     t = tables_for(prefix)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     ledger = Ledger(engine, prefix=prefix)
-    from spaktok_ledger import AccountKind, AccountSpec, EntryDraft, Posting
+    from spaktok_ledger import AccountKind, EntryDraft, Posting
 
-    ledger.open_accounts(
-        [AccountSpec("a:x", AccountKind.ASSET), AccountSpec("a:y", AccountKind.LIABILITY)]
-    )
+    # The accounts as a library of that revision opened them (today's library also
+    # writes columns later migrations added, such as balances.shard_count from 0013).
+    with engine.begin() as conn:
+        for code, kind, sign in (("a:x", AccountKind.ASSET, 1), ("a:y", AccountKind.LIABILITY, -1)):
+            account_id = conn.execute(
+                t.accounts.insert()
+                .values(code=code, kind=kind.value, currency="USD", exponent=2,
+                        allow_overdraft=True, balance_shards=1, metadata={}, created_at=now)
+                .returning(t.accounts.c.id)
+            ).scalar_one()
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {prefix}balances (account_id, shard, normal_sign, allow_overdraft)"
+                    " VALUES (:id, 0, :sign, true)"
+                ),
+                {"id": account_id, "sign": sign},
+            )
     hold = ledger.hold(EntryDraft("payout", (Posting.debit("a:x", 5), Posting.credit("a:y", 5)), "h"))
     with engine.begin() as conn:
         conn.execute(
