@@ -55,7 +55,6 @@ from spaktok_ledger._service._webhooks import (
     DuplicateDelivery,
     WebhookInbox,
     WebhookResult,
-    current_owner,
 )
 from spaktok_ledger._store import Ledger
 
@@ -347,21 +346,7 @@ class Payments(_Checkout, _PurchaseFlow):
             # Not recorded: an event meant for the other endpoint (a misconfigured
             # subscription) must stay free to be applied there.
             return WebhookResult(event.id, event.type, "ignored")
-        owner = current_owner()
-        claim = self.inbox.claim(event, "platform", owner=owner, now=self.clock())
-        if claim == "done":
-            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
-        if claim == "busy":
-            return WebhookResult(event.id, event.type, "in_progress", duplicate=True)
-        try:
-            result = self._handle_claimed(event)
-        except BaseException as exc:
-            self.inbox.release(
-                event.id, owner, now=self.clock(), error=f"{type(exc).__name__}: {exc}"
-            )
-            raise
-        self.inbox.settle(event.id, owner)
-        return result
+        return self.inbox.handle_claimed(event, "platform", self._handle_claimed, self.clock)
 
     def accept_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
         """Verify a delivery and store it for the :class:`Worker`; answer 200 at once.

@@ -21,7 +21,7 @@ from spaktok_ledger._log import observed, webhook_fields
 from spaktok_ledger._service._gateway import PayoutSnapshot, TransferSnapshot, WebhookEvent
 from spaktok_ledger._service._payout_driver import _PayoutDriver
 from spaktok_ledger._service._payout_rows import Facts
-from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookResult, current_owner
+from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookResult
 from spaktok_ledger._store import Ledger
 
 PAYOUT_EVENTS: Final = frozenset(
@@ -68,21 +68,7 @@ class _PayoutEvents(_PayoutDriver):
             # Not a payout event: nothing to do, and nothing recorded, so that an
             # event meant for the platform endpoint is never marked as handled here.
             return WebhookResult(event.id, event.type, "ignored")
-        owner = current_owner()
-        claim = self.inbox.claim(event, "connect", owner=owner, now=self.clock())
-        if claim == "done":
-            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
-        if claim == "busy":
-            return WebhookResult(event.id, event.type, "in_progress", duplicate=True)
-        try:
-            result = self._handle_claimed(event)
-        except BaseException as exc:
-            self.inbox.release(
-                event.id, owner, now=self.clock(), error=f"{type(exc).__name__}: {exc}"
-            )
-            raise
-        self.inbox.settle(event.id, owner)
-        return result
+        return self.inbox.handle_claimed(event, "connect", self._handle_claimed, self.clock)
 
     def accept_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
         """Verify a Connect delivery and store it for the :class:`Worker` (the fast

@@ -26,7 +26,7 @@ lease for the worker to apply.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -285,6 +285,31 @@ class WebhookInbox:
         if self._ledger.atomic(run):
             return "claimed"
         return "done" if self.status(event.id) in ("processed", "ignored") else "busy"
+
+    def handle_claimed(
+        self,
+        event: WebhookEvent,
+        endpoint: Endpoint,
+        handler: Callable[[WebhookEvent], WebhookResult],
+        clock: Callable[[], datetime],
+    ) -> WebhookResult:
+        """Claim ``event`` for this delivery, then run ``handler`` (which may call
+        Stripe): a copy already applied answers ``duplicate``, one another delivery
+        holds answers ``in_progress``; a failure gives the claim back, and an event
+        handled without a record leaves no row."""
+        owner = current_owner()
+        claim = self.claim(event, endpoint, owner=owner, now=clock())
+        if claim == "done":
+            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+        if claim == "busy":
+            return WebhookResult(event.id, event.type, "in_progress", duplicate=True)
+        try:
+            result = handler(event)
+        except BaseException as exc:
+            self.release(event.id, owner, now=clock(), error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.settle(event.id, owner)
+        return result
 
     def release(self, event_id: str, owner: str, *, now: datetime, error: str) -> None:
         """Give a claim back after a failure (a Stripe outage): the next delivery may
