@@ -1324,7 +1324,9 @@ class Ledger:
         sums = _reads.balance_sums(conn, self._reads, [acct.id for acct in accounts.values()])
         found = {}
         for code, acct in accounts.items():
-            posted, pending_debit, pending_credit = sums.get(acct.id, (0, 0, 0))
+            if acct.id not in sums:  # opened with its rows: gone means a damaged database
+                raise UnknownAccount(f"account {code} no longer exists", account=code)
+            posted, pending_debit, pending_credit = sums[acct.id]
             found[code] = Balance.from_raw(
                 code,
                 acct.kind,
