@@ -500,10 +500,13 @@ class AsyncLedger:
         )
 
     async def verify(
-        self, *, on_progress: Callable[[str, int, int], None] | None = None
+        self,
+        *,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        incremental: bool = False,
     ) -> VerifyReport:
-        """Awaitable :meth:`Ledger.verify`."""
-        return await _run(self.blocking.verify, on_progress=on_progress)
+        """Awaitable :meth:`Ledger.verify` (``incremental``: from the last checkpoint)."""
+        return await _run(self.blocking.verify, on_progress=on_progress, incremental=incremental)
 
     async def void_hold(
         self,

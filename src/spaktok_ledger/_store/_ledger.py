@@ -1193,6 +1193,14 @@ class Ledger:
                 for acct, change in guarded:
                     if now[acct.code].available_minor + change < 0:
                         self._refuse(conn, acct, change, now[acct.code].available_minor)
+                if self._rows_exist(conn, batch):
+                    # The guard refused a row when the update ran; a deposit another
+                    # transaction committed since shows in the read above (PostgreSQL
+                    # re-checks a locked row's guard once the lock is free, and each
+                    # statement reads its own snapshot). The entry was still refused
+                    # for want of funds: name the account closest to overdraft.
+                    acct, change = min(guarded, key=lambda g: now[g[0].code].available_minor + g[1])
+                    self._refuse(conn, acct, change, now[acct.code].available_minor)
             self._shared.accounts.clear()
             raise UnknownAccount("an account of this entry no longer exists")
         batch.clear()
@@ -1275,6 +1283,17 @@ class Ledger:
                 if v != [0, 0, 0]
             ],
         )
+
+    def _rows_exist(self, conn: Connection, batch: list[dict[str, int]]) -> bool:
+        """Every (account, shard) balance row of ``batch`` is there (a refusal path only)."""
+        b = self._tables.balances
+        wanted = {(row["b_account"], row["b_shard"]) for row in batch}
+        found = conn.execute(
+            sa.select(b.c.account_id, b.c.shard).where(
+                b.c.account_id.in_(sorted({account for account, _ in wanted}))
+            )
+        ).all()
+        return wanted <= {(int(a), int(shard)) for a, shard in found}
 
     def _refuse(
         self, conn: Connection, acct: _Acct, change_minor: int, available_minor: int | None = None
