@@ -252,17 +252,7 @@ class WebhookInbox:
         def run(tx: Ledger) -> bool:
             conn = tx.connection()
             insert = _dialect_insert(conn)(t).values(
-                event_id=event.id,
-                endpoint=endpoint,
-                type=event.type[:100],
-                account=event.account,
-                stripe_created=event.created,
-                status="queued",
-                outcome="queued",
-                payload=self._seal(event),
-                received_at=now,
-                lease_owner=owner,
-                lease_until=now + lease,
+                **self._queued(event, endpoint, now), lease_owner=owner, lease_until=now + lease
             )
             statement = insert.on_conflict_do_update(
                 index_elements=[t.c.event_id],
@@ -350,6 +340,20 @@ class WebhookInbox:
 
         self._ledger.atomic(run)
 
+    def _queued(self, event: WebhookEvent, endpoint: Endpoint, now: datetime) -> dict[str, Any]:
+        """The inbox row of a verified event stored for later (claimed or accepted)."""
+        return {
+            "event_id": event.id,
+            "endpoint": endpoint,
+            "type": event.type[:100],
+            "account": event.account,
+            "stripe_created": event.created,
+            "status": "queued",
+            "outcome": "queued",
+            "payload": self._seal(event),
+            "received_at": now,
+        }
+
     def accept(self, event: WebhookEvent, endpoint: Endpoint, *, now: datetime) -> str:
         """Store a verified event for the worker (a fast acknowledgement): ``queued``,
         or the status it already had (``processed``, ``ignored``, ``parked``)."""
@@ -357,17 +361,7 @@ class WebhookInbox:
 
         def run(tx: Ledger) -> bool:
             conn = tx.connection()
-            insert = _dialect_insert(conn)(t).values(
-                event_id=event.id,
-                endpoint=endpoint,
-                type=event.type[:100],
-                account=event.account,
-                stripe_created=event.created,
-                status="queued",
-                outcome="queued",
-                payload=self._seal(event),
-                received_at=now,
-            )
+            insert = _dialect_insert(conn)(t).values(**self._queued(event, endpoint, now))
             statement = insert.on_conflict_do_nothing(index_elements=[t.c.event_id]).returning(
                 t.c.event_id
             )
