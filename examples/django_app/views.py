@@ -272,7 +272,8 @@ def request_payout(request: HttpRequest) -> HttpResponse:
 @allow("POST")
 def payouts_webhook(request: HttpRequest) -> HttpResponse:
     signature = request.headers.get("Stripe-Signature", "")
-    return answer(services().payouts.handle_webhook(request.body, signature).to_dict())
+    # Stored for the worker (fast-ack) or applied now (inline), as the platform endpoint.
+    return answer(services().handle_connect_webhook(request.body, signature).to_dict())
 
 
 # Django's own answer to the host rule (409) is documented beside the shared routes.

@@ -192,7 +192,8 @@ def request_payout() -> Answer:
 
 def payouts_webhook() -> Response:
     body, signature = request.get_data(), request.headers.get("Stripe-Signature", "")
-    return jsonify(get_services().payouts.handle_webhook(body, signature).to_dict())
+    # Stored for the worker (fast-ack) or applied now (inline), as the platform endpoint.
+    return jsonify(get_services().handle_connect_webhook(body, signature).to_dict())
 
 
 def openapi() -> Response:

@@ -31,6 +31,7 @@ import referencing
 import referencing.jsonschema
 from examples.common.services import Services, Settings, build_services
 
+from spaktok_ledger import Worker, WorkerSchedule
 from spaktok_ledger.testing import FakeStripe, signed_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,9 +176,11 @@ class AppContract:
             payout_minimum_usd_minor=100,
         )
 
-    @pytest.fixture(scope="class")
     @classmethod
-    def server(cls, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    def serve(
+        cls, settings: Settings, tmp_path_factory: pytest.TempPathFactory, mode: str
+    ) -> Iterator[str]:
+        """Run the app in a subprocess with webhooks in ``mode`` (``inline``/``fast-ack``)."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
@@ -191,13 +194,12 @@ class AppContract:
             "SPAKTOK_RATES": "static",
             "SPAKTOK_PAYOUT_MODE": "manual",
             "SPAKTOK_PAYOUT_MINIMUM_USD_MINOR": "100",
-            # The story checks each webhook's outcome in its answer: inline. Fast
-            # acknowledgement (the apps' default) is tested in test_fastapi_live.py.
-            "SPAKTOK_WEBHOOK_MODE": "inline",
+            "SPAKTOK_WEBHOOK_MODE": mode,
+            # The tests run the worker themselves when they want events applied.
             "SPAKTOK_IN_PROCESS_WORKER": "0",
             "PYTHONUNBUFFERED": "1",
         }
-        log = tmp_path_factory.mktemp(cls.prefix) / "server.log"
+        log = tmp_path_factory.mktemp(f"{cls.prefix}{mode}") / "server.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
                 cls.command(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -207,6 +209,20 @@ class AppContract:
             yield url
         finally:
             stop(process)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def server(cls, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        # The story checks each webhook's outcome in its answer: inline. Fast
+        # acknowledgement (the apps' default) has its own server and test below.
+        yield from cls.serve(settings, tmp_path_factory, "inline")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fast_ack_server(
+        cls, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[str]:
+        yield from cls.serve(settings, tmp_path_factory, "fast-ack")
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -482,6 +498,59 @@ class AppContract:
         genuine = self.deliver(api, "/api/payments/webhook", paid, SECRET)
         assert genuine.json()["outcome"] == "credited"
         assert self.snapshot(api, "erin")[0]["wallet"]["coins"] == 2200
+
+    def test_fast_ack_stores_both_endpoints_deliveries_for_the_worker(
+        self,
+        fast_ack_server: str,
+        openapi: OpenAPICheck,
+        fake: FakeStripe,
+        admin: Services,
+    ) -> None:
+        """In fast-ack mode (the apps' default) the platform and the Connect endpoint both
+        answer ``queued`` without applying anything; one worker round applies both."""
+
+        def check(response: httpx.Response) -> None:
+            response.read()
+            openapi.check(response)
+
+        with httpx.Client(
+            base_url=fast_ack_server, timeout=30, trust_env=False, event_hooks={"response": [check]}
+        ) as api:
+            admin.economy.register_streamer("fay")
+            account = fake.create_account(country="US")["id"]
+            admin.payouts.link_account("fay", account)
+            bought = self.checkout(api, "gus", "buy-gus")
+            paid = fake.complete_checkout(
+                bought["checkout_session_id"], exchange_rate=EUR_SETTLEMENT, available_now=True
+            )
+            answers = [
+                self.deliver(api, "/api/payments/webhook", paid, SECRET),
+                self.deliver(
+                    api, "/api/payouts/webhook", fake.onboard_account(account), CONNECT_SECRET
+                ),
+            ]
+            assert [(a.status_code, a.json()["outcome"]) for a in answers] == [
+                (200, "queued"),
+                (200, "queued"),
+            ]
+            # Nothing is applied until a worker runs.
+            assert admin.payments.purchase(bought["purchase_id"]).status == "open"
+            fay = admin.payouts.account_status("fay")
+            assert fay is not None and not fay.payouts_enabled
+            quiet = WorkerSchedule(
+                expire_holds=None,
+                mature_earnings=None,
+                retry_refunds=None,
+                reconcile_payouts=None,
+                sweep=None,
+            )
+            report = Worker(admin.payments, admin.payouts, schedule=quiet).run_once()
+            assert report.errors == ()
+            assert report.outcomes.get("credited") == 1
+            assert report.outcomes.get("kyc_updated") == 1
+            assert self.snapshot(api, "gus")[0]["wallet"]["coins"] == 2200
+            fay = admin.payouts.account_status("fay")
+            assert fay is not None and fay.payouts_enabled
 
     def test_someone_elses_wallet_is_403(self, api: httpx.Client, admin: Services) -> None:
         """A caller can read only their own wallet and statements: anyone else's is a 403."""
