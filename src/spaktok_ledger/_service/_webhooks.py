@@ -120,6 +120,11 @@ class WebhookInbox:
         self._ledger = ledger
         self._compliance = compliance
         self._t = ledger.tables.webhook_events
+        self._accepts: dict[str, Any] = {}
+        t = self._t
+        self._status_statement = sa.select(t.c.status).where(
+            t.c.event_id == sa.bindparam("event_id")
+        )
 
     def status(self, event_id: str) -> str | None:
         """``processed``, ``ignored``, ``parked``, ``queued`` or None (never seen)."""
@@ -341,7 +346,8 @@ class WebhookInbox:
         self._ledger.atomic(run)
 
     def _queued(self, event: WebhookEvent, endpoint: Endpoint, now: datetime) -> dict[str, Any]:
-        """The inbox row of a verified event stored for later (claimed or accepted)."""
+        """The inbox row of a verified event stored for later (claimed or accepted);
+        its keys are ``_QUEUED_COLUMNS``, which the prebuilt acknowledgement binds."""
         return {
             "event_id": event.id,
             "endpoint": endpoint,
@@ -357,19 +363,35 @@ class WebhookInbox:
     def accept(self, event: WebhookEvent, endpoint: Endpoint, *, now: datetime) -> str:
         """Store a verified event for the worker (a fast acknowledgement): ``queued``,
         or the status it already had (``processed``, ``ignored``, ``parked``)."""
-        t = self._t
+        row = self._queued(event, endpoint, now)
 
-        def run(tx: Ledger) -> bool:
+        def run(tx: Ledger) -> str:
             conn = tx.connection()
-            insert = _dialect_insert(conn)(t).values(**self._queued(event, endpoint, now))
-            statement = insert.on_conflict_do_nothing(index_elements=[t.c.event_id]).returning(
-                t.c.event_id
-            )
-            return conn.execute(statement).first() is not None
+            if conn.execute(self._accept_statement(conn), row).first() is not None:
+                return "queued"
+            # Already stored: its status, read in the same transaction (a copy being
+            # inserted concurrently and not yet committed is seen as queued).
+            found = conn.execute(self._status_statement, {"event_id": event.id}).scalar()
+            return str(found) if found is not None else "queued"
 
-        if self._ledger.atomic(run):
-            return "queued"
-        return self.status(event.id) or "queued"
+        return self._ledger.atomic(run)
+
+    def _accept_statement(self, conn: Connection) -> Any:
+        """``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id``, built
+        once per dialect: the acknowledgement's only write, run on every delivery."""
+        name = conn.dialect.name
+        found = self._accepts.get(name)
+        if found is None:
+            t = self._t
+            values = {c: sa.bindparam(c) for c in _QUEUED_COLUMNS}
+            found = (
+                _dialect_insert(conn)(t)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=[t.c.event_id])
+                .returning(t.c.event_id)
+            )
+            self._accepts[name] = found
+        return found
 
     def take_due(
         self, *, owner: str, now: datetime, limit: int, lease: timedelta = LEASE
@@ -446,6 +468,19 @@ class WebhookInbox:
         if self._compliance is None:
             return dict(event.raw)
         return self._compliance.seal_payload(event.raw, event_id=event.id)
+
+
+_QUEUED_COLUMNS = (
+    "event_id",
+    "endpoint",
+    "type",
+    "account",
+    "stripe_created",
+    "status",
+    "outcome",
+    "payload",
+    "received_at",
+)
 
 
 def _dialect_insert(conn: Connection) -> Any:
