@@ -383,7 +383,7 @@ class WebhookInbox:
         found = self._accepts.get(name)
         if found is None:
             t = self._t
-            values = {c: sa.bindparam(c) for c in _QUEUED_COLUMNS}
+            values: dict[str, Any] = {c: sa.bindparam(c) for c in _QUEUED_COLUMNS}
             found = (
                 _dialect_insert(conn)(t)
                 .values(values)
