@@ -96,7 +96,7 @@ def _env(url: str, prefix: str, fake: FakeStripe, mode: str) -> dict[str, str]:
 class App:
     """uvicorn with the FastAPI example (and, fast-ack, a worker process) on one prefix."""
 
-    def __init__(self, url: str, fake: FakeStripe, mode: str) -> None:
+    def __init__(self, url: str, fake: FakeStripe, mode: str, worker_nice: int = 10) -> None:
         self.prefix = f"wb{uuid.uuid4().hex[:6]}_"
         self.mode = mode
         self.settings = Settings(
@@ -123,7 +123,10 @@ class App:
         if mode == "fast-ack":
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "spaktok_ledger", "--db", url, "--prefix", self.prefix,
+                    # Below the web server's priority, as docs/operations.md deploys it
+                    # (systemd Nice=10): on a shared host the acknowledgements come first.
+                    ["nice", "-n", str(worker_nice),
+                     sys.executable, "-m", "spaktok_ledger", "--db", url, "--prefix", self.prefix,
                      "-q", "worker", "--idle", "0.05", "--sweep", "off",
                      "--reconcile-payouts", "off"],
                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,

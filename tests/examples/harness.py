@@ -516,10 +516,10 @@ class AppContract:
         with httpx.Client(
             base_url=fast_ack_server, timeout=30, trust_env=False, event_hooks={"response": [check]}
         ) as api:
-            admin.economy.register_streamer("fay")
+            admin.economy.register_streamer("qfa_streamer")
             account = fake.create_account(country="US")["id"]
-            admin.payouts.link_account("fay", account)
-            bought = self.checkout(api, "gus", "buy-gus")
+            admin.payouts.link_account("qfa_streamer", account)
+            bought = self.checkout(api, "qfa_viewer", "buy-qfa")
             paid = fake.complete_checkout(
                 bought["checkout_session_id"], exchange_rate=EUR_SETTLEMENT, available_now=True
             )
@@ -535,8 +535,8 @@ class AppContract:
             ]
             # Nothing is applied until a worker runs.
             assert admin.payments.purchase(bought["purchase_id"]).status == "open"
-            fay = admin.payouts.account_status("fay")
-            assert fay is not None and not fay.payouts_enabled
+            linked = admin.payouts.account_status("qfa_streamer")
+            assert linked is not None and not linked.payouts_enabled
             quiet = WorkerSchedule(
                 expire_holds=None,
                 mature_earnings=None,
@@ -548,9 +548,9 @@ class AppContract:
             assert report.errors == ()
             assert report.outcomes.get("credited") == 1
             assert report.outcomes.get("kyc_updated") == 1
-            assert self.snapshot(api, "gus")[0]["wallet"]["coins"] == 2200
-            fay = admin.payouts.account_status("fay")
-            assert fay is not None and fay.payouts_enabled
+            assert self.snapshot(api, "qfa_viewer")[0]["wallet"]["coins"] == 2200
+            linked = admin.payouts.account_status("qfa_streamer")
+            assert linked is not None and linked.payouts_enabled
 
     def test_someone_elses_wallet_is_403(self, api: httpx.Client, admin: Services) -> None:
         """A caller can read only their own wallet and statements: anyone else's is a 403."""
