@@ -78,7 +78,11 @@ def seed(ledger: Ledger) -> None:
         )
         b = t.balances
         big = sum(1 for i in range(1, seeded + 1) if i % 3)
-        for account_id, delta in ((ids[CASH], seeded), (ids[BIG], -big), (ids[OTHER], big - seeded)):
+        for account_id, delta in (
+            (ids[CASH], seeded),
+            (ids[BIG], -big),
+            (ids[OTHER], big - seeded),
+        ):
             conn.execute(
                 b.update().where(b.c.account_id == account_id).values(posted=b.c.posted + delta)
             )
@@ -129,7 +133,8 @@ def scans(ledger: Ledger, statements: list[tuple[str, object]]) -> list[str]:
                     detail = row[-1]
                     # "SCAN t" / "SCAN t USING INDEX i": every row; "SEARCH": an index range.
                     if re.match(rf"SCAN ({entries}|{postings})\b", detail) or (
-                        re.match(r"SCAN ", detail) and re.search(rf"\b({entries}|{postings})\b", detail)
+                        re.match(r"SCAN ", detail)
+                        and re.search(rf"\b({entries}|{postings})\b", detail)
                     ):
                         bad.append(f"{detail}  <- {sql}")
             else:
@@ -142,6 +147,51 @@ def scans(ledger: Ledger, statements: list[tuple[str, object]]) -> list[str]:
                     ):
                         bad.append(f"Seq Scan on {node['Relation Name']}  <- {sql}")
     return bad
+
+
+def sorted_histories(ledger: Ledger, statements: list[tuple[str, object]]) -> list[str]:
+    """Plan lines that sort an account's postings rather than walk them in index order.
+
+    A walk on ``(account_id, id)`` already yields postings newest first; a sort
+    above it (with no LIMIT in between) reads and sorts the account's whole
+    history before a page is cut from it: the plan SQLite picks, without
+    statistics, for ``account_id IN (...) ORDER BY id DESC LIMIT n``.
+    """
+    index = f"{ledger.prefix}postings_account"
+    bad = []
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        for sql, params in statements:
+            if ledger.dialect == "sqlite":
+                rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+                walks = {
+                    r[1]
+                    for r in rows
+                    if re.search(rf"^SEARCH \S+ USING (COVERING )?INDEX {index}\b", r[-1])
+                }
+                bad += [
+                    f"{r[-1]} over {index}  <- {sql}"
+                    for r in rows
+                    if r[-1].startswith("USE TEMP B-TREE FOR ORDER BY") and r[1] in walks
+                ]
+            else:
+                plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", params).scalar_one()
+                plan = plan if isinstance(plan, list) else json.loads(plan)
+                bad += [
+                    f"Sort over {index}  <- {sql}"
+                    for node in _nodes(plan[0]["Plan"])
+                    if node["Node Type"] in ("Sort", "Incremental Sort")
+                    and any(n.get("Index Name") == index for n in _unlimited(node))
+                ]
+    return bad
+
+
+def _unlimited(node: dict) -> list[dict]:
+    """The nodes below ``node`` that no Limit node stands between."""
+    out = []
+    for child in node.get("Plans", []):
+        if child["Node Type"] != "Limit":
+            out += [child, *_unlimited(child)]
+    return out
 
 
 def _nodes(node: dict) -> list[dict]:
@@ -179,6 +229,12 @@ def reads(ledger: Ledger) -> dict[str, object]:
         "entries_page next": lambda: ledger.entries_page(
             [BIG, DEBT], limit=50, cursor=page.next_cursor
         ),
+        "entries_page filtered": lambda: ledger.entries_page(
+            [BIG, DEBT], limit=50, types=["gift"], since=since
+        ),
+        "entries_page, many accounts": lambda: ledger.entries_page(
+            [BIG, DEBT, OTHER, CASH, REVENUE], limit=50
+        ),
     }
 
 
@@ -192,6 +248,24 @@ def test_reads_use_indexes_only(ledger: Ledger, stats: bool) -> None:
         statements = captured(ledger, read)
         assert statements, name
         assert scans(ledger, statements) == [], name
+        assert sorted_histories(ledger, statements) == [], name
+
+
+def test_a_sorted_history_is_caught(ledger: Ledger) -> None:
+    """The plan check flags the page SQLite sorts without statistics (one IN for both accounts)."""
+    if ledger.dialect != "sqlite":
+        pytest.skip("PostgreSQL merges the accounts' index walks for this page (Merge Append)")
+    seed(ledger)
+    t = ledger.tables
+    ids = [ledger.account(BIG).id, ledger.account(DEBT).id]
+    naive = (
+        sa.select(t.postings.c.id, t.postings.c.entry_id)
+        .where(t.postings.c.account_id.in_(ids))
+        .order_by(t.postings.c.id.desc())
+        .limit(51)
+        .compile(ledger.engine, compile_kwargs={"literal_binds": True})
+    )
+    assert sorted_histories(ledger, [(str(naive), ())]), "a sort of both accounts' postings"
 
 
 def test_history_of_holds_reports_their_resolution(ledger: Ledger) -> None:
