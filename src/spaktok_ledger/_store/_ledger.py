@@ -1565,7 +1565,7 @@ class Ledger:
                     entry_id,
                     type_,
                     phases[phase],
-                    tuple(stored_posting(leg[3], leg[4], leg[5]) for leg in legs[entry_id]),
+                    tuple([stored_posting(leg[3], leg[4], leg[5]) for leg in legs[entry_id]]),
                     key,
                     description,
                     metadata,

@@ -26,7 +26,6 @@ import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -399,14 +398,13 @@ def history_items(
 
 def _walk_group(
     conn: Connection, s: ReadStatements, account_ids: list[int], before: int, chunk: int
-) -> Iterator[tuple[int, Any]]:
-    """(-posting id, row) of the walk below ``before``, newest first, ``chunk`` rows a query."""
+) -> Iterator[Any]:
+    """The walk's rows below ``before``, newest first, ``chunk`` rows a query."""
     stmt = s.statement_walks[len(account_ids) - 1]
     params: dict[str, Any] = {f"a{i}": aid for i, aid in enumerate(account_ids)}
     while True:
         rows = conn.execute(stmt, {**params, "before": before, "limit": chunk}).all()
-        for row in rows:
-            yield -row[0], row  # negated: heapq.merge is ascending
+        yield from rows
         if len(rows) < chunk:
             return
         before = rows[-1][0]
@@ -454,7 +452,7 @@ def statement_page(
         _walk_group(conn, s, ids[i : i + MAX_ARMS], upper, chunk)
         for i in range(0, len(ids), MAX_ARMS)
     ]
-    merged = walks[0] if len(walks) == 1 else heapq.merge(*walks, key=itemgetter(0))
+    merged = walks[0] if len(walks) == 1 else heapq.merge(*walks, key=_newest_first)
     found: list[Any] = []
     legs: dict[int, list[Any]] = {}
     pending: list[Any] = []  # candidates whose legs a cursor page still has to check
@@ -468,7 +466,7 @@ def statement_page(
                 found.append(row)
         pending.clear()
 
-    for _, row in merged:
+    for row in merged:
         entry_id = row[1]
         if entry_id in seen:
             continue
@@ -495,6 +493,10 @@ def statement_page(
     if missing:
         legs.update(_legs(conn, s, missing))
     return StatementPage(found, legs, more)
+
+
+def _newest_first(row: Any) -> int:
+    return -int(row[0])  # heapq.merge is ascending
 
 
 def _legs(conn: Connection, s: ReadStatements, entry_ids: list[int]) -> dict[int, list[Any]]:
