@@ -503,7 +503,7 @@ def _legs(conn: Connection, s: ReadStatements, entry_ids: list[int]) -> dict[int
     legs: dict[int, list[Any]] = {}
     if not entry_ids:
         return legs
-    for row in conn.execute(s.statement_legs, {"ids": entry_ids}):
+    for row in conn.execute(s.statement_legs, {"ids": entry_ids}).all():  # one fetchall
         have = legs.get(row[0])
         if have is None:
             legs[row[0]] = [row]
