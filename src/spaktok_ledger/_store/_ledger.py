@@ -1559,13 +1559,22 @@ class Ledger:
             )
             phases = _PHASES
             legs = found.legs
+            code_of = _reads.account_codes(
+                conn,
+                reads,
+                self._codes,
+                {leg[1] for entry_legs in legs.values() for leg in entry_legs},
+                cache=self._mode == "engine",
+            )
             # Newest first by position (the newest posting on the accounts).
             entries = tuple(
                 Entry(
                     entry_id,
                     type_,
                     phases[phase],
-                    tuple([stored_posting(leg[3], leg[4], leg[5]) for leg in legs[entry_id]]),
+                    tuple(
+                        [stored_posting(code_of[leg[1]], leg[3], leg[4]) for leg in legs[entry_id]]
+                    ),
                     key,
                     description,
                     metadata,
