@@ -122,3 +122,30 @@ def test_last_full_page_has_no_next_cursor(ledger: Ledger, limit: int) -> None:
     page = ledger.entries_page(["a:x", "a:y"], limit=limit)
     assert len(page.entries) == limit
     assert page.next_cursor is None
+
+
+def test_codes_seen_in_a_rolled_back_unit_are_not_cached(ledger: Ledger) -> None:
+    """An account read inside atomic() that rolls back names no leg of a later page.
+
+    SQLite hands the rolled-back account's id to the next account opened, so a
+    cached id -> code from inside the unit would mislabel that account's legs.
+    """
+    if ledger.dialect != "sqlite":
+        pytest.skip("PostgreSQL never reuses an id a rolled-back transaction took")
+    ledger.open_accounts([AccountSpec("acct:known", AccountKind.ASSET, allow_overdraft=True)])
+
+    def unit(tx: Ledger) -> None:
+        tx.open_accounts([AccountSpec("acct:gone", AccountKind.ASSET, allow_overdraft=True)])
+        legs = (Posting.debit("acct:known", 1), Posting.credit("acct:gone", 1))
+        tx.post(EntryDraft("gift", legs, "inside"))
+        page = tx.entries_page(["acct:known"])
+        assert [p.account for p in page.entries[0].postings] == ["acct:known", "acct:gone"]
+        raise LookupError("roll back")
+
+    with pytest.raises(LookupError):
+        ledger.atomic(unit)
+    ledger.open_accounts([AccountSpec("acct:later", AccountKind.ASSET, allow_overdraft=True)])
+    legs = (Posting.debit("acct:known", 1), Posting.credit("acct:later", 1))
+    ledger.post(EntryDraft("gift", legs, "after"))
+    page = ledger.entries_page(["acct:known"])
+    assert [p.account for p in page.entries[0].postings] == ["acct:known", "acct:later"]
