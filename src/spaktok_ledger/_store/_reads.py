@@ -59,7 +59,7 @@ class ReadStatements:
     entry_legs: Any
     statement_walks: tuple[Any, ...]
     """By number of accounts - 1 (up to ``MAX_ARMS``): their postings below a
-    posting id, newest first, ``limit`` rows, each with its entry (``STATEMENT_COLUMNS``)."""
+    posting id, newest first, ``limit`` rows, each with its entry's columns."""
     statement_legs: Any
     """The postings of the entries ``ids`` (``entry_id``, ``account_id``, ``id``,
     ``amount``, ``currency``), by posting id."""
@@ -136,7 +136,7 @@ def _statement_walk(t: LedgerTables, accounts: int) -> Any:
     return (
         sa.select(
             newest.c.id.label("posting_id"),
-            # STATEMENT_COLUMNS, in Entry's field order
+            # the entry's columns in Entry's field order (entries_page unpacks them)
             e.c.id,
             e.c.type,
             e.c.phase,
@@ -414,7 +414,7 @@ class StatementPage:
     """``statement_page``'s answer: the page's rows, their legs, and whether more follow."""
 
     rows: list[Any]
-    """(position, then ``STATEMENT_COLUMNS``), newest position first, each entry once."""
+    """(position, then the entry's columns in field order), newest first, each entry once."""
     legs: dict[int, list[Any]]
     """Entry id -> its postings' ``statement_legs`` rows, by posting id."""
     more: bool
