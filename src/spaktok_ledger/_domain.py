@@ -48,6 +48,7 @@ __all__ = [
     "TrialBalanceRow",
     "check_account_code",
     "check_json",
+    "stored_posting",
 ]
 
 MAX_POSTINGS: Final = 64
@@ -254,6 +255,22 @@ class Posting:
     def credit(cls, account: str, amount_minor: int, currency: str = "USD") -> Posting:
         """A credit of a positive ``amount_minor`` (stored negated)."""
         return cls(account, -_positive(amount_minor), currency)
+
+
+def stored_posting(account: str, amount_minor: int, currency: str) -> Posting:
+    """A posting read back from the store, whose values were checked when written.
+
+    Skips ``Posting``'s checks (three per leg, most of a statement page's
+    Python time): the store only holds postings that passed them.
+    """
+    posting = object.__new__(Posting)
+    _set(posting, "account", account)
+    _set(posting, "amount_minor", amount_minor)
+    _set(posting, "currency", currency)
+    return posting
+
+
+_set = object.__setattr__
 
 
 def _positive(amount_minor: int) -> int:

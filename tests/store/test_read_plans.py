@@ -78,7 +78,11 @@ def seed(ledger: Ledger) -> None:
         )
         b = t.balances
         big = sum(1 for i in range(1, seeded + 1) if i % 3)
-        for account_id, delta in ((ids[CASH], seeded), (ids[BIG], -big), (ids[OTHER], big - seeded)):
+        for account_id, delta in (
+            (ids[CASH], seeded),
+            (ids[BIG], -big),
+            (ids[OTHER], big - seeded),
+        ):
             conn.execute(
                 b.update().where(b.c.account_id == account_id).values(posted=b.c.posted + delta)
             )
@@ -129,7 +133,8 @@ def scans(ledger: Ledger, statements: list[tuple[str, object]]) -> list[str]:
                     detail = row[-1]
                     # "SCAN t" / "SCAN t USING INDEX i": every row; "SEARCH": an index range.
                     if re.match(rf"SCAN ({entries}|{postings})\b", detail) or (
-                        re.match(r"SCAN ", detail) and re.search(rf"\b({entries}|{postings})\b", detail)
+                        re.match(r"SCAN ", detail)
+                        and re.search(rf"\b({entries}|{postings})\b", detail)
                     ):
                         bad.append(f"{detail}  <- {sql}")
             else:
@@ -141,7 +146,56 @@ def scans(ledger: Ledger, statements: list[tuple[str, object]]) -> list[str]:
                         postings,
                     ):
                         bad.append(f"Seq Scan on {node['Relation Name']}  <- {sql}")
+                    # A parallel plan for a page: the planner expects thousands of
+                    # rows, and starting its workers costs more than the page.
+                    if node["Node Type"] in ("Gather", "Gather Merge"):
+                        bad.append(f"{node['Node Type']}  <- {sql}")
     return bad
+
+
+def sorted_histories(ledger: Ledger, statements: list[tuple[str, object]]) -> list[str]:
+    """Plan lines that sort an account's postings rather than walk them in index order.
+
+    A walk on ``(account_id, id)`` already yields postings newest first; a sort
+    above it (with no LIMIT in between) reads and sorts the account's whole
+    history before a page is cut from it: the plan SQLite picks, without
+    statistics, for ``account_id IN (...) ORDER BY id DESC LIMIT n``.
+    """
+    index = f"{ledger.prefix}postings_account"
+    bad = []
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        for sql, params in statements:
+            if ledger.dialect == "sqlite":
+                rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+                walks = {
+                    r[1]
+                    for r in rows
+                    if re.search(rf"^SEARCH \S+ USING (COVERING )?INDEX {index}\b", r[-1])
+                }
+                bad += [
+                    f"{r[-1]} over {index}  <- {sql}"
+                    for r in rows
+                    if r[-1].startswith("USE TEMP B-TREE FOR ORDER BY") and r[1] in walks
+                ]
+            else:
+                plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", params).scalar_one()
+                plan = plan if isinstance(plan, list) else json.loads(plan)
+                bad += [
+                    f"Sort over {index}  <- {sql}"
+                    for node in _nodes(plan[0]["Plan"])
+                    if node["Node Type"] in ("Sort", "Incremental Sort")
+                    and any(n.get("Index Name") == index for n in _unlimited(node))
+                ]
+    return bad
+
+
+def _unlimited(node: dict) -> list[dict]:
+    """The nodes below ``node`` that no Limit node stands between."""
+    out = []
+    for child in node.get("Plans", []):
+        if child["Node Type"] != "Limit":
+            out += [child, *_unlimited(child)]
+    return out
 
 
 def _nodes(node: dict) -> list[dict]:
@@ -179,6 +233,12 @@ def reads(ledger: Ledger) -> dict[str, object]:
         "entries_page next": lambda: ledger.entries_page(
             [BIG, DEBT], limit=50, cursor=page.next_cursor
         ),
+        "entries_page filtered": lambda: ledger.entries_page(
+            [BIG, DEBT], limit=50, types=["gift"], since=since
+        ),
+        "entries_page, many accounts": lambda: ledger.entries_page(
+            [BIG, DEBT, OTHER, CASH, REVENUE], limit=50
+        ),
     }
 
 
@@ -192,6 +252,24 @@ def test_reads_use_indexes_only(ledger: Ledger, stats: bool) -> None:
         statements = captured(ledger, read)
         assert statements, name
         assert scans(ledger, statements) == [], name
+        assert sorted_histories(ledger, statements) == [], name
+
+
+def test_a_sorted_history_is_caught(ledger: Ledger) -> None:
+    """The plan check flags the page SQLite sorts without statistics (one IN for both accounts)."""
+    if ledger.dialect != "sqlite":
+        pytest.skip("PostgreSQL merges the accounts' index walks for this page (Merge Append)")
+    seed(ledger)
+    t = ledger.tables
+    ids = [ledger.account(BIG).id, ledger.account(DEBT).id]
+    naive = (
+        sa.select(t.postings.c.id, t.postings.c.entry_id)
+        .where(t.postings.c.account_id.in_(ids))
+        .order_by(t.postings.c.id.desc())
+        .limit(51)
+        .compile(ledger.engine, compile_kwargs={"literal_binds": True})
+    )
+    assert sorted_histories(ledger, [(str(naive), ())]), "a sort of both accounts' postings"
 
 
 def test_history_of_holds_reports_their_resolution(ledger: Ledger) -> None:
@@ -201,3 +279,48 @@ def test_history_of_holds_reports_their_resolution(ledger: Ledger) -> None:
     items = ledger.history(BIG, limit=4).items
     statuses = sorted(i.hold_status.value for i in items if i.phase.value == "pending")
     assert statuses == ["pending", "posted", "voided"]
+
+
+def test_statement_page_stays_serial_before_analyze(ledger: Ledger) -> None:
+    """At 100,000 entries without statistics, no statement of a statement page runs in parallel.
+
+    PostgreSQL guesses that 50 entry ids match a quarter of the postings; with
+    the legs joined to the accounts that guess bought a parallel plan whose
+    worker start-up took 15 ms for 100 rows.
+    """
+    if ledger.dialect != "postgresql":
+        pytest.skip("parallel plans are PostgreSQL's")
+    ledger.open_accounts(
+        [
+            AccountSpec(BIG, AccountKind.LIABILITY, allow_overdraft=True),
+            AccountSpec(DEBT, AccountKind.ASSET, allow_overdraft=True),
+            AccountSpec(CASH, AccountKind.ASSET, allow_overdraft=True),
+        ]
+    )
+    t = ledger.tables
+    big, cash = ledger.account(BIG).id, ledger.account(CASH).id
+    with ledger.engine.begin() as conn:  # type: ignore[union-attr]
+        for table in (t.entries.name, t.postings.name):  # no statistics while the test runs
+            conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        # Bulk rows for the plan only: the guard triggers are not what is tested here.
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        conn.exec_driver_sql(
+            f"INSERT INTO {t.entries.name} (id, type, phase, idempotency_key, request_hash,"
+            " description, metadata, effective_at, recorded_at)"
+            " SELECT i, 'seed', 'posted', 'seed:' || i, '-', '', '{}', now(), now()"
+            " FROM generate_series(1, 100000) i"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {t.postings.name} (entry_id, account_id, amount, currency)"
+            f" SELECT i, a, CASE WHEN a = {big} THEN -1 ELSE 1 END, 'USD'"
+            f" FROM generate_series(1, 100000) i, (VALUES ({big}), ({cash})) v(a) ORDER BY i, a"
+        )
+    page = ledger.entries_page([BIG, DEBT], limit=50)
+    assert len(page.entries) == 50
+    for read in (
+        lambda: ledger.entries_page([BIG, DEBT], limit=50),
+        lambda: ledger.entries_page([BIG, DEBT], limit=50, cursor=page.next_cursor),
+    ):
+        statements = captured(ledger, read)
+        assert statements
+        assert scans(ledger, statements) == []

@@ -53,6 +53,7 @@ from spaktok_ledger._domain import (
     TrialBalanceRow,
     check_account_code,
     check_json,
+    stored_posting,
 )
 from spaktok_ledger._errors import (
     AccountConflict,
@@ -1546,29 +1547,64 @@ class Ledger:
 
         def run(conn: Connection) -> EntryPage:
             ids = [acct.id for acct in self._known(conn, codes).values()]
-            found = _reads.statement_entry_ids(
+            found = _reads.statement_page(
                 conn,
                 reads,
                 ids,
                 before=page.before,
-                limit=limit + 1,
+                limit=limit,
                 types=page.types,
                 since=page.since,
                 until=page.until,
             )
-            more = len(found) > limit
-            found = found[:limit]
+            phases = _PHASES
+            legs = found.legs
+            code_of = _reads.account_codes(
+                conn,
+                reads,
+                self._codes,
+                {leg[1] for entry_legs in legs.values() for leg in entry_legs},
+                cache=self._mode == "engine",
+            )
             # Newest first by position (the newest posting on the accounts).
-            order = {eid: n for n, (_, eid) in enumerate(found)}
-            entries = sorted(
-                self._load_entries(conn, list(order)), key=lambda entry: order[entry.id]
+            entries = tuple(
+                Entry(
+                    entry_id,
+                    type_,
+                    phases[phase],
+                    tuple(
+                        [stored_posting(code_of[leg[1]], leg[3], leg[4]) for leg in legs[entry_id]]
+                    ),
+                    key,
+                    description,
+                    metadata,
+                    effective_at,
+                    recorded_at,
+                    expires_at,
+                    hold_id,
+                    reverses_id,
+                )
+                for (
+                    _position,
+                    entry_id,
+                    type_,
+                    phase,
+                    key,
+                    description,
+                    metadata,
+                    effective_at,
+                    recorded_at,
+                    expires_at,
+                    hold_id,
+                    reverses_id,
+                ) in found.rows
             )
             holds = [x.id for x in entries if x.phase is EntryPhase.PENDING]
             status = dict.fromkeys(holds, EntryPhase.PENDING)
             for hold_id, phase in _reads.hold_resolutions(conn, reads, holds).items():
                 status[hold_id] = EntryPhase(phase)
-            next_cursor = _encode_cursor(found[-1][0], page.query_id) if more else None
-            return EntryPage(tuple(entries), next_cursor, status)
+            next_cursor = _encode_cursor(found.rows[-1][0], page.query_id) if found.more else None
+            return EntryPage(entries, next_cursor, status)
 
         return self._read(run)
 
@@ -1668,6 +1704,9 @@ def _account_from_row(row: Row[Any]) -> Account:
         metadata=row.metadata,
         created_at=row.created_at,
     )
+
+
+_PHASES = {phase.value: phase for phase in EntryPhase}
 
 
 def _entry_from_row(row: Row[Any], postings: tuple[Posting, ...]) -> Entry:

@@ -14,8 +14,10 @@ EXPLAIN QUERY PLAN on SQLite), with and without planner statistics.
   on ``hold_id`` let SQLite, once ``ANALYZE`` had counted that column as
   mostly NULL, scan every entry for every row of the page.
 - A statement page (``entries_page``) is keyed on the accounts' postings too:
-  one index walk per account, merged, so its cost is O(page) however long the
-  accounts' histories are.
+  one statement walks every account's index range (a ``UNION ALL`` of
+  per-account ``ORDER BY id DESC LIMIT n`` subqueries) and joins the newest
+  rows' entries by primary key, a second reads the page's legs, so its cost
+  is O(page) however long the accounts' histories are.
 """
 
 from __future__ import annotations
@@ -55,10 +57,12 @@ class ReadStatements:
     """Codes of the accounts ``ids``."""
     entry_rows: Any
     entry_legs: Any
-    postings_below: Any
-    """One account's postings below a posting id (``id``, ``entry_id``), newest first."""
-    seen_at_or_above: Any
-    """The postings (``entry_id``, ``account_id``, ``id``) of the entries ``ids``."""
+    statement_walks: tuple[Any, ...]
+    """By number of accounts - 1 (up to ``MAX_ARMS``): their postings below a
+    posting id, newest first, ``limit`` rows, each with its entry's columns."""
+    statement_legs: Any
+    """The postings of the entries ``ids`` (``entry_id``, ``account_id``, ``id``,
+    ``amount``, ``currency``), by posting id."""
 
 
 def _resolutions(t: LedgerTables, dialect: str) -> Any:
@@ -93,6 +97,62 @@ def _other_accounts(p: sa.Table, entry_id: Any, account_id: Any, dialect: str) -
     # SQLite aggregates in scan order: the postings_entry index, whose entries
     # for one entry_id are in rowid (= posting id) order.
     return sa.select(sa.func.group_concat(other.c.account_id)).where(mine).scalar_subquery()
+
+
+# Accounts walked by one statement page query; more accounts are walked in
+# groups of this many and the groups merged (a statement holds few accounts:
+# a user's two, a streamer's three).
+MAX_ARMS = 8
+
+
+def _statement_walk(t: LedgerTables, accounts: int) -> Any:
+    """The newest postings on ``accounts`` accounts (``a0``, ``a1``...) below ``before``.
+
+    One index range per account on ``(account_id, id)``, each a subquery with
+    its own ORDER BY and LIMIT (SQLite takes no parenthesised compound arms),
+    then the newest ``limit`` of their union and their entries by primary key:
+    no planner, with or without statistics, can sort an account's history.
+    """
+    e, p = t.entries, t.postings
+    bp = sa.bindparam
+    arms = [
+        sa.select(p.c.id, p.c.entry_id)
+        .where(p.c.account_id == bp(f"a{i}"), p.c.id < bp("before"))
+        .order_by(p.c.id.desc())
+        .limit(bp("limit"))
+        .subquery(f"arm{i}")
+        for i in range(accounts)
+    ]
+    if accounts == 1:
+        newest = arms[0]
+    else:
+        union = sa.union_all(*(sa.select(arm.c.id, arm.c.entry_id) for arm in arms)).subquery("u")
+        newest = (
+            sa.select(union.c.id, union.c.entry_id)
+            .order_by(union.c.id.desc())
+            .limit(bp("limit"))
+            .subquery("newest")
+        )
+    return (
+        sa.select(
+            newest.c.id.label("posting_id"),
+            # the entry's columns in Entry's field order (entries_page unpacks them)
+            e.c.id,
+            e.c.type,
+            e.c.phase,
+            e.c.idempotency_key,
+            e.c.description,
+            e.c.metadata,
+            e.c.effective_at,
+            e.c.recorded_at,
+            e.c.expires_at,
+            e.c.hold_id,
+            e.c.reverses_id,
+        )
+        .select_from(newest)
+        .join(e, e.c.id == newest.c.entry_id)
+        .order_by(newest.c.id.desc())
+    )
 
 
 @cache
@@ -166,16 +226,14 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
         .where(p.c.entry_id.in_(bp("ids", expanding=True)))
         .order_by(p.c.id)
     )
-    postings_below = (
-        sa.select(p.c.id, p.c.entry_id)
-        .where(p.c.account_id == bp("account_id"), p.c.id < bp("before"))
-        .order_by(p.c.id.desc())
-        .limit(bp("limit"))
-    )
-    # Filtered in Python: a condition on account_id or id here could tempt a
-    # planner into walking the account's index from the cursor to the newest.
-    seen_at_or_above = sa.select(p.c.entry_id, p.c.account_id, p.c.id).where(
-        p.c.entry_id.in_(bp("ids", expanding=True))
+    # Account ids, not codes: the ledger maps them from its cache of immutable
+    # accounts. Without statistics PostgreSQL guesses a quarter of the postings
+    # match the IN list, and joined to the accounts that guess bought a
+    # parallel plan (15 ms of worker start-up for a page's 100 legs).
+    statement_legs = (
+        sa.select(p.c.entry_id, p.c.account_id, p.c.id, p.c.amount, p.c.currency)
+        .where(p.c.entry_id.in_(bp("ids", expanding=True)))
+        .order_by(p.c.id)
     )
     return ReadStatements(
         tables=t,
@@ -188,8 +246,8 @@ def read_statements(prefix: str, dialect: str) -> ReadStatements:
         account_codes=account_codes,
         entry_rows=entry_rows,
         entry_legs=entry_legs,
-        postings_below=postings_below,
-        seen_at_or_above=seen_at_or_above,
+        statement_walks=tuple(_statement_walk(t, n) for n in range(1, MAX_ARMS + 1)),
+        statement_legs=statement_legs,
     )
 
 
@@ -293,12 +351,9 @@ def history_items(
             if part and int(part) not in ids:
                 ids.append(int(part))
         others[row[4]] = ids
-    missing = {i for ids in others.values() for i in ids} - codes.keys()
-    known = codes
-    if missing:
-        known = {**codes, **dict(conn.execute(s.account_codes, {"ids": sorted(missing)}).all())}
-        if cache_codes:
-            codes.update(known)
+    known = account_codes(
+        conn, s, codes, {i for ids in others.values() for i in ids}, cache=cache_codes
+    )
     pending = [row[4] for row in rows if row[6] == "pending"]
     resolved = hold_resolutions(conn, s, pending) if pending else {}
     phases = _PHASES
@@ -340,33 +395,33 @@ def history_items(
     )
 
 
-def _walk(
-    conn: Connection, s: ReadStatements, account_id: int, before: int, chunk: int
-) -> Iterator[tuple[int, int]]:
-    """One account's (posting id, entry id) below ``before``, newest first, ``chunk`` a query."""
+def _walk_group(
+    conn: Connection, s: ReadStatements, account_ids: list[int], before: int, chunk: int
+) -> Iterator[Any]:
+    """The walk's rows below ``before``, newest first, ``chunk`` rows a query."""
+    stmt = s.statement_walks[len(account_ids) - 1]
+    params: dict[str, Any] = {f"a{i}": aid for i, aid in enumerate(account_ids)}
     while True:
-        rows = conn.execute(
-            s.postings_below, {"account_id": account_id, "before": before, "limit": chunk}
-        ).all()
-        for pid, eid in rows:
-            yield -int(pid), int(eid)  # negated: heapq.merge is ascending
+        rows = conn.execute(stmt, {**params, "before": before, "limit": chunk}).all()
+        yield from rows
         if len(rows) < chunk:
             return
-        before = int(rows[-1][0])
+        before = rows[-1][0]
 
 
-def _batches(items: Iterator[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
-    batch: list[tuple[int, int]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+@dataclass(frozen=True, slots=True)
+class StatementPage:
+    """``statement_page``'s answer: the page's rows, their legs, and whether more follow."""
+
+    rows: list[Any]
+    """(position, then the entry's columns in field order), newest first, each entry once."""
+    legs: dict[int, list[Any]]
+    """Entry id -> its postings' ``statement_legs`` rows, by posting id."""
+    more: bool
+    """True when an entry below the page's last position passes the filters."""
 
 
-def statement_entry_ids(
+def statement_page(
     conn: Connection,
     s: ReadStatements,
     account_ids: Sequence[int],
@@ -376,69 +431,98 @@ def statement_entry_ids(
     types: list[str] | None,
     since: Any,
     until: Any,
-) -> list[tuple[int, int]]:
-    """Up to ``limit`` entries touching ``account_ids``, newest first, as (position, entry id).
+) -> StatementPage:
+    """Up to ``limit`` entries touching ``account_ids``, newest first, with their legs.
 
     An entry's position is its newest posting on the accounts; the page holds
-    the entries whose position is below ``before``. Each account's postings are
-    walked backwards on its index, ``limit`` at a time, and merged.
+    the entries whose position is below ``before``. The accounts' postings are
+    walked backwards on their index (``MAX_ARMS`` accounts a statement,
+    ``limit + 1`` rows at a time, each with its entry); filters apply to the
+    entry columns the walk returns. An entry met below ``before`` with a
+    posting on the accounts at or above it was on an earlier page: that needs
+    its legs, which a cursor page reads as it goes and a first page only for
+    the entries it shows. Typically two statements: the walk and the legs.
     """
     ids = sorted(set(account_ids))
+    wanted = set(ids)
     upper = NO_CURSOR if before is None else before
-    chunk = max(limit, 16)
-    merged = heapq.merge(*(_walk(conn, s, aid, upper, chunk) for aid in ids))
-    found: list[tuple[int, int]] = []
+    chunk = max(limit + 1, 16)
+    walks = [
+        _walk_group(conn, s, ids[i : i + MAX_ARMS], upper, chunk)
+        for i in range(0, len(ids), MAX_ARMS)
+    ]
+    merged = walks[0] if len(walks) == 1 else heapq.merge(*walks, key=_newest_first)
+    found: list[Any] = []
+    legs: dict[int, list[Any]] = {}
+    pending: list[Any] = []  # candidates whose legs a cursor page still has to check
     seen: set[int] = set()
-    for batch in _batches(merged, chunk):
-        fresh = sorted({eid for _, eid in batch} - seen)
-        # Entries with a posting on the accounts at or above ``before`` were on
-        # an earlier page (that posting is their position).
-        skip = _earlier(conn, s, fresh, ids, before) | _filtered_out(
-            conn, s, fresh, types=types, since=since, until=until
-        )
-        for neg_pid, eid in batch:
-            if eid in seen:
-                continue
-            seen.add(eid)
-            if eid not in skip:
-                found.append((-neg_pid, eid))
-                if len(found) == limit:
-                    return found
-    return found
+
+    def check_pending() -> None:
+        fetched = _legs(conn, s, [row[1] for row in pending])
+        legs.update(fetched)
+        for row in pending:
+            if not any(leg[1] in wanted and leg[2] >= upper for leg in fetched.get(row[1], ())):
+                found.append(row)
+        pending.clear()
+
+    for row in merged:
+        entry_id = row[1]
+        if entry_id in seen:
+            continue
+        seen.add(entry_id)
+        if types is not None and row[2] not in types:
+            continue
+        if since is not None and row[7] < since:
+            continue
+        if until is not None and row[7] >= until:
+            continue
+        if before is None:
+            found.append(row)
+        else:
+            pending.append(row)
+            if len(found) + len(pending) > limit:
+                check_pending()
+        if len(found) > limit:
+            break
+    if pending:
+        check_pending()
+    more = len(found) > limit
+    found = found[:limit]
+    missing = [row[1] for row in found if row[1] not in legs]
+    if missing:
+        legs.update(_legs(conn, s, missing))
+    return StatementPage(found, legs, more)
 
 
-def _earlier(
-    conn: Connection, s: ReadStatements, entry_ids: list[int], accounts: list[int], at: int | None
-) -> set[int]:
-    if at is None or not entry_ids:
-        return set()
-    wanted = set(accounts)
-    return {
-        int(eid)
-        for eid, account_id, posting_id in conn.execute(s.seen_at_or_above, {"ids": entry_ids})
-        if account_id in wanted and posting_id >= at
-    }
+def account_codes(
+    conn: Connection, s: ReadStatements, codes: dict[int, str], ids: set[int], *, cache: bool
+) -> dict[int, str]:
+    """``codes`` (the ledger's id -> code cache) with ``ids`` looked up if missing.
+
+    The cache is filled only when ``cache``: not on a host's connection whose
+    transaction (that may have opened the account) can still roll back.
+    """
+    missing = ids - codes.keys()
+    if not missing:
+        return codes
+    known = {**codes, **dict(conn.execute(s.account_codes, {"ids": sorted(missing)}).all())}
+    if cache:
+        codes.update(known)
+    return known
 
 
-def _filtered_out(
-    conn: Connection,
-    s: ReadStatements,
-    entry_ids: list[int],
-    *,
-    types: list[str] | None,
-    since: Any,
-    until: Any,
-) -> set[int]:
-    """Which of ``entry_ids`` the type and time filters leave out."""
-    if (types is None and since is None and until is None) or not entry_ids:
-        return set()
-    e = s.tables.entries
-    query = sa.select(e.c.id).where(e.c.id.in_(entry_ids))
-    if types is not None:
-        query = query.where(e.c.type.in_(types))
-    if since is not None:
-        query = query.where(e.c.effective_at >= since)
-    if until is not None:
-        query = query.where(e.c.effective_at < until)
-    kept = {int(x) for x in conn.execute(query).scalars()}
-    return set(entry_ids) - kept
+def _newest_first(row: Any) -> int:
+    return -int(row[0])  # heapq.merge is ascending
+
+
+def _legs(conn: Connection, s: ReadStatements, entry_ids: list[int]) -> dict[int, list[Any]]:
+    legs: dict[int, list[Any]] = {}
+    if not entry_ids:
+        return legs
+    for row in conn.execute(s.statement_legs, {"ids": entry_ids}).all():  # one fetchall
+        have = legs.get(row[0])
+        if have is None:
+            legs[row[0]] = [row]
+        else:
+            have.append(row)
+    return legs
