@@ -258,6 +258,20 @@ def test_expand_of_a_plain_field_is_refused(client):
         client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["currency"]})
 
 
+def test_expansions_go_four_levels_deep_counting_a_lists_data(fake, client):
+    """Stripe allows four levels, and in a list ``data`` is one of them: "when listing
+    charges, data.payment_intent.customer.default_source is the deepest allowed"
+    (https://docs.stripe.com/expand)."""
+    session = client.v1.checkout.sessions.create(params=session_params())
+    fake.complete_checkout(session.id, exchange_rate=Decimal("1.0843"), fee_minor=46)
+    four = "data.payment_intent.latest_charge.balance_transaction"
+    listed = client.v1.checkout.sessions.list(params={"expand": [four]})
+    txn = listed.data[0].payment_intent.latest_charge.balance_transaction
+    assert (txn.object, txn.fee) == ("balance_transaction", 46)
+    with pytest.raises(stripe.InvalidRequestError, match="more than 4 levels"):
+        client.v1.checkout.sessions.list(params={"expand": [four + ".source"]})
+
+
 def test_complete_checkout_event(fake, client):
     """``checkout.session.completed`` has Stripe's event shape and the paid session."""
     session = client.v1.checkout.sessions.create(params=session_params())

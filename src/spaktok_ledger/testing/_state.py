@@ -273,9 +273,11 @@ class _StripeState:
             raise _invalid(f"This property cannot be expanded ({path}).", param="expand")
         value = node[name]
         if isinstance(value, list) and name == "data":
+            # A list's ``data`` is a level of its own: "data.payment_intent.customer.
+            # default_source is the deepest allowed" (https://docs.stripe.com/expand).
             for item in value:
                 if isinstance(item, dict) and rest:
-                    self._expand(item, rest, path, account, depth=depth)
+                    self._expand(item, rest, path, account, depth=depth + 1)
             return
         if isinstance(value, str):
             if value not in self._objects or not self._visible(value, account):
