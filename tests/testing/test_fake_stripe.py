@@ -272,6 +272,31 @@ def test_expansions_go_four_levels_deep_counting_a_lists_data(fake, client):
         client.v1.checkout.sessions.list(params={"expand": [four + ".source"]})
 
 
+def test_two_expansions_through_one_charge_both_apply(fake, client):
+    """Expanding a charge's balance transaction and its refunds in one request gives
+    both, whichever path comes first (the refunds list only when expanded:
+    https://docs.stripe.com/upgrades#2022-11-15)."""
+    session = client.v1.checkout.sessions.create(params=session_params())
+    fake.complete_checkout(session.id, exchange_rate=Decimal("1.0843"), fee_minor=46)
+    paths = [
+        "payment_intent.latest_charge.balance_transaction",
+        "payment_intent.latest_charge.refunds",
+    ]
+    for expand in (paths, paths[::-1]):
+        got = client.v1.checkout.sessions.retrieve(session.id, params={"expand": expand})
+        charge = got.payment_intent.latest_charge
+        assert charge.balance_transaction.object == "balance_transaction"
+        assert (charge.refunds.object, charge.refunds.data, charge.refunds.has_more) == (
+            "list",
+            [],
+            False,
+        )
+    plain = client.v1.checkout.sessions.retrieve(
+        session.id, params={"expand": ["payment_intent.latest_charge"]}
+    )
+    assert "refunds" not in plain.payment_intent.latest_charge
+
+
 def test_complete_checkout_event(fake, client):
     """``checkout.session.completed`` has Stripe's event shape and the paid session."""
     session = client.v1.checkout.sessions.create(params=session_params())

@@ -269,6 +269,10 @@ class _StripeState:
         if depth >= 4:
             raise _invalid(f"You cannot expand more than 4 levels of a property ({path}).")
         name, rest = parts[0], parts[1:]
+        if name == "refunds" and node.get("object") == "charge" and name not in node:
+            # A charge expanded for another path first (``...latest_charge.
+            # balance_transaction``) left its refunds out; this path asks for them.
+            node[name] = self._public(self._objects[node["id"]], with_refunds=True)[name]
         if name not in node:
             raise _invalid(f"This property cannot be expanded ({path}).", param="expand")
         value = node[name]
