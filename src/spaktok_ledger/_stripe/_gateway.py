@@ -289,57 +289,76 @@ class StripeGateway:
         https://docs.stripe.com/upgrades#2022-11-15), every dispute of the charge
         (listed by charge: https://docs.stripe.com/api/disputes/list) and its
         actionable early fraud warnings."""
+        # One request for the session, its PaymentIntent, the charge, the charge's
+        # balance transaction and its first refunds (a charge's ``refunds`` only when
+        # expanded since API 2022-11-15; expansions go at most four levels deep:
+        # https://docs.stripe.com/expand). Lists follow only where the charge says
+        # there is something to list, so a paid session with no refund or dispute
+        # costs two requests: this one and the early fraud warnings.
         session = self._call(
             "retrieve a checkout session",
             self._client.v1.checkout.sessions.retrieve,
             session_id,
-            params={"expand": ["payment_intent"]},
+            params={
+                "expand": [
+                    "payment_intent.latest_charge.balance_transaction",
+                    "payment_intent.latest_charge.refunds",
+                ]
+            },
         ).to_dict()
         intent = session.get("payment_intent")
         intent = intent if isinstance(intent, dict) else None
-        charge = None
-        charge_id = intent.get("latest_charge") if intent else None
-        if isinstance(charge_id, dict):
-            charge_id = charge_id.get("id")
-        txns: list[BalanceTxn] = []
-        refunds = []
-        disputes = []
-        warnings: list[str] = []
-        if charge_id:
+        charge = intent.get("latest_charge") if intent else None
+        charge_id = charge.get("id") if isinstance(charge, dict) else charge
+        if charge_id and not isinstance(charge, dict):
+            # Not expanded (an API that answered with the id only): fetch it.
             charge = self._call(
                 "retrieve a charge",
                 self._client.v1.charges.retrieve,
                 charge_id,
-                params={"expand": ["balance_transaction"]},
+                params={"expand": ["balance_transaction", "refunds"]},
             ).to_dict()
+        charge = charge if isinstance(charge, dict) else None
+        txns: list[BalanceTxn] = []
+        refunds = []
+        disputes = []
+        warnings: list[str] = []
+        if charge_id and charge is not None:
             if isinstance(charge.get("balance_transaction"), dict):
                 txns.append(balance_txn(charge["balance_transaction"]))
-            refunds = [
-                refund_snapshot(r)
-                for r in self._pages(
-                    "list refunds",
-                    self._client.v1.refunds.list,
-                    {
-                        "charge": charge_id,
-                        "expand": [
-                            "data.balance_transaction",
-                            "data.failure_balance_transaction",
-                        ],
-                    },
-                )
-            ]
+            first = charge.get("refunds")
+            if not isinstance(first, dict) or first.get("data") or first.get("has_more"):
+                # Every refund with its balance transactions (a failed refund has two
+                # that cancel out, and still counts for the ledger's settlement).
+                refunds = [
+                    refund_snapshot(r)
+                    for r in self._pages(
+                        "list refunds",
+                        self._client.v1.refunds.list,
+                        {
+                            "charge": charge_id,
+                            "expand": [
+                                "data.balance_transaction",
+                                "data.failure_balance_transaction",
+                            ],
+                        },
+                    )
+                ]
             for refund in refunds:
                 txns.extend(
                     t
                     for t in (refund.balance_transaction, refund.failure_balance_transaction)
                     if t is not None
                 )
-            disputes = [
-                dispute_snapshot(d)
-                for d in self._pages(
-                    "list disputes", self._client.v1.disputes.list, {"charge": charge_id}
-                )
-            ]
+            if charge.get("disputed") is not False:
+                # ``disputed``: whether the charge has been disputed
+                # (https://docs.stripe.com/api/charges/object#charge_object-disputed).
+                disputes = [
+                    dispute_snapshot(d)
+                    for d in self._pages(
+                        "list disputes", self._client.v1.disputes.list, {"charge": charge_id}
+                    )
+                ]
             warnings = [
                 str(w["id"])
                 for w in self._pages(
