@@ -12,6 +12,7 @@ mutation run (``python3 dev.py mutate ledger``) runs them on SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -1369,3 +1370,262 @@ def test_expiry_ties_in_id_order(books: Ledger, clock: FakeClock) -> None:
     assert order == [h.id for h in holds]
     assert books.expire_holds() == []
     assert raw(books.balance(WALLET)) == (100, 0, 0)
+
+
+# --- units of work: atomic() with several writes (issue 12 item 1) ------------------------
+#
+# Inside atomic() each post's balance changes are collected and the balance rows are
+# written once, in ascending (account, shard) order, when the unit ends. What callers
+# see must not change: reads inside the unit include its earlier writes, an overdraft
+# is refused at the write that causes it (counting the unit's earlier writes), and a
+# refusal rolls the whole unit back.
+
+NO_OVERDRAFT = [WALLET, HOT, CLEARING, HOT_ASSET]
+
+
+def balance_updates(ledger: Ledger) -> tuple[list[tuple[str, int]], Iterator[None]]:
+    """A log of ("insert", 0) per entry insert and ("update", rows) per balance update."""
+    log: list[tuple[str, int]] = []
+    entries, balances = ledger.tables.entries.name, ledger.tables.balances.name
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        text = " ".join(statement.split()).lower()
+        rows = len(parameters) if executemany else 1
+        if text.startswith(f"insert into {entries} "):
+            log.append(("insert", rows))
+        elif text.startswith(f"update {balances} "):
+            log.append(("update", rows))
+
+    def listening() -> Iterator[None]:
+        sa.event.listen(ledger.engine, "after_cursor_execute", seen)
+        try:
+            yield
+        finally:
+            sa.event.remove(ledger.engine, "after_cursor_execute", seen)
+
+    return log, listening()
+
+
+class TestUnitOfWork:
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_reads_inside_a_unit_include_its_earlier_writes(self, books: Ledger, code: str) -> None:
+        """balance()/balances() inside atomic() show the unit's posts and holds (posted,
+        pending in and out in the account's normal sign), before and after the account
+        was first read, and leave accounts the unit did not touch as stored."""
+        fund(books, code, 100)
+        s = SIGN[code]
+
+        def unit(tx: Ledger) -> list[object]:
+            seen: list[object] = [raw(tx.balance(code))]
+            tx.post(EntryDraft("payout", out_of(code, 30), key()))
+            seen.append(raw(tx.balance(code)))
+            tx.hold(EntryDraft("payout", out_of(code, 20), key()))
+            tx.hold(EntryDraft("fund", into(code, 7), key()))
+            seen.append(raw(tx.balance(code)))
+            seen.append(tx.balance(code).available_minor)
+            # The seed is read for the first time now: stored row plus the unit's changes.
+            seen.append(raw(tx.balance(SEED)))
+            both = tx.balances([EUR_WALLET, code])
+            seen.append({c: raw(b) for c, b in both.items()})
+            seen.append(list(both))
+            return seen
+
+        seen = books.atomic(unit)
+        # The seed's pending amounts, in its own normal sign: the seed takes the other
+        # side of every posting: 20 held going into it, 7 going out of it when it has
+        # `code`'s normal sign, the other way round when it has the opposite one.
+        seed_in, seed_out = (20, 7) if s < 0 else (7, 20)
+        assert seen == [
+            (100, 0, 0),
+            (70, 0, 0),
+            (70, 7, 20),
+            50,
+            (s * 70, seed_in, seed_out),
+            {EUR_WALLET: (0, 0, 0), code: (70, 7, 20)},
+            [EUR_WALLET, code],
+        ]
+        assert raw(books.balance(code)) == (70, 7, 20)
+        assert raw(books.balance(SEED)) == (s * 70, seed_in, seed_out)
+        verified(books)
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_overdraft_refused_at_the_write_that_causes_it(self, books: Ledger, code: str) -> None:
+        """The unit's earlier posts and holds count: the write that goes beyond what is
+        available is refused with the unit's available amount, and nothing of the unit
+        is written; the same unit one unit smaller commits and spends to exactly 0."""
+        fund(books, code, 100)
+        before = snapshot(books)
+        done: list[int] = []
+
+        def unit(tx: Ledger, last: int) -> None:
+            tx.post(EntryDraft("payout", out_of(code, 60), key()))
+            done.append(1)
+            tx.hold(EntryDraft("payout", out_of(code, 30), key()))
+            done.append(2)
+            tx.post(EntryDraft("fund", into(code, 5), key()))
+            done.append(3)
+            tx.post(EntryDraft("payout", out_of(code, last), key()))
+            done.append(4)
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(lambda tx: unit(tx, 16))
+        assert done == [1, 2, 3]
+        assert_error(
+            info.value,
+            InsufficientFunds,
+            [code, "15 USD", "needs 16"],
+            {"account": code, "available_minor": 15, "required_minor": 16, "currency": "USD"},
+        )
+        assert snapshot(books) == before
+        done.clear()
+        books.atomic(lambda tx: unit(tx, 15))
+        assert done == [1, 2, 3, 4]
+        assert raw(books.balance(code)) == (30, 0, 30)
+        assert books.balance(code).available_minor == 0
+        verified(books)
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_a_hold_beyond_the_units_available_is_refused(self, books: Ledger, code: str) -> None:
+        """A hold counts the unit's earlier holds too; a hold into the account does not
+        make money available."""
+        fund(books, code, 50)
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            tx.hold(EntryDraft("fund", into(code, 40), key()))
+            tx.hold(EntryDraft("payout", out_of(code, 30), key()))
+            tx.hold(EntryDraft("payout", out_of(code, 21), key()))
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        assert info.value.details == {
+            "account": code,
+            "available_minor": 20,
+            "required_minor": 21,
+            "currency": "USD",
+        }
+        assert snapshot(books) == before
+
+    def test_the_lowest_account_id_is_named_first(self, books: Ledger) -> None:
+        """A post overdrawing two accounts names the one opened first (lowest id), as a
+        post outside a unit does, whatever the order of its postings."""
+        assert account_id(books, WALLET) < account_id(books, CLEARING)
+        fund(books, WALLET, 3)
+        fund(books, CLEARING, 2)
+        # 5 out of both: a credit to the asset (CLEARING), a debit to the liability.
+        draft = EntryDraft("move", (Posting(CLEARING, -5), Posting(WALLET, 5)), key())
+        for write in (books.post, lambda d: books.atomic(lambda tx: tx.post(d))):
+            with pytest.raises(InsufficientFunds) as info:
+                write(draft)
+            assert info.value.details == {
+                "account": WALLET,
+                "available_minor": 3,
+                "required_minor": 5,
+                "currency": "USD",
+            }
+        fund(books, WALLET, 10)
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(lambda tx: tx.post(draft))
+        assert info.value.details["account"] == CLEARING
+        assert info.value.details["available_minor"] == 2
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_holds_posts_and_voids_in_one_unit(self, books: Ledger, code: str) -> None:
+        """A hold placed before the unit is voided in it and its money spent in the same
+        unit; a hold placed in the unit is posted in it; another is voided in it."""
+        fund(books, code, 25, times=4)  # 100 (over the shards of a sharded account)
+        old = books.hold(EntryDraft("payout", out_of(code, 40), key()))
+        assert books.balance(code).available_minor == 60
+
+        def unit(tx: Ledger) -> tuple:
+            tx.void_hold(old.id)
+            tx.post(EntryDraft("payout", out_of(code, 90), key()))
+            new = tx.hold(EntryDraft("payout", out_of(code, 6), key()))
+            tx.post_hold(new.id)
+            other = tx.hold(EntryDraft("payout", out_of(code, 4), key()))
+            seen = raw(tx.balance(code))
+            tx.void_hold(other.id)
+            kept = tx.hold(EntryDraft("payout", out_of(code, 4), key()))
+            return seen, raw(tx.balance(code)), kept
+
+        seen, end, kept = books.atomic(unit)
+        assert seen == (4, 0, 4)
+        assert end == (4, 0, 4)
+        assert raw(books.balance(code)) == (4, 0, 4)
+        assert books.hold_status(old.id) is EntryPhase.VOIDED
+        verified(books)
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(lambda tx: tx.post(EntryDraft("payout", out_of(code, 1), key())))
+        assert info.value.details["available_minor"] == 0
+        books.atomic(
+            lambda tx: (tx.void_hold(kept.id), tx.post(EntryDraft("p", out_of(code, 4), key())))
+        )
+        assert raw(books.balance(code)) == (0, 0, 0)
+        verified(books)
+
+    def test_an_empty_unit_writes_nothing(self, books: Ledger) -> None:
+        """A unit with no writes (or only reads) returns its result and writes nothing."""
+        fund(books, WALLET, 5)
+        before = snapshot(books)
+        log, listening = balance_updates(books)
+        with contextlib.contextmanager(lambda: listening)():
+            assert books.atomic(lambda tx: 42) == 42
+            assert books.atomic(lambda tx: raw(tx.balance(WALLET))) == (5, 0, 0)
+        assert log == []
+        assert snapshot(books) == before
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_a_unit_netting_to_zero_leaves_the_balance_rows(self, books: Ledger, code: str) -> None:
+        """Posts that cancel out on an account within a unit leave its balance rows
+        alone (even when the money was spent in between); the entries are recorded."""
+        fund(books, code, 10)
+        rows = snapshot(books)[2]
+
+        def unit(tx: Ledger) -> None:
+            tx.post(EntryDraft("payout", out_of(code, 10), key()))
+            tx.post(EntryDraft("fund", into(code, 10), key()))
+            tx.post(EntryDraft("payout", out_of(code, 10), key()))
+            tx.post(EntryDraft("fund", into(code, 10), key()))
+
+        log, listening = balance_updates(books)
+        with contextlib.contextmanager(lambda: listening)():
+            books.atomic(unit)
+        assert log == [("insert", 1)] * 4
+        entries, _, after = snapshot(books)
+        assert after == rows
+        assert raw(books.balance(code)) == (10, 0, 0)
+        verified(books)
+
+    def test_balance_rows_are_written_once_at_the_end(self, books: Ledger) -> None:
+        """Five posts between two unsharded accounts update each balance row once, in
+        one statement after the last entry is recorded (the lock-order guarantee)."""
+        fund(books, WALLET, 100)
+        log, listening = balance_updates(books)
+
+        def unit(tx: Ledger) -> None:
+            for n in range(1, 6):
+                tx.post(EntryDraft("payout", out_of(WALLET, n), key()))
+
+        with contextlib.contextmanager(lambda: listening)():
+            books.atomic(unit)
+        assert log == [("insert", 1)] * 5 + [("update", 2)]
+        assert raw(books.balance(WALLET)) == (85, 0, 0)
+        assert raw(books.balance(SEED)) == (-85, 0, 0)
+        verified(books)
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_a_refusal_caught_inside_the_unit_rolls_it_back(self, books: Ledger, code: str) -> None:
+        """A refused write whose error the unit catches still fails the unit: nothing
+        of it is written, not even the posts before the refusal."""
+        fund(books, code, 10)
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            tx.post(EntryDraft("payout", out_of(code, 4), key()))
+            with pytest.raises(InsufficientFunds):
+                tx.post(EntryDraft("payout", out_of(code, 7), key()))
+
+        with pytest.raises(InvalidInput) as info:
+            books.atomic(unit)
+        assert "failed inside atomic()" in str(info.value)
+        assert snapshot(books) == before
