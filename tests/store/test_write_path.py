@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from spaktok_ledger import (
@@ -1630,3 +1630,159 @@ class TestUnitOfWork:
             books.atomic(unit)
         assert "failed inside atomic()" in str(info.value)
         assert snapshot(books) == before
+
+
+# --- resolutions and reversals: the optional key and description are checked -----------
+
+BAD_OPTIONALS = [
+    ("idempotency_key", "", "idempotency_key must be 1 to"),
+    ("idempotency_key", 7, "idempotency_key must be a string, not int"),
+    ("idempotency_key", "k\x00", "idempotency_key must not contain NUL"),
+    ("description", 7, "description must be a string, not int"),
+    ("description", "d" * 1001, "description must be 0 to 1000 characters, got 1001"),
+]
+
+
+@pytest.mark.parametrize("call", ["reverse", "post_hold", "void_hold"])
+@pytest.mark.parametrize(("field", "value", "fact"), BAD_OPTIONALS)
+def test_a_bad_key_or_description_is_refused_by_name(
+    books: Ledger, call: str, field: str, value: object, fact: str
+) -> None:
+    """reverse(), post_hold() and void_hold() check the idempotency key and the
+    description they are given, each under its own name, before writing anything;
+    an empty description is allowed."""
+    fund(books, WALLET, 10)
+    draft = EntryDraft("payout", out_of(WALLET, 3), key())
+    entry = books.post(draft) if call == "reverse" else books.hold(draft)
+    before = snapshot(books)
+    with pytest.raises(InvalidInput) as info:
+        getattr(books, call)(entry.id, **{field: value})
+    assert_error(info.value, InvalidInput, [fact], {"field": field})
+    assert snapshot(books) == before
+    done = getattr(books, call)(entry.id, idempotency_key=key("ok"), description="")
+    assert done.description == ""
+
+
+@pytest.mark.parametrize(
+    ("limit", "fact"), [(0, "got 0"), (100_001, "got 100001"), (1.5, "not float")]
+)
+def test_expire_holds_limit_is_checked_by_name(books: Ledger, limit: object, fact: str) -> None:
+    """expire_holds(limit=...) takes 1 to 100,000 and names the argument when refused."""
+    with pytest.raises(InvalidInput) as info:
+        books.expire_holds(limit=limit)  # type: ignore[arg-type]
+    assert_error(info.value, InvalidInput, ["limit must be", fact], {"field": "limit"})
+    assert books.expire_holds(limit=100_000) == []
+
+
+def test_expire_holds_in_expiry_order(books: Ledger, clock: FakeClock) -> None:
+    """Holds expire earliest expiry first, whatever order they were placed in; a limit
+    takes that many; a hold not yet expired is left."""
+    fund(books, WALLET, 100)
+    now = clock()
+    minutes = [5, 2, 9, 1, 3]
+    holds = [
+        books.hold(
+            EntryDraft("payout", out_of(WALLET, m), key()), expires_at=now + timedelta(minutes=m)
+        )
+        for m in minutes
+    ]
+    clock.advance(minutes=6)
+    by_expiry = [h.id for _, h in sorted(zip(minutes, holds, strict=True)) if _ <= 6]
+    first = books.expire_holds(limit=2)
+    rest = books.expire_holds()
+    assert [e.hold_id for e in first + rest] == by_expiry
+    assert all(e.phase is EntryPhase.EXPIRED for e in first + rest)
+    assert raw(books.balance(WALLET)) == (100, 0, 9)
+    verified(books)
+
+
+# --- property: a unit of work behaves like its writes made one by one ----------------------
+
+
+def model_refusal(
+    ledger: Ledger,
+    start: dict[str, tuple],
+    writes: list[tuple[str, tuple[Posting, ...]]],
+) -> tuple[int | None, dict, dict[str, tuple]]:
+    """The writes applied one by one to ``start`` (posted, pending in, pending out):
+    the index of the first refused write and its refusal's details (the lowest
+    account id short of money), or None and the balances at the end."""
+    current = {code: list(v) for code, v in start.items()}
+    for index, (kind, postings) in enumerate(writes):
+        change = {code: [0, 0, 0] for code in current}
+        for p in postings:
+            amount = SIGN[p.account] * p.amount_minor
+            if kind == "post":
+                change[p.account][0] += amount
+            else:
+                change[p.account][1 if amount > 0 else 2] += abs(amount)
+        short = []
+        for code in NO_OVERDRAFT:
+            posted, _, out = current[code]
+            moved = change[code][0] - change[code][2]
+            if moved < 0 and posted - out + moved < 0:
+                short.append((account_id(ledger, code), code, posted - out, -moved))
+        if short:
+            _, code, available, required = min(short)
+            details = {
+                "account": code,
+                "available_minor": available,
+                "required_minor": required,
+                "currency": "USD",
+            }
+            return index, details, start
+        for code, (dp, di, do) in change.items():
+            current[code][0] += dp
+            current[code][1] += di
+            current[code][2] += do
+    return None, {}, {code: tuple(v) for code, v in current.items()}
+
+
+@given(
+    writes=st.lists(
+        st.tuples(st.sampled_from(["post", "post", "hold"]), entries()), min_size=1, max_size=6
+    ),
+    level=st.integers(0, 300),
+)
+def test_a_unit_refuses_and_ends_as_its_writes_one_by_one(
+    books: Ledger, writes: list[tuple[str, tuple[Posting, ...]]], level: int
+) -> None:
+    """Random posts and holds (several postings per account, sharded or not) made in one
+    unit end with the balances the same writes give one by one, and the unit is refused
+    exactly when one of them would be, with the same details, writing nothing; the
+    same writes made one by one are then refused at that write."""
+    for code in NO_OVERDRAFT:  # each no-overdraft account starts with `level` available
+        available = books.balance(code).available_minor
+        if available > level:
+            books.post(EntryDraft("payout", out_of(code, available - level), key()))
+        elif available < level:
+            fund(books, code, level - available)
+    start = state(books, PROPERTY_ACCOUNTS)
+    refused_at, details, end = model_refusal(books, start, writes)
+    event("refused" if refused_at is not None else "committed")
+
+    def unit(tx: Ledger) -> dict[str, tuple]:
+        for kind, postings in writes:
+            getattr(tx, kind)(EntryDraft("move", postings, key("unit")))
+        return state(tx, PROPERTY_ACCOUNTS)
+
+    if refused_at is None:
+        seen_inside = books.atomic(unit)
+        assert seen_inside == end
+        assert state(books, PROPERTY_ACCOUNTS) == end
+    else:
+        before = snapshot(books)
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        assert info.value.details == details
+        assert snapshot(books) == before
+        for index, (kind, postings) in enumerate(writes):
+            draft = EntryDraft("move", postings, key("serial"))
+            if index < refused_at:
+                getattr(books, kind)(draft)
+                continue
+            with pytest.raises(InsufficientFunds) as info:
+                getattr(books, kind)(draft)
+            assert info.value.details == details
+            break
+    verified(books)
