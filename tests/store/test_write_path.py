@@ -1786,3 +1786,67 @@ def test_a_unit_refuses_and_ends_as_its_writes_one_by_one(
             assert info.value.details == details
             break
     verified(books)
+
+
+# --- a unit's combined changes on one sharded account ------------------------------------
+
+
+@pytest.mark.parametrize("code", [HOT, HOT_ASSET])
+def test_a_units_deposit_covers_its_hold_on_a_sharded_account(books: Ledger, code: str) -> None:
+    """Money a unit pays into a sharded account counts for a hold out of it in the same
+    unit (the rows are written together at the end: the deposit must be counted there)."""
+    fund(books, code, 20)
+
+    def unit(tx: Ledger) -> None:
+        tx.post(EntryDraft("fund", into(code, 50), key()))
+        tx.hold(EntryDraft("payout", out_of(code, 70), key()))
+
+    books.atomic(unit)
+    assert raw(books.balance(code)) == (70, 0, 70)
+    assert books.balance(code).available_minor == 0
+    verified(books)
+
+
+@pytest.mark.parametrize("code", [HOT, HOT_ASSET])
+def test_a_unit_spends_and_holds_everything_across_shards(books: Ledger, code: str) -> None:
+    """A unit that posts out part of a spread balance and holds the rest takes both from
+    the shards without driving any shard below zero (verify() checks every shard)."""
+    fund(books, code, 10, times=12)  # 120 over the shards
+
+    def unit(tx: Ledger) -> None:
+        tx.post(EntryDraft("payout", out_of(code, 50), key()))
+        tx.hold(EntryDraft("payout", out_of(code, 70), key()))
+
+    books.atomic(unit)
+    assert raw(books.balance(code)) == (70, 0, 70)
+    verified(books)
+
+
+@pytest.mark.parametrize("kind", [AccountKind.ASSET, AccountKind.REVENUE])
+def test_overdraft_allowed_sharded_account_beyond_its_shards(
+    books: Ledger, kind: AccountKind
+) -> None:
+    """On an overdraft-allowed sharded account (debit- or credit-normal), a posted hold
+    or a unit's hold beyond what its shards have puts the rest on one shard with the
+    right sign: balances are exact and no pending amount goes negative."""
+    code = f"float:{kind.value}:{next(_keys)}"
+    books.open_account(AccountSpec(code, kind, allow_overdraft=True, balance_shards=3))
+    SIGN[code] = kind.normal_sign
+    try:
+        fund(books, code, 1, times=30)  # 30 spread over the shards
+        hold = books.hold(EntryDraft("payout", out_of(code, 50), key()))
+        books.post_hold(hold.id)  # releases the pending, posts 50 out of 30
+        assert raw(books.balance(code)) == (-20, 0, 0)
+        verified(books)
+        incoming = books.hold(EntryDraft("fund", into(code, 7), key()))
+        assert raw(books.balance(code)) == (-20, 7, 0)
+
+        def unit(tx: Ledger) -> None:
+            tx.void_hold(incoming.id)  # a release (pending in) ...
+            tx.hold(EntryDraft("payout", out_of(code, 45), key()))  # ... and a hold out
+
+        books.atomic(unit)
+        assert raw(books.balance(code)) == (-20, 0, 45)
+        verified(books)
+    finally:
+        del SIGN[code]
