@@ -31,6 +31,7 @@ from spaktok_ledger import (
     AccountSpec,
     AlreadyReversed,
     Balance,
+    BalanceOverflow,
     CurrencyMismatch,
     EntryDraft,
     EntryPhase,
@@ -1850,3 +1851,45 @@ def test_overdraft_allowed_sharded_account_beyond_its_shards(
         verified(books)
     finally:
         del SIGN[code]
+
+
+@pytest.mark.parametrize(
+    ("write", "code"), [("post", WALLET), ("hold", WALLET), ("hold", CLEARING)]
+)
+def test_a_unit_summing_past_int64_on_one_account_is_refused(
+    books: Ledger, write: str, code: str
+) -> None:
+    """Two writes of one unit, each within int64, that move one account's posted or
+    pending balance past it: BalanceOverflow naming that account (the lowest id of the
+    accounts that overflow), nothing written."""
+    before = snapshot(books)
+    big = 2**63 - 1
+
+    def unit(tx: Ledger) -> None:
+        getattr(tx, write)(EntryDraft("fund", into(code, big), key()))
+        getattr(tx, write)(EntryDraft("fund", into(code, 1), key()))
+
+    with pytest.raises(BalanceOverflow) as info:
+        books.atomic(unit)
+    assert_error(info.value, BalanceOverflow, [code, "signed 64 bits"], {"account": code})
+    assert snapshot(books) == before
+
+
+def test_a_short_account_before_a_sharded_one_is_named(books: Ledger) -> None:
+    """A post short on an unsharded account that also takes money out of a sharded one
+    (a later account id) is refused for the short account, and nothing is written."""
+    assert account_id(books, WALLET) < account_id(books, HOT)
+    fund(books, WALLET, 2)
+    fund(books, HOT, 50, times=2)
+    before = snapshot(books)
+    a, b = out_of(WALLET, 5, REVENUE)
+    c, d = out_of(HOT, 40, REVENUE)
+    with pytest.raises(InsufficientFunds) as info:
+        books.post(EntryDraft("payout", (c, d, a, b), key()))
+    assert_error(
+        info.value,
+        InsufficientFunds,
+        [WALLET, "2 USD", "needs 5"],
+        {"account": WALLET, "available_minor": 2, "required_minor": 5, "currency": "USD"},
+    )
+    assert snapshot(books) == before
