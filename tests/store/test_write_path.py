@@ -1893,3 +1893,20 @@ def test_a_short_account_before_a_sharded_one_is_named(books: Ledger) -> None:
         {"account": WALLET, "available_minor": 2, "required_minor": 5, "currency": "USD"},
     )
     assert snapshot(books) == before
+
+
+def test_a_two_shard_account_spends_and_releases_across_both(books: Ledger) -> None:
+    """The smallest sharded account (2 shards) takes outflows and releases from both of
+    its shards: money spread over them can be held, released and spent to exactly 0."""
+    code = f"two:{next(_keys)}"
+    books.open_account(AccountSpec(code, AccountKind.LIABILITY, balance_shards=2))
+    SIGN[code] = AccountKind.LIABILITY.normal_sign
+    try:
+        fund(books, code, 1, times=12)  # 12 over the two shards
+        hold = books.hold(EntryDraft("payout", out_of(code, 12), key()))
+        books.void_hold(hold.id)
+        books.post(EntryDraft("payout", out_of(code, 12), key()))
+        assert raw(books.balance(code)) == (0, 0, 0)
+        verified(books)
+    finally:
+        del SIGN[code]
