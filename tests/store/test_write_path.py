@@ -1893,6 +1893,12 @@ def test_a_short_account_before_a_sharded_one_is_named(books: Ledger) -> None:
         {"account": WALLET, "available_minor": 2, "required_minor": 5, "currency": "USD"},
     )
     assert snapshot(books) == before
+    # Both short: still the lower id (the unsharded account's row is updated first).
+    c, d = out_of(HOT, 101, REVENUE)
+    with pytest.raises(InsufficientFunds) as info:
+        books.post(EntryDraft("payout", (c, d, a, b), key()))
+    assert info.value.details["account"] == WALLET
+    assert snapshot(books) == before
 
 
 def test_a_two_shard_account_spends_and_releases_across_both(books: Ledger) -> None:
