@@ -575,6 +575,24 @@ def write_baseline(results: Sequence[Result], path: Path = BASELINE_FILE) -> Non
 # --- command line -----------------------------------------------------------------------------
 
 
+def chosen_functions(module: Module, names: str) -> list[str]:
+    """mutmut's keys of ``--functions a,B.c``: each must be a function of ``module`` that
+    mutmut mutates and, for a scoped module, in its scope (a typo would run nothing)."""
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    if not wanted:
+        raise SystemExit("--functions names no function")
+    found = module_functions((ROOT / module.source).read_text(encoding="utf-8"))
+    keys = []
+    for name in wanted:
+        key = function_key(name)
+        if key not in found or not found[key][1]:
+            raise SystemExit(f"--functions: {module.source} has no mutated function {name!r}")
+        if module.scoped([key]) != [key]:
+            raise SystemExit(f"--functions: {name!r} is outside {module.name}'s scope")
+        keys.append(key)
+    return keys
+
+
 def pick(modules: Mapping[str, Module], names: Sequence[str]) -> list[Module]:
     if not names:
         return list(modules.values())
@@ -605,9 +623,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--record", action="store_true", help="write baseline.toml after a full run"
     )
+    parser.add_argument(
+        "--functions",
+        default=None,
+        help="comma-separated functions of the module's scope to mutate, e.g. "
+        "Ledger._collect,Ledger._end_unit (a partial run: no --record, no --changed)",
+    )
     args = parser.parse_args(argv)
     if args.record and args.changed:
         parser.error("--record needs a full run (no --changed)")
+    if args.functions is not None and (args.record or args.changed):
+        parser.error("--functions is a partial run: not with --record or --changed")
 
     threshold, modules = load_modules()
     equivalents = load_equivalents()
@@ -619,6 +645,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.changed and module.pending:
             print(f"{module.name}: not gated until its baseline is re-recorded: {module.pending}")
             continue
+        if args.functions is not None:
+            only = chosen_functions(module, args.functions)
+            print(f"{module.name}: only {', '.join(readable(key) for key in only)}")
         if args.changed:
             source = (ROOT / module.source).read_text(encoding="utf-8")
             recorded = baseline.get(module.name, {}).get("functions")

@@ -239,3 +239,30 @@ def test_a_pending_module_is_named_and_skipped_by_changed(capsys, monkeypatch):
     assert mutate.main(["ledger", "--changed"]) == 0
     assert ran == []
     assert "not gated until its baseline is re-recorded" in capsys.readouterr().out
+
+
+def test_functions_option_restricts_a_run_to_named_functions(capsys, monkeypatch):
+    """`--functions A.b,C.d` mutates only those functions of the module's scope (a partial
+    run, like --changed's `only`); a name outside the scope or the module is refused, and so
+    is --functions with --record or --changed."""
+    calls: list[tuple[str, object]] = []
+
+    def fake(module, equivalents, *, only, jobs, deadline):
+        calls.append((module.name, only))
+        return Result(module)
+
+    monkeypatch.setattr(mutate, "mutate", fake)
+    mutate.main(["ledger", "--functions", "Ledger._collect, Ledger._end_unit", "--jobs", "1"])
+    assert calls == [("_ledger", ["xǁLedgerǁ_collect", "xǁLedgerǁ_end_unit"])]
+    assert "only Ledger._collect, Ledger._end_unit" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="outside _ledger's scope"):
+        mutate.main(["ledger", "--functions", "Ledger.balance"])
+    with pytest.raises(SystemExit, match=r"no mutated function 'Ledger\.nope'"):
+        mutate.main(["ledger", "--functions", "Ledger.nope"])
+    with pytest.raises(SystemExit, match="names no function"):
+        mutate.main(["ledger", "--functions", " , "])
+    for other in ("--record", "--changed"):
+        with pytest.raises(SystemExit) as refused:
+            mutate.main(["ledger", "--functions", "Ledger._collect", other])
+        assert refused.value.code == 2
+    assert len(calls) == 1

@@ -12,6 +12,7 @@ mutation run (``python3 dev.py mutate ledger``) runs them on SQLite.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from spaktok_ledger import (
@@ -30,6 +31,7 @@ from spaktok_ledger import (
     AccountSpec,
     AlreadyReversed,
     Balance,
+    BalanceOverflow,
     CurrencyMismatch,
     EntryDraft,
     EntryPhase,
@@ -1369,3 +1371,548 @@ def test_expiry_ties_in_id_order(books: Ledger, clock: FakeClock) -> None:
     assert order == [h.id for h in holds]
     assert books.expire_holds() == []
     assert raw(books.balance(WALLET)) == (100, 0, 0)
+
+
+# --- units of work: atomic() with several writes (issue 12 item 1) ------------------------
+#
+# Inside atomic() each post's balance changes are collected and the balance rows are
+# written once, in ascending (account, shard) order, when the unit ends. What callers
+# see must not change: reads inside the unit include its earlier writes, an overdraft
+# is refused at the write that causes it (counting the unit's earlier writes), and a
+# refusal rolls the whole unit back.
+
+NO_OVERDRAFT = [WALLET, HOT, CLEARING, HOT_ASSET]
+
+
+def balance_updates(ledger: Ledger) -> tuple[list[tuple[str, int]], Iterator[None]]:
+    """A log of ("insert", 0) per entry insert and ("update", rows) per balance update."""
+    log: list[tuple[str, int]] = []
+    entries, balances = ledger.tables.entries.name, ledger.tables.balances.name
+
+    def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        text = " ".join(statement.split()).lower()
+        rows = len(parameters) if executemany else 1
+        if text.startswith(f"insert into {entries} "):
+            log.append(("insert", rows))
+        elif text.startswith(f"update {balances} "):
+            log.append(("update", rows))
+
+    def listening() -> Iterator[None]:
+        sa.event.listen(ledger.engine, "after_cursor_execute", seen)
+        try:
+            yield
+        finally:
+            sa.event.remove(ledger.engine, "after_cursor_execute", seen)
+
+    return log, listening()
+
+
+class TestUnitOfWork:
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_reads_inside_a_unit_include_its_earlier_writes(self, books: Ledger, code: str) -> None:
+        """balance()/balances() inside atomic() show the unit's posts and holds (posted,
+        pending in and out in the account's normal sign), before and after the account
+        was first read, and leave accounts the unit did not touch as stored."""
+        fund(books, code, 100)
+        s = SIGN[code]
+
+        def unit(tx: Ledger) -> list[object]:
+            # Both read before the writes: later reads of them come from the unit's
+            # cache, in the order asked for (an untouched account first).
+            seen: list[object] = [raw(tx.balance(code)), raw(tx.balance(EUR_WALLET))]
+            tx.post(EntryDraft("payout", out_of(code, 30), key()))
+            seen.append(raw(tx.balance(code)))
+            tx.hold(EntryDraft("payout", out_of(code, 20), key()))
+            tx.hold(EntryDraft("fund", into(code, 7), key()))
+            seen.append(raw(tx.balance(code)))
+            seen.append(tx.balance(code).available_minor)
+            # The seed is read for the first time now: stored row plus the unit's changes.
+            seen.append(raw(tx.balance(SEED)))
+            both = tx.balances([EUR_WALLET, code])
+            seen.append({c: raw(b) for c, b in both.items()})
+            return seen
+
+        seen = books.atomic(unit)
+        # The seed's pending amounts, in its own normal sign: the seed takes the other
+        # side of every posting: 20 held going into it, 7 going out of it when it has
+        # `code`'s normal sign, the other way round when it has the opposite one.
+        seed_in, seed_out = (20, 7) if s < 0 else (7, 20)
+        assert seen == [
+            (100, 0, 0),
+            (0, 0, 0),
+            (70, 0, 0),
+            (70, 7, 20),
+            50,
+            (s * 70, seed_in, seed_out),
+            {EUR_WALLET: (0, 0, 0), code: (70, 7, 20)},
+        ]
+        assert raw(books.balance(code)) == (70, 7, 20)
+        assert raw(books.balance(SEED)) == (s * 70, seed_in, seed_out)
+        verified(books)
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_overdraft_refused_at_the_write_that_causes_it(self, books: Ledger, code: str) -> None:
+        """The unit's earlier posts and holds count: the write that goes beyond what is
+        available is refused with the unit's available amount, and nothing of the unit
+        is written; the same unit one unit smaller commits and spends to exactly 0."""
+        fund(books, code, 100)
+        before = snapshot(books)
+        done: list[int] = []
+
+        def unit(tx: Ledger, last: int) -> None:
+            tx.post(EntryDraft("payout", out_of(code, 60), key()))
+            done.append(1)
+            tx.hold(EntryDraft("payout", out_of(code, 30), key()))
+            done.append(2)
+            tx.post(EntryDraft("fund", into(code, 5), key()))
+            done.append(3)
+            tx.post(EntryDraft("payout", out_of(code, last), key()))
+            done.append(4)
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(lambda tx: unit(tx, 16))
+        assert done == [1, 2, 3]
+        assert_error(
+            info.value,
+            InsufficientFunds,
+            [code, "15 USD", "needs 16"],
+            {"account": code, "available_minor": 15, "required_minor": 16, "currency": "USD"},
+        )
+        assert snapshot(books) == before
+        done.clear()
+        books.atomic(lambda tx: unit(tx, 15))
+        assert done == [1, 2, 3, 4]
+        assert raw(books.balance(code)) == (30, 0, 30)
+        assert books.balance(code).available_minor == 0
+        verified(books)
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_a_hold_beyond_the_units_available_is_refused(self, books: Ledger, code: str) -> None:
+        """A hold counts the unit's earlier holds too; a hold into the account does not
+        make money available."""
+        fund(books, code, 50)
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            tx.hold(EntryDraft("fund", into(code, 40), key()))
+            tx.hold(EntryDraft("payout", out_of(code, 30), key()))
+            tx.hold(EntryDraft("payout", out_of(code, 21), key()))
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        assert info.value.details == {
+            "account": code,
+            "available_minor": 20,
+            "required_minor": 21,
+            "currency": "USD",
+        }
+        assert snapshot(books) == before
+
+    def test_the_lowest_account_id_is_named_first(self, books: Ledger) -> None:
+        """A post overdrawing two accounts names the one opened first (lowest id), as a
+        post outside a unit does, whatever the order of its postings."""
+        assert account_id(books, WALLET) < account_id(books, CLEARING)
+        fund(books, WALLET, 3)
+        fund(books, CLEARING, 2)
+        # 5 out of both: a credit to the asset (CLEARING), a debit to the liability.
+        draft = EntryDraft("move", (Posting(CLEARING, -5), Posting(WALLET, 5)), key())
+        for write in (books.post, lambda d: books.atomic(lambda tx: tx.post(d))):
+            with pytest.raises(InsufficientFunds) as info:
+                write(draft)
+            assert info.value.details == {
+                "account": WALLET,
+                "available_minor": 3,
+                "required_minor": 5,
+                "currency": "USD",
+            }
+        fund(books, WALLET, 10)
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(lambda tx: tx.post(draft))
+        assert info.value.details["account"] == CLEARING
+        assert info.value.details["available_minor"] == 2
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_holds_posts_and_voids_in_one_unit(self, books: Ledger, code: str) -> None:
+        """A hold placed before the unit is voided in it and its money spent in the same
+        unit; a hold placed in the unit is posted in it; another is voided in it."""
+        fund(books, code, 25, times=4)  # 100 (over the shards of a sharded account)
+        old = books.hold(EntryDraft("payout", out_of(code, 40), key()))
+        assert books.balance(code).available_minor == 60
+
+        def unit(tx: Ledger) -> tuple:
+            tx.void_hold(old.id)
+            tx.post(EntryDraft("payout", out_of(code, 90), key()))
+            new = tx.hold(EntryDraft("payout", out_of(code, 6), key()))
+            tx.post_hold(new.id)
+            other = tx.hold(EntryDraft("payout", out_of(code, 4), key()))
+            seen = raw(tx.balance(code))
+            tx.void_hold(other.id)
+            kept = tx.hold(EntryDraft("payout", out_of(code, 4), key()))
+            return seen, raw(tx.balance(code)), kept
+
+        seen, end, kept = books.atomic(unit)
+        assert seen == (4, 0, 4)
+        assert end == (4, 0, 4)
+        assert raw(books.balance(code)) == (4, 0, 4)
+        assert books.hold_status(old.id) is EntryPhase.VOIDED
+        verified(books)
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(lambda tx: tx.post(EntryDraft("payout", out_of(code, 1), key())))
+        assert info.value.details["available_minor"] == 0
+        books.atomic(
+            lambda tx: (tx.void_hold(kept.id), tx.post(EntryDraft("p", out_of(code, 4), key())))
+        )
+        assert raw(books.balance(code)) == (0, 0, 0)
+        verified(books)
+
+    def test_an_empty_unit_writes_nothing(self, books: Ledger) -> None:
+        """A unit with no writes (or only reads) returns its result and writes nothing."""
+        fund(books, WALLET, 5)
+        before = snapshot(books)
+        log, listening = balance_updates(books)
+        with contextlib.contextmanager(lambda: listening)():
+            assert books.atomic(lambda tx: 42) == 42
+            assert books.atomic(lambda tx: raw(tx.balance(WALLET))) == (5, 0, 0)
+        assert log == []
+        assert snapshot(books) == before
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_a_unit_netting_to_zero_leaves_the_balance_rows(self, books: Ledger, code: str) -> None:
+        """Posts that cancel out on an account within a unit leave its balance rows
+        alone (even when the money was spent in between); the entries are recorded."""
+        fund(books, code, 10)
+        rows = snapshot(books)[2]
+
+        def unit(tx: Ledger) -> None:
+            tx.post(EntryDraft("payout", out_of(code, 10), key()))
+            tx.post(EntryDraft("fund", into(code, 10), key()))
+            tx.post(EntryDraft("payout", out_of(code, 10), key()))
+            tx.post(EntryDraft("fund", into(code, 10), key()))
+
+        log, listening = balance_updates(books)
+        with contextlib.contextmanager(lambda: listening)():
+            books.atomic(unit)
+        assert log == [("insert", 1)] * 4
+        entries, _, after = snapshot(books)
+        assert after == rows
+        assert raw(books.balance(code)) == (10, 0, 0)
+        verified(books)
+
+    def test_balance_rows_are_written_once_at_the_end(self, books: Ledger) -> None:
+        """Five posts between two unsharded accounts update each balance row once, in
+        one statement after the last entry is recorded (the lock-order guarantee)."""
+        fund(books, WALLET, 100)
+        log, listening = balance_updates(books)
+
+        def unit(tx: Ledger) -> None:
+            for n in range(1, 6):
+                tx.post(EntryDraft("payout", out_of(WALLET, n), key()))
+
+        with contextlib.contextmanager(lambda: listening)():
+            books.atomic(unit)
+        assert log == [("insert", 1)] * 5 + [("update", 2)]
+        assert raw(books.balance(WALLET)) == (85, 0, 0)
+        assert raw(books.balance(SEED)) == (-85, 0, 0)
+        verified(books)
+
+    @pytest.mark.parametrize("code", NO_OVERDRAFT)
+    def test_a_refusal_caught_inside_the_unit_rolls_it_back(self, books: Ledger, code: str) -> None:
+        """A refused write whose error the unit catches still fails the unit: nothing
+        of it is written, not even the posts before the refusal."""
+        fund(books, code, 10)
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            tx.post(EntryDraft("payout", out_of(code, 4), key()))
+            with pytest.raises(InsufficientFunds):
+                tx.post(EntryDraft("payout", out_of(code, 7), key()))
+
+        with pytest.raises(InvalidInput) as info:
+            books.atomic(unit)
+        assert "failed inside atomic()" in str(info.value)
+        assert snapshot(books) == before
+
+
+# --- resolutions and reversals: the optional key and description are checked -----------
+
+BAD_OPTIONALS = [
+    ("idempotency_key", "", "idempotency_key must be 1 to"),
+    ("idempotency_key", 7, "idempotency_key must be a string, not int"),
+    ("idempotency_key", "k\x00", "idempotency_key must not contain NUL"),
+    ("description", 7, "description must be a string, not int"),
+    ("description", "d" * 1001, "description must be 0 to 1000 characters, got 1001"),
+]
+
+
+@pytest.mark.parametrize("call", ["reverse", "post_hold", "void_hold"])
+@pytest.mark.parametrize(("field", "value", "fact"), BAD_OPTIONALS)
+def test_a_bad_key_or_description_is_refused_by_name(
+    books: Ledger, call: str, field: str, value: object, fact: str
+) -> None:
+    """reverse(), post_hold() and void_hold() check the idempotency key and the
+    description they are given, each under its own name, before writing anything;
+    an empty description is allowed."""
+    fund(books, WALLET, 10)
+    draft = EntryDraft("payout", out_of(WALLET, 3), key())
+    entry = books.post(draft) if call == "reverse" else books.hold(draft)
+    before = snapshot(books)
+    with pytest.raises(InvalidInput) as info:
+        getattr(books, call)(entry.id, **{field: value})
+    assert_error(info.value, InvalidInput, [fact], {"field": field})
+    assert snapshot(books) == before
+    done = getattr(books, call)(entry.id, idempotency_key=key("ok"), description="")
+    assert done.description == ""
+
+
+@pytest.mark.parametrize(
+    ("limit", "fact"), [(0, "got 0"), (100_001, "got 100001"), (1.5, "not float")]
+)
+def test_expire_holds_limit_is_checked_by_name(books: Ledger, limit: object, fact: str) -> None:
+    """expire_holds(limit=...) takes 1 to 100,000 and names the argument when refused."""
+    with pytest.raises(InvalidInput) as info:
+        books.expire_holds(limit=limit)  # type: ignore[arg-type]
+    assert_error(info.value, InvalidInput, ["limit must be", fact], {"field": "limit"})
+    assert books.expire_holds(limit=100_000) == []
+
+
+def test_expire_holds_in_expiry_order(books: Ledger, clock: FakeClock) -> None:
+    """Holds expire earliest expiry first, whatever order they were placed in; a limit
+    takes that many; a hold not yet expired is left."""
+    fund(books, WALLET, 100)
+    now = clock()
+    minutes = [5, 2, 9, 1, 3]
+    holds = [
+        books.hold(
+            EntryDraft("payout", out_of(WALLET, m), key()), expires_at=now + timedelta(minutes=m)
+        )
+        for m in minutes
+    ]
+    clock.advance(minutes=6)
+    by_expiry = [h.id for _, h in sorted(zip(minutes, holds, strict=True)) if _ <= 6]
+    first = books.expire_holds(limit=2)
+    rest = books.expire_holds()
+    assert [e.hold_id for e in first + rest] == by_expiry
+    assert all(e.phase is EntryPhase.EXPIRED for e in first + rest)
+    assert raw(books.balance(WALLET)) == (100, 0, 9)
+    verified(books)
+
+
+# --- property: a unit of work behaves like its writes made one by one ----------------------
+
+
+def model_refusal(
+    ledger: Ledger,
+    start: dict[str, tuple],
+    writes: list[tuple[str, tuple[Posting, ...]]],
+) -> tuple[int | None, dict, dict[str, tuple]]:
+    """The writes applied one by one to ``start`` (posted, pending in, pending out):
+    the index of the first refused write and its refusal's details (the lowest
+    account id short of money), or None and the balances at the end."""
+    current = {code: list(v) for code, v in start.items()}
+    for index, (kind, postings) in enumerate(writes):
+        change = {code: [0, 0, 0] for code in current}
+        for p in postings:
+            amount = SIGN[p.account] * p.amount_minor
+            if kind == "post":
+                change[p.account][0] += amount
+            else:
+                change[p.account][1 if amount > 0 else 2] += abs(amount)
+        short = []
+        for code in NO_OVERDRAFT:
+            posted, _, out = current[code]
+            moved = change[code][0] - change[code][2]
+            if moved < 0 and posted - out + moved < 0:
+                short.append((account_id(ledger, code), code, posted - out, -moved))
+        if short:
+            _, code, available, required = min(short)
+            details = {
+                "account": code,
+                "available_minor": available,
+                "required_minor": required,
+                "currency": "USD",
+            }
+            return index, details, start
+        for code, (dp, di, do) in change.items():
+            current[code][0] += dp
+            current[code][1] += di
+            current[code][2] += do
+    return None, {}, {code: tuple(v) for code, v in current.items()}
+
+
+@given(
+    writes=st.lists(
+        st.tuples(st.sampled_from(["post", "post", "hold"]), entries()), min_size=1, max_size=6
+    ),
+    level=st.integers(0, 300),
+)
+def test_a_unit_refuses_and_ends_as_its_writes_one_by_one(
+    books: Ledger, writes: list[tuple[str, tuple[Posting, ...]]], level: int
+) -> None:
+    """Random posts and holds (several postings per account, sharded or not) made in one
+    unit end with the balances the same writes give one by one, and the unit is refused
+    exactly when one of them would be, with the same details, writing nothing; the
+    same writes made one by one are then refused at that write."""
+    for code in NO_OVERDRAFT:  # each no-overdraft account starts with `level` available
+        available = books.balance(code).available_minor
+        if available > level:
+            books.post(EntryDraft("payout", out_of(code, available - level), key()))
+        elif available < level:
+            fund(books, code, level - available)
+    start = state(books, PROPERTY_ACCOUNTS)
+    refused_at, details, end = model_refusal(books, start, writes)
+    event("refused" if refused_at is not None else "committed")
+
+    def unit(tx: Ledger) -> dict[str, tuple]:
+        for kind, postings in writes:
+            getattr(tx, kind)(EntryDraft("move", postings, key("unit")))
+        return state(tx, PROPERTY_ACCOUNTS)
+
+    if refused_at is None:
+        seen_inside = books.atomic(unit)
+        assert seen_inside == end
+        assert state(books, PROPERTY_ACCOUNTS) == end
+    else:
+        before = snapshot(books)
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        assert info.value.details == details
+        assert snapshot(books) == before
+        for index, (kind, postings) in enumerate(writes):
+            draft = EntryDraft("move", postings, key("serial"))
+            if index < refused_at:
+                getattr(books, kind)(draft)
+                continue
+            with pytest.raises(InsufficientFunds) as info:
+                getattr(books, kind)(draft)
+            assert info.value.details == details
+            break
+    verified(books)
+
+
+# --- a unit's combined changes on one sharded account ------------------------------------
+
+
+@pytest.mark.parametrize("code", [HOT, HOT_ASSET])
+def test_a_units_deposit_covers_its_hold_on_a_sharded_account(books: Ledger, code: str) -> None:
+    """Money a unit pays into a sharded account counts for a hold out of it in the same
+    unit (the rows are written together at the end: the deposit must be counted there)."""
+    fund(books, code, 20)
+
+    def unit(tx: Ledger) -> None:
+        tx.post(EntryDraft("fund", into(code, 50), key()))
+        tx.hold(EntryDraft("payout", out_of(code, 70), key()))
+
+    books.atomic(unit)
+    assert raw(books.balance(code)) == (70, 0, 70)
+    assert books.balance(code).available_minor == 0
+    verified(books)
+
+
+@pytest.mark.parametrize("code", [HOT, HOT_ASSET])
+def test_a_unit_spends_and_holds_everything_across_shards(books: Ledger, code: str) -> None:
+    """A unit that posts out part of a spread balance and holds the rest takes both from
+    the shards without driving any shard below zero (verify() checks every shard)."""
+    fund(books, code, 10, times=12)  # 120 over the shards
+
+    def unit(tx: Ledger) -> None:
+        tx.post(EntryDraft("payout", out_of(code, 50), key()))
+        tx.hold(EntryDraft("payout", out_of(code, 70), key()))
+
+    books.atomic(unit)
+    assert raw(books.balance(code)) == (70, 0, 70)
+    verified(books)
+
+
+@pytest.mark.parametrize("kind", [AccountKind.ASSET, AccountKind.REVENUE])
+def test_overdraft_allowed_sharded_account_beyond_its_shards(
+    books: Ledger, kind: AccountKind
+) -> None:
+    """On an overdraft-allowed sharded account (debit- or credit-normal), a posted hold
+    or a unit's hold beyond what its shards have puts the rest on one shard with the
+    right sign: balances are exact and no pending amount goes negative."""
+    code = f"float:{kind.value}:{next(_keys)}"
+    books.open_account(AccountSpec(code, kind, allow_overdraft=True, balance_shards=3))
+    SIGN[code] = kind.normal_sign
+    try:
+        fund(books, code, 1, times=30)  # 30 spread over the shards
+        hold = books.hold(EntryDraft("payout", out_of(code, 50), key()))
+        books.post_hold(hold.id)  # releases the pending, posts 50 out of 30
+        assert raw(books.balance(code)) == (-20, 0, 0)
+        verified(books)
+        incoming = books.hold(EntryDraft("fund", into(code, 7), key()))
+        assert raw(books.balance(code)) == (-20, 7, 0)
+
+        def unit(tx: Ledger) -> None:
+            tx.void_hold(incoming.id)  # a release (pending in) ...
+            tx.hold(EntryDraft("payout", out_of(code, 45), key()))  # ... and a hold out
+
+        books.atomic(unit)
+        assert raw(books.balance(code)) == (-20, 0, 45)
+        verified(books)
+    finally:
+        del SIGN[code]
+
+
+@pytest.mark.parametrize(
+    ("write", "code"), [("post", WALLET), ("hold", WALLET), ("hold", CLEARING)]
+)
+def test_a_unit_summing_past_int64_on_one_account_is_refused(
+    books: Ledger, write: str, code: str
+) -> None:
+    """Two writes of one unit, each within int64, that move one account's posted or
+    pending balance past it: BalanceOverflow naming that account (the lowest id of the
+    accounts that overflow), nothing written."""
+    before = snapshot(books)
+    big = 2**63 - 1
+
+    def unit(tx: Ledger) -> None:
+        getattr(tx, write)(EntryDraft("fund", into(code, big), key()))
+        getattr(tx, write)(EntryDraft("fund", into(code, 1), key()))
+
+    with pytest.raises(BalanceOverflow) as info:
+        books.atomic(unit)
+    assert_error(info.value, BalanceOverflow, [code, "signed 64 bits"], {"account": code})
+    assert snapshot(books) == before
+
+
+def test_a_short_account_before_a_sharded_one_is_named(books: Ledger) -> None:
+    """A post short on an unsharded account that also takes money out of a sharded one
+    (a later account id) is refused for the short account, and nothing is written."""
+    assert account_id(books, WALLET) < account_id(books, HOT)
+    fund(books, WALLET, 2)
+    fund(books, HOT, 50, times=2)
+    before = snapshot(books)
+    a, b = out_of(WALLET, 5, REVENUE)
+    c, d = out_of(HOT, 40, REVENUE)
+    with pytest.raises(InsufficientFunds) as info:
+        books.post(EntryDraft("payout", (c, d, a, b), key()))
+    assert_error(
+        info.value,
+        InsufficientFunds,
+        [WALLET, "2 USD", "needs 5"],
+        {"account": WALLET, "available_minor": 2, "required_minor": 5, "currency": "USD"},
+    )
+    assert snapshot(books) == before
+    # Both short: still the lower id (the unsharded account's row is updated first).
+    c, d = out_of(HOT, 101, REVENUE)
+    with pytest.raises(InsufficientFunds) as info:
+        books.post(EntryDraft("payout", (c, d, a, b), key()))
+    assert info.value.details["account"] == WALLET
+    assert snapshot(books) == before
+
+
+def test_a_two_shard_account_spends_and_releases_across_both(books: Ledger) -> None:
+    """The smallest sharded account (2 shards) takes outflows and releases from both of
+    its shards: money spread over them can be held, released and spent to exactly 0."""
+    code = f"two:{next(_keys)}"
+    books.open_account(AccountSpec(code, AccountKind.LIABILITY, balance_shards=2))
+    SIGN[code] = AccountKind.LIABILITY.normal_sign
+    try:
+        fund(books, code, 1, times=12)  # 12 over the two shards
+        hold = books.hold(EntryDraft("payout", out_of(code, 12), key()))
+        books.void_hold(hold.id)
+        books.post(EntryDraft("payout", out_of(code, 12), key()))
+        assert raw(books.balance(code)) == (0, 0, 0)
+        verified(books)
+    finally:
+        del SIGN[code]

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
@@ -1090,7 +1090,7 @@ class Ledger:
                 acct = by_id[account_id]
                 available = now[acct.code].available_minor
                 if available + outflows[account_id] < 0:
-                    self._refuse(conn, acct, outflows[account_id], available_minor=available)
+                    self._refuse(acct, outflows[account_id], available)
         for account_id, d in deltas.items():
             unit.accounts[account_id] = by_id[account_id]
             total = unit.deltas.setdefault(account_id, _Delta())
@@ -1193,7 +1193,7 @@ class Ledger:
                 now = self._balances(conn, [acct.code for acct, _ in guarded])
                 for acct, change in guarded:
                     if now[acct.code].available_minor + change < 0:
-                        self._refuse(conn, acct, change, now[acct.code].available_minor)
+                        self._refuse(acct, change, now[acct.code].available_minor)
                 if self._rows_exist(conn, batch):
                     # The guard refused a row when the update ran; a deposit another
                     # transaction committed since shows in the read above (PostgreSQL
@@ -1201,7 +1201,7 @@ class Ledger:
                     # statement reads its own snapshot). The entry was still refused
                     # for want of funds: name the account closest to overdraft.
                     acct, change = min(guarded, key=lambda g: now[g[0].code].available_minor + g[1])
-                    self._refuse(conn, acct, change, now[acct.code].available_minor)
+                    self._refuse(acct, change, now[acct.code].available_minor)
             self._shared.accounts.clear()
             raise UnknownAccount("an account of this entry no longer exists")
         batch.clear()
@@ -1259,7 +1259,7 @@ class Ledger:
             total = sum(max(v, 0) for v in available.values())
             need = sum(n for n, _ in needs)
             if total < need:
-                self._refuse(conn, acct, -need, available_minor=total)
+                self._refuse(acct, -need, total)
         for need, column in needs:
             remaining = need
             for shard in sorted(available, key=lambda s: -available[s]):
@@ -1296,11 +1296,8 @@ class Ledger:
         ).all()
         return wanted <= {(int(a), int(shard)) for a, shard in found}
 
-    def _refuse(
-        self, conn: Connection, acct: _Acct, change_minor: int, available_minor: int | None = None
-    ) -> None:
-        if available_minor is None:
-            available_minor = self._balances(conn, [acct.code])[acct.code].available_minor
+    def _refuse(self, acct: _Acct, change_minor: int, available_minor: int) -> NoReturn:
+        """Refuse an entry for want of funds; every caller has read ``available_minor``."""
         raise InsufficientFunds(
             f"account {acct.code} has {available_minor} {acct.currency} minor units available; "
             f"the entry needs {-change_minor}",
