@@ -87,6 +87,9 @@ def test_webhooks_are_acknowledged_fast_and_applied_by_the_worker(app) -> None:
     assert answer.status_code == 200
     assert answer.json()["outcome"] in ("queued", "duplicate")
     until(lambda: services.economy.wallet("alice").coins == 500)
+    # The event's row is marked processed in its own transaction after the credit:
+    # until then a copy is acknowledged as queued (200 either way).
+    until(lambda: services.payments.inbox.status(event["id"]) == "processed")
     again = client.post("/api/payments/webhook", content=body, headers={"Stripe-Signature": header})
     assert again.json()["outcome"] == "duplicate"
     forged = client.post(
