@@ -15,6 +15,7 @@ with the content type and the JSON Schema the document gives.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -244,13 +245,20 @@ class AppContract:
     @pytest.fixture
     def api(self, server: str, openapi: OpenAPICheck) -> Iterator[httpx.Client]:
         """An HTTP client whose every response is checked against the OpenAPI document."""
+        with self.checked_client(server, openapi) as client:
+            yield client
+
+    @staticmethod
+    @contextlib.contextmanager
+    def checked_client(base_url: str, openapi: OpenAPICheck) -> Iterator[httpx.Client]:
+        """A client on ``base_url`` that checks every response against ``openapi``."""
 
         def check(response: httpx.Response) -> None:
             response.read()
             openapi.check(response)
 
         with httpx.Client(
-            base_url=server, timeout=30, trust_env=False, event_hooks={"response": [check]}
+            base_url=base_url, timeout=30, trust_env=False, event_hooks={"response": [check]}
         ) as client:
             yield client
 
@@ -508,14 +516,7 @@ class AppContract:
     ) -> None:
         """In fast-ack mode (the apps' default) the platform and the Connect endpoint both
         answer ``queued`` without applying anything; one worker round applies both."""
-
-        def check(response: httpx.Response) -> None:
-            response.read()
-            openapi.check(response)
-
-        with httpx.Client(
-            base_url=fast_ack_server, timeout=30, trust_env=False, event_hooks={"response": [check]}
-        ) as api:
+        with self.checked_client(fast_ack_server, openapi) as api:
             admin.economy.register_streamer("qfa_streamer")
             account = fake.create_account(country="US")["id"]
             admin.payouts.link_account("qfa_streamer", account)
