@@ -47,6 +47,7 @@ from spaktok_ledger import (
     UnknownEntry,
     create_engine,
 )
+from spaktok_ledger._store._overflow import BALANCE_MAX
 from spaktok_ledger.testing import FakeClock
 from tests.errors import assert_error
 
@@ -1872,6 +1873,28 @@ def test_a_unit_summing_past_int64_on_one_account_is_refused(
     with pytest.raises(BalanceOverflow) as info:
         books.atomic(unit)
     assert_error(info.value, BalanceOverflow, [code, "signed 64 bits"], {"account": code})
+    assert snapshot(books) == before
+
+
+@pytest.mark.parametrize("write", ["post", "hold"])
+def test_a_sharded_unit_past_a_shards_range_is_refused_naming_the_account(
+    books: Ledger, write: str
+) -> None:
+    """A unit that releases a hold on a sharded account (so every shard row is locked
+    and the deltas spread) and moves more into it than one shard row may hold
+    (``(2**63 - 1) / shards``): BalanceOverflow naming that account, nothing written."""
+    fund(books, HOT, 100)
+    outgoing = books.hold(EntryDraft("payout", out_of(HOT, 10), key()))
+    before = snapshot(books)
+    too_much = BALANCE_MAX // 4 + 1  # HOT has 4 shards; the inflow lands on one
+
+    def unit(tx: Ledger) -> None:
+        tx.void_hold(outgoing.id)  # the release takes this unit to every shard
+        getattr(tx, write)(EntryDraft("fund", into(HOT, too_much), key()))
+
+    with pytest.raises(BalanceOverflow) as info:
+        books.atomic(unit)
+    assert_error(info.value, BalanceOverflow, [HOT, "signed 64 bits"], {"account": HOT})
     assert snapshot(books) == before
 
 

@@ -1158,8 +1158,7 @@ class Ledger:
             releases = d.pending_debit < 0 or d.pending_credit < 0
             if acct.shards > 1 and (checked or releases):
                 self._flush(conn, batch, guarded)
-                with translate_overflow(self.prefix, acct.code):
-                    self._apply_all_shards(conn, acct, d, checked)
+                self._apply_all_shards(conn, acct, d, checked)
                 continue
             shard = 0 if acct.shards == 1 else self._shared.rng.randrange(acct.shards)
             params = {
@@ -1179,14 +1178,18 @@ class Ledger:
         conn: Connection,
         batch: list[dict[str, int]],
         guarded: list[tuple[_Acct, int]] | None = None,
+        *,
+        account: str | None = None,
     ) -> None:
         """Update the rows of ``batch`` in one executemany (one round trip with
         psycopg's pipeline). Every row is guarded (``allow_overdraft OR available
         after >= 0``): a row left unchanged is an overdraft of one of ``guarded``
-        (its balance is read to name it) or an account that no longer exists."""
+        (its balance is read to name it) or an account that no longer exists.
+        ``account``: the one account whose shard rows ``batch`` holds, named by a
+        ``BalanceOverflow``."""
         if not batch:
             return
-        with translate_overflow(self.prefix):
+        with translate_overflow(self.prefix, account):
             result = conn.execute(self._stmts["update_balance_checked"], batch)
         if result.rowcount != len(batch):
             if guarded:
@@ -1283,6 +1286,7 @@ class Ledger:
                 for shard, v in sorted(change.items())
                 if v != [0, 0, 0]
             ],
+            account=acct.code,
         )
 
     def _rows_exist(self, conn: Connection, batch: list[dict[str, int]]) -> bool:

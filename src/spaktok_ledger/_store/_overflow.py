@@ -51,14 +51,24 @@ def _is_overflow(exc: sa.exc.DBAPIError, prefix: str) -> bool:
 
 
 @contextmanager
-def translate_overflow(prefix: str, accounts: object = None) -> Iterator[None]:
-    """Turn the database's overflow refusal of a balance write into ``BalanceOverflow``."""
+def translate_overflow(prefix: str, account: str | None = None) -> Iterator[None]:
+    """Turn the database's overflow refusal of a balance write into ``BalanceOverflow``.
+
+    With ``account`` (the write touched one account's rows), the error names it in
+    its message and in ``details["account"]``, as :func:`check_delta` does; a batch
+    of several accounts' rows cannot tell which one overflowed, so it names none.
+    """
     try:
         yield
     except (sa.exc.DataError, sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
         if not _is_overflow(exc, prefix):
             raise
+        if account is None:
+            raise BalanceOverflow(
+                "the entry would take a balance outside signed 64-bit range; nothing was written"
+            ) from exc
         raise BalanceOverflow(
-            "the entry would take a balance outside signed 64-bit range; nothing was written",
-            accounts=accounts,
+            f"the entry would take the balance of {account} outside signed 64 bits; "
+            "nothing was written",
+            account=account,
         ) from exc
