@@ -38,7 +38,7 @@ from spaktok_ledger.testing import FakeClock, FakeStripe, stripe_client
 from tests.service.books import make_books
 
 _prefixes = itertools.count()
-EXAMPLES = 20 if os.environ.get("CI") else 6
+EXAMPLES = 12 if os.environ.get("CI") else 6
 
 
 class ReconcileMachine(RuleBasedStateMachine):
