@@ -17,9 +17,10 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -1939,3 +1940,195 @@ def test_a_two_shard_account_spends_and_releases_across_both(books: Ledger) -> N
         verified(books)
     finally:
         del SIGN[code]
+
+
+# --- the guard refuses at the write what the unit's read allowed ------------------------
+# On PostgreSQL another transaction can commit between a unit's balance read and its
+# write, so the guarded UPDATE refuses a row the unit's own check let through. These
+# tests make that happen deterministically on either backend: they change the balance
+# row on the unit's own connection between the read and the write (and, for a deposit
+# committed "since", inside the refusal path's re-read).
+
+
+def shift_available(tx: Ledger, code: str, amount: int) -> None:
+    """Change ``code``'s available balance by ``amount`` behind the unit's back."""
+    b = tx.tables.balances
+    account_id = tx.account(code).id
+    tx.connection().execute(
+        b.update()
+        .where(b.c.account_id == account_id, b.c.shard == 0)
+        .values(posted=b.c.posted + SIGN[code] * amount)
+    )
+
+
+class TestGuardRefusedAtTheWrite:
+    def test_a_withdrawal_since_the_read_is_insufficient_funds_with_the_balance_now(
+        self, books: Ledger
+    ) -> None:
+        fund(books, WALLET, 50)
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            assert tx.balance(WALLET).available_minor == 50  # the unit's read
+            shift_available(tx, WALLET, -40)  # another transaction spends 40
+            tx.post(EntryDraft("gift", out_of(WALLET, 30, REVENUE), key()))
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        assert_error(
+            info.value,
+            InsufficientFunds,
+            [WALLET, "10", "30"],
+            {"account": WALLET, "available_minor": 10, "required_minor": 30, "currency": "USD"},
+        )
+        assert snapshot(books) == before
+
+    def test_a_deposit_after_the_refusal_still_refuses_naming_the_guarded_account(
+        self, books: Ledger, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The guard refused the row, then a deposit committed before the refusal path
+        re-read the balance: still InsufficientFunds (the write was refused), naming the
+        account with the balance it has now."""
+        fund(books, WALLET, 50)
+        before = snapshot(books)
+        reread = Ledger._balances
+        pending: list[Callable[[Ledger], None]] = []
+
+        def balances_after_a_deposit(self: Ledger, conn: Any, codes: Any) -> Any:
+            while pending:
+                pending.pop()(self)
+            return reread(self, conn, codes)
+
+        monkeypatch.setattr(Ledger, "_balances", balances_after_a_deposit)
+
+        def unit(tx: Ledger) -> None:
+            assert tx.balance(WALLET).available_minor == 50
+            shift_available(tx, WALLET, -40)  # 10 left when the write runs
+            pending.append(lambda view: shift_available(view, WALLET, 100))  # then 110
+            tx.post(EntryDraft("gift", out_of(WALLET, 30, REVENUE), key()))
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        assert not pending, "the refusal path re-read the balance"
+        assert_error(
+            info.value,
+            InsufficientFunds,
+            [WALLET, "110", "30"],
+            {"account": WALLET, "available_minor": 110, "required_minor": 30, "currency": "USD"},
+        )
+        assert snapshot(books) == before
+
+    @pytest.mark.parametrize("short", [WALLET, CLEARING])
+    def test_with_two_guarded_accounts_the_short_one_is_named(
+        self, books: Ledger, short: str
+    ) -> None:
+        """An entry that takes money out of two no-overdraft accounts, one of which
+        another transaction drained since the unit's read: the refusal names that one
+        with its balance, even when the other is spent to exactly zero."""
+        fund(books, WALLET, 50)
+        fund(books, CLEARING, 100)
+        before = snapshot(books)
+        draft = EntryDraft(
+            "payout",
+            (Posting(WALLET, 50), Posting(CLEARING, -30), Posting(SEED, -20)),
+            key(),
+        )
+        taken = {WALLET: 45, CLEARING: 90}[short]  # leaves 5 and 10
+
+        def unit(tx: Ledger) -> None:
+            assert tx.balances([WALLET, CLEARING])[CLEARING].available_minor == 100
+            shift_available(tx, short, -taken)
+            tx.post(draft)
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        left, needed = {WALLET: (5, 50), CLEARING: (10, 30)}[short]
+        assert_error(
+            info.value,
+            InsufficientFunds,
+            [short, str(left), str(needed)],
+            {
+                "account": short,
+                "available_minor": left,
+                "required_minor": needed,
+                "currency": "USD",
+            },
+        )
+        assert snapshot(books) == before
+        books.post(draft)  # without the rival, both accounts cover it
+        assert books.balance(WALLET).available_minor == 0
+
+    def test_a_balance_row_gone_at_the_write_is_unknown_account(self, books: Ledger) -> None:
+        """A row the update cannot find (a damaged database: here the wallet's only row
+        moved to another shard number) is UnknownAccount, not a refusal for funds."""
+        fund(books, WALLET, 50)
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            assert tx.balance(WALLET).available_minor == 50
+            b = tx.tables.balances
+            tx.connection().execute(
+                b.update().where(b.c.account_id == tx.account(WALLET).id).values(shard=9)
+            )
+            tx.post(EntryDraft("gift", out_of(WALLET, 30, REVENUE), key()))
+
+        with pytest.raises(UnknownAccount) as info:
+            books.atomic(unit)
+        assert_error(info.value, UnknownAccount, ["no longer exists"], {})
+        assert snapshot(books) == before
+        assert books.post(EntryDraft("gift", out_of(WALLET, 30, REVENUE), key())).id
+
+
+def test_a_bad_request_fingerprint_is_invalid_input_naming_request(books: Ledger) -> None:
+    """``request=`` (the caller's idempotency fingerprint) must be JSON: refused by name."""
+    before = snapshot(books)
+    for bad in ({"amount": float("nan")}, {"when": object()}):
+        with pytest.raises(InvalidInput) as info:
+            books.post(EntryDraft("gift", out_of(WALLET, 1, REVENUE), key()), request=bad)
+        assert str(info.value).startswith("request must be JSON-serialisable"), info.value
+        assert info.value.details == {"field": "request"}
+    assert snapshot(books) == before
+
+
+def test_a_hold_resolved_by_another_transaction_at_the_write_is_hold_not_pending(
+    books: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two resolutions of one hold race: both find it pending, one inserts first, the
+    other's insert meets the unique ``hold_id`` and answers HoldNotPending naming the
+    hold (the winner's void is simulated on the loser's connection just before its
+    insert)."""
+    fund(books, WALLET, 50)
+    hold = books.hold(EntryDraft("payout", out_of(WALLET, 20), key()))
+    before = snapshot(books)
+    record = Ledger._record
+
+    def record_after_a_rival(self: Ledger, conn: Any, op: Any) -> Any:
+        if op.hold_id == hold.id:
+            now = books.now()
+            conn.execute(
+                self.tables.entries.insert(),
+                {
+                    "type": "payout",
+                    "phase": EntryPhase.VOIDED.value,
+                    "idempotency_key": "rival-void",
+                    "request_hash": "rival",
+                    "description": "",
+                    "metadata": {},
+                    "effective_at": now,
+                    "recorded_at": now,
+                    "hold_id": hold.id,
+                },
+            )
+        return record(self, conn, op)
+
+    monkeypatch.setattr(Ledger, "_record", record_after_a_rival)
+    for resolve in (books.post_hold, books.void_hold):
+        with pytest.raises(HoldNotPending) as info:
+            resolve(hold.id)
+        assert_error(
+            info.value,
+            HoldNotPending,
+            [f"hold {hold.id}", "resolved concurrently"],
+            {"entry_id": hold.id},
+        )
+        assert snapshot(books) == before

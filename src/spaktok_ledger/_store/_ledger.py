@@ -1143,9 +1143,14 @@ class Ledger:
     def _apply_deltas(
         self, conn: Connection, deltas: Mapping[int, _Delta], by_id: Mapping[int, _Acct]
     ) -> None:
-        """Write ``deltas`` to balance rows in ascending (account, shard) order."""
+        """Write ``deltas`` to balance rows in ascending (account, shard) order.
+
+        Rows go out in batches of one executemany each; a batch holds at most one
+        no-overdraft row whose balance goes down (a guarded row), so when the
+        database's guard refuses a row, the refusal names the right account.
+        """
         batch: list[dict[str, int]] = []
-        guarded: list[tuple[_Acct, int]] = []
+        guarded: tuple[_Acct, int] | None = None
         for account_id in sorted(deltas):
             acct, d = by_id[account_id], deltas[account_id]
             if d.posted == 0 and d.pending_debit == 0 and d.pending_credit == 0:
@@ -1158,8 +1163,11 @@ class Ledger:
             releases = d.pending_debit < 0 or d.pending_credit < 0
             if acct.shards > 1 and (checked or releases):
                 self._flush(conn, batch, guarded)
+                guarded = None
                 self._apply_all_shards(conn, acct, d, checked)
                 continue
+            if checked and guarded is not None:
+                self._flush(conn, batch, guarded)  # a second guarded row: a new batch
             shard = 0 if acct.shards == 1 else self._shared.rng.randrange(acct.shards)
             params = {
                 "b_account": account_id,
@@ -1170,46 +1178,40 @@ class Ledger:
             }
             batch.append(params)
             if checked:
-                guarded.append((acct, sign * d.posted - pending_out_delta))
+                guarded = (acct, sign * d.posted - pending_out_delta)
         self._flush(conn, batch, guarded)
 
     def _flush(
         self,
         conn: Connection,
         batch: list[dict[str, int]],
-        guarded: list[tuple[_Acct, int]] | None = None,
+        guarded: tuple[_Acct, int] | None = None,
         *,
         account: str | None = None,
     ) -> None:
         """Update the rows of ``batch`` in one executemany (one round trip with
-        psycopg's pipeline). Every row is guarded (``allow_overdraft OR available
-        after >= 0``): a row left unchanged is an overdraft of one of ``guarded``
-        (its balance is read to name it) or an account that no longer exists.
-        ``account``: the one account whose shard rows ``batch`` holds, named by a
-        ``BalanceOverflow``."""
+        psycopg's pipeline), then empty ``batch``. Every row is guarded
+        (``allow_overdraft OR available after >= 0``); ``guarded`` is the batch's
+        one row that can fail it (its account and available change). A row left
+        unchanged is that account short of funds or an account that no longer
+        exists. ``account``: the one account whose shard rows ``batch`` holds,
+        named by a ``BalanceOverflow``."""
         if not batch:
             return
         with translate_overflow(self.prefix, account):
             result = conn.execute(self._stmts["update_balance_checked"], batch)
         if result.rowcount != len(batch):
-            if guarded:
-                now = self._balances(conn, [acct.code for acct, _ in guarded])
-                for acct, change in guarded:
-                    if now[acct.code].available_minor + change < 0:
-                        self._refuse(acct, change, now[acct.code].available_minor)
-                if self._rows_exist(conn, batch):
-                    # The guard refused a row when the update ran; a deposit another
-                    # transaction committed since shows in the read above (PostgreSQL
-                    # re-checks a locked row's guard once the lock is free, and each
-                    # statement reads its own snapshot). The entry was still refused
-                    # for want of funds: name the account closest to overdraft.
-                    acct, change = min(guarded, key=lambda g: now[g[0].code].available_minor + g[1])
-                    self._refuse(acct, change, now[acct.code].available_minor)
+            if guarded is not None and self._rows_exist(conn, batch):
+                # Every row is there, so the guard refused the guarded one: its
+                # balance went down since this unit read it (on PostgreSQL another
+                # transaction committed in between). The error gives the balance as
+                # it is now, which shows a deposit committed since the refusal too.
+                acct, change = guarded
+                now = self._balances(conn, [acct.code])[acct.code]
+                self._refuse(acct, change, now.available_minor)
             self._shared.accounts.clear()
             raise UnknownAccount("an account of this entry no longer exists")
         batch.clear()
-        if guarded:
-            guarded.clear()
 
     def _apply_all_shards(self, conn: Connection, acct: _Acct, d: _Delta, checked: bool) -> None:
         """Lock every shard of ``acct`` and spread the deltas so no shard breaks a rule.
