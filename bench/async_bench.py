@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from _common import drop_ledger_tables  # bench/, the script's directory
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -215,16 +216,9 @@ async def main_async(args: argparse.Namespace, url: str) -> int:
             rates[name].append(await drive(apps[name], name, args.requests, args.concurrency))
     report = await aledger.verify()
     await aengine.dispose()
-    with sync_engine.begin() as conn:  # leave the shared PostgreSQL database as it was
-        if args.backend != "postgresql":
-            conn.rollback()
-            tables = []
-        else:
-            tables = list(reversed(ledger.tables.metadata.sorted_tables))
-        for table in tables:
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
-        if tables:
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{prefix}alembic_version"'))
+    if args.backend == "postgresql":  # leave the shared PostgreSQL database as it was
+        with sync_engine.begin() as conn:
+            drop_ledger_tables(conn, ledger, prefix)
     sync_engine.dispose()
     if not report.ok:
         print(f"verify failed: {report.problems[:3]}")
@@ -233,8 +227,7 @@ async def main_async(args: argparse.Namespace, url: str) -> int:
     def ratios(a: str, b: str) -> str:
         values = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
         return (
-            f"min {min(values):.2f}  median {statistics.median(values):.2f}  "
-            f"max {max(values):.2f}"
+            f"min {min(values):.2f}  median {statistics.median(values):.2f}  max {max(values):.2f}"
         )
 
     print(

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from itertools import count
 
 import sqlalchemy as sa
+from _common import drop_ledger_tables  # bench/, the script's directory
 
 from spaktok_ledger import AccountKind, AccountSpec, EntryDraft, Ledger, Posting, create_engine
 
@@ -96,8 +97,18 @@ def load(ledger: Ledger, entries: int) -> None:
                 f"SELECT setval(pg_get_serial_sequence('{t.entries.name}', 'id'), "
                 f"(SELECT max(id) FROM {t.entries.name}))"
             )
-            conn.exec_driver_sql(f"ANALYZE {t.entries.name}")
-            conn.exec_driver_sql(f"ANALYZE {t.postings.name}")
+    if engine.dialect.name == "postgresql":
+        # What to do after a bulk import (operations.md, "Growth"): VACUUM ANALYZE
+        # sets the visibility map and hint bits and the planner's statistics, and a
+        # CHECKPOINT (superuser or pg_checkpoint) writes the load out, so the timings
+        # below measure reads, not the server still digesting millions of new rows.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in (t.entries, t.postings, t.balances):
+                conn.exec_driver_sql(f"VACUUM ANALYZE {table.name}")
+            try:
+                conn.exec_driver_sql("CHECKPOINT")
+            except sa.exc.DBAPIError as exc:
+                print(f"(no CHECKPOINT: {exc.orig})", file=sys.stderr)
 
 
 def deep_cursor(ledger: Ledger) -> str:
@@ -141,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     _remove(args.sqlite_path)
     url = args.postgres_url if args.postgres else f"sqlite:///{args.sqlite_path}"
     engine = create_engine(url)
-    ledger = Ledger(engine, prefix=f"gr{os.getpid()}_")
+    prefix = f"gr{os.getpid()}_"
+    ledger = Ledger(engine, prefix=prefix)
     ledger.migrate()
     ledger.open_accounts(
         [
@@ -193,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     finally:
+        if args.postgres:  # millions of rows: leave the shared database as it was
+            with engine.begin() as conn:
+                drop_ledger_tables(conn, ledger, prefix)
         engine.dispose()
         _remove(args.sqlite_path)
     print("\nratios: time at this size / time at the first size (1.00 = did not grow)")

@@ -53,6 +53,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import drop_ledger_tables  # noqa: E402 - bench/, the script's directory
 from examples.common.services import Settings, build_services  # noqa: E402
 
 from spaktok_ledger import OutboxRelay, RedisStreamsPublisher, VelocityLimits  # noqa: E402
@@ -326,9 +327,7 @@ def relay_bench(url: str, events: int, rounds: int) -> dict[str, list[float]]:
         for key in client.scan_iter(f"{stream_prefix}*"):
             client.delete(key)
         with ledger.engine.begin() as conn:
-            for table in reversed(ledger.tables.metadata.sorted_tables):
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {prefix}alembic_version"))
+            drop_ledger_tables(conn, ledger, prefix)
         ledger.close()
     client.close()
     return ratios
