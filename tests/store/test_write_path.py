@@ -155,6 +155,21 @@ def verified(ledger: Ledger) -> None:
     assert report.ok, report.problems
 
 
+def assert_short(error: BaseException, code: str, available: int, required: int) -> None:
+    """``error`` is InsufficientFunds naming ``code`` with its figures (USD)."""
+    assert_error(
+        error,
+        InsufficientFunds,
+        [code, f"{available} USD", f"needs {required}"],
+        {
+            "account": code,
+            "available_minor": available,
+            "required_minor": required,
+            "currency": "USD",
+        },
+    )
+
+
 # --- several postings on one account in one entry ---------------------------------------
 
 
@@ -313,12 +328,7 @@ class TestShardedOverdraft:
         before = snapshot(books)
         with pytest.raises(InsufficientFunds) as info:
             books.post(EntryDraft("payout", out_of(code, 301), key()))
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [code, "300 USD", "needs 301"],
-            {"account": code, "available_minor": 300, "required_minor": 301, "currency": "USD"},
-        )
+        assert_short(info.value, code, 300, 301)
         assert snapshot(books) == before
         books.post(EntryDraft("payout", out_of(code, 300), key()))
         assert raw(books.balance(code)) == (0, 0, 0)
@@ -379,12 +389,7 @@ class TestShardedOverdraft:
         before = snapshot(books)
         with pytest.raises(InsufficientFunds) as info:
             books.post(EntryDraft("payout", out_of(code, 81), key()))
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [code, "80 USD", "needs 81"],
-            {"account": code, "available_minor": 80, "required_minor": 81, "currency": "USD"},
-        )
+        assert_short(info.value, code, 80, 81)
         assert snapshot(books) == before
         books.post(EntryDraft("payout", out_of(code, 80), key()))
         assert raw(books.balance(code)) == (120, 0, 120)
@@ -469,12 +474,7 @@ class TestRefusals:
         c, d = out_of(CLEARING, -35)
         with pytest.raises(InsufficientFunds) as info:
             books.post(EntryDraft("move", (a, b, c, d), key()))
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [CLEARING, "10 USD", "needs 15"],
-            {"account": CLEARING, "available_minor": 10, "required_minor": 15, "currency": "USD"},
-        )
+        assert_short(info.value, CLEARING, 10, 15)
 
     def test_reversal_refused_when_it_would_overdraw(self, books: Ledger) -> None:
         """Reversing a funding entry whose money was spent is refused; nothing written."""
@@ -483,12 +483,7 @@ class TestRefusals:
         before = snapshot(books)
         with pytest.raises(InsufficientFunds) as info:
             books.reverse(entry.id)
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [HOT, "30 USD", "needs 50"],
-            {"account": HOT, "available_minor": 30, "required_minor": 50, "currency": "USD"},
-        )
+        assert_short(info.value, HOT, 30, 50)
         assert snapshot(books) == before
 
     def test_hold_not_pending(self, books: Ledger) -> None:
@@ -1474,12 +1469,7 @@ class TestUnitOfWork:
         with pytest.raises(InsufficientFunds) as info:
             books.atomic(lambda tx: unit(tx, 16))
         assert done == [1, 2, 3]
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [code, "15 USD", "needs 16"],
-            {"account": code, "available_minor": 15, "required_minor": 16, "currency": "USD"},
-        )
+        assert_short(info.value, code, 15, 16)
         assert snapshot(books) == before
         done.clear()
         books.atomic(lambda tx: unit(tx, 15))
@@ -1910,12 +1900,7 @@ def test_a_short_account_before_a_sharded_one_is_named(books: Ledger) -> None:
     c, d = out_of(HOT, 40, REVENUE)
     with pytest.raises(InsufficientFunds) as info:
         books.post(EntryDraft("payout", (c, d, a, b), key()))
-    assert_error(
-        info.value,
-        InsufficientFunds,
-        [WALLET, "2 USD", "needs 5"],
-        {"account": WALLET, "available_minor": 2, "required_minor": 5, "currency": "USD"},
-    )
+    assert_short(info.value, WALLET, 2, 5)
     assert snapshot(books) == before
     # Both short: still the lower id (the unsharded account's row is updated first).
     c, d = out_of(HOT, 101, REVENUE)
@@ -1975,12 +1960,7 @@ class TestGuardRefusedAtTheWrite:
 
         with pytest.raises(InsufficientFunds) as info:
             books.atomic(unit)
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [WALLET, "10", "30"],
-            {"account": WALLET, "available_minor": 10, "required_minor": 30, "currency": "USD"},
-        )
+        assert_short(info.value, WALLET, 10, 30)
         assert snapshot(books) == before
 
     def test_a_deposit_after_the_refusal_still_refuses_naming_the_guarded_account(
@@ -2010,12 +1990,7 @@ class TestGuardRefusedAtTheWrite:
         with pytest.raises(InsufficientFunds) as info:
             books.atomic(unit)
         assert not pending, "the refusal path re-read the balance"
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [WALLET, "110", "30"],
-            {"account": WALLET, "available_minor": 110, "required_minor": 30, "currency": "USD"},
-        )
+        assert_short(info.value, WALLET, 110, 30)
         assert snapshot(books) == before
 
     @pytest.mark.parametrize("short", [WALLET, CLEARING])
@@ -2043,17 +2018,7 @@ class TestGuardRefusedAtTheWrite:
         with pytest.raises(InsufficientFunds) as info:
             books.atomic(unit)
         left, needed = {WALLET: (5, 50), CLEARING: (10, 30)}[short]
-        assert_error(
-            info.value,
-            InsufficientFunds,
-            [short, str(left), str(needed)],
-            {
-                "account": short,
-                "available_minor": left,
-                "required_minor": needed,
-                "currency": "USD",
-            },
-        )
+        assert_short(info.value, short, left, needed)
         assert snapshot(books) == before
         books.post(draft)  # without the rival, both accounts cover it
         assert books.balance(WALLET).available_minor == 0
