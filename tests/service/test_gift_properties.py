@@ -199,4 +199,5 @@ def test_gift_economy_state_machine(engine: sa.Engine, hold_days: int, api: str)
             ),
         )
     finally:
+        GiftMachine.api = "sync"  # subclasses (the payout machine) inherit the attribute
         dispose_engines()
