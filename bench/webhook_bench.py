@@ -4,7 +4,8 @@ and the outbox relay's throughput to Redis Streams.
     .venv/bin/python bench/webhook_bench.py                     # short default (~2-3 min)
     .venv/bin/python bench/webhook_bench.py --purchases 300 --rounds 3 --relay-events 20000
 
-uvicorn runs the FastAPI example (one process) on PostgreSQL against the
+uvicorn runs the FastAPI example (one process; ``--web-workers N`` for
+``uvicorn --workers N``) on PostgreSQL against the
 bundled FakeStripe. For each sender count and mode, fresh purchases are paid
 at the fake Stripe and every event is delivered 1 to 5 times, shuffled, by
 that many threads over keep-alive connections (Stripe's retries and several
@@ -97,7 +98,9 @@ def _env(url: str, prefix: str, fake: FakeStripe, mode: str) -> dict[str, str]:
 class App:
     """uvicorn with the FastAPI example (and, fast-ack, a worker process) on one prefix."""
 
-    def __init__(self, url: str, fake: FakeStripe, mode: str, worker_nice: int = 10) -> None:
+    def __init__(
+        self, url: str, fake: FakeStripe, mode: str, worker_nice: int = 10, web_workers: int = 1
+    ) -> None:
         self.prefix = f"wb{uuid.uuid4().hex[:6]}_"
         self.mode = mode
         self.settings = Settings(
@@ -117,7 +120,7 @@ class App:
             subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "examples.fastapi_app.app:app",
                  "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-                 "--backlog", "512"],
+                 "--backlog", "512", "--workers", str(web_workers)],
                 cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             )
         ]
@@ -345,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--senders", default=",".join(map(str, SENDERS)))
     parser.add_argument("--modes", default="inline,fast-ack")
     parser.add_argument("--relay-events", type=int, default=5000)
+    parser.add_argument(
+        "--web-workers", type=int, default=1, help="uvicorn --workers: web processes"
+    )
     args = parser.parse_args(argv)
     levels = [int(s) for s in args.senders.split(",")]
     modes = args.modes.split(",")
@@ -352,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(12)
     results: dict[tuple[str, int], list[dict]] = {}
     with FakeStripe() as fake:
-        apps = {mode: App(args.url, fake, mode) for mode in modes}
+        apps = {
+            mode: App(args.url, fake, mode, web_workers=args.web_workers) for mode in modes
+        }
         try:
             for _ in range(args.rounds):
                 for senders in levels:
