@@ -28,6 +28,7 @@ comes from environment variables; run it with
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -366,9 +367,16 @@ def create_app(
             return
         built = await build_async_services(settings)
         app.state.services = built
+        # What start-up loaded (SQLAlchemy, pydantic, babel's locale data, the
+        # services) lives as long as the process: keep it out of the cyclic garbage
+        # collector's full passes, each of which otherwise stopped every request for
+        # about 0.1 s (docs/worker.md, "Measured").
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await built.aclose()
 
     app = FastAPI(title="spaktok-ledger example (FastAPI)", lifespan=lifespan)

@@ -26,7 +26,7 @@ import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal, ParamSpec, TypeVar
+from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -67,7 +67,7 @@ from spaktok_ledger._service import (
 )
 from spaktok_ledger._service._gateway import PaymentGateway, WebhookEvent
 from spaktok_ledger._service._gifts import CLEARING
-from spaktok_ledger._service._webhooks import WebhookResult
+from spaktok_ledger._service._webhooks import Endpoint, WebhookInbox, WebhookResult, acknowledged
 from spaktok_ledger._store import (
     DEFAULT_PREFIX,
     Ledger,
@@ -188,6 +188,96 @@ def create_async_engine(url: str | sa.URL, **kwargs: Any) -> Any:
         engine = sa_create_async_engine(target, **kwargs)
     configure_sqlite(engine.sync_engine)
     return engine
+
+
+class _InboxOwner(Protocol):
+    """What :class:`_Acknowledgements` needs of :class:`Payments` / :class:`Payouts`."""
+
+    inbox: WebhookInbox
+    clock: Clock
+
+
+_Waiting = tuple[WebhookEvent, Endpoint, "asyncio.Future[str]"]
+
+
+class _Acknowledgements:
+    """Fast acknowledgements arriving together on one event loop, stored together.
+
+    Each :meth:`store` queues its verified event and waits. One writer task
+    stores what is queued in one transaction (``WebhookInbox.accept_many``: one
+    insert, one commit) while the next deliveries queue up behind it, and then
+    stores those: a lone delivery is written at once (no window to wait out),
+    and under a storm of concurrent deliveries the commits, round trips and
+    pooled connections per acknowledgement fall with the batch size. Each
+    caller gets its own status; a batch that fails as a whole (one bad row) is
+    written again one delivery at a time, so a caller gets exactly the error a
+    call of its own would have raised, and the others their statuses.
+    """
+
+    def __init__(self, owner: _InboxOwner, *, max_batch: int = 100) -> None:
+        self._owner = owner
+        self._max_batch = max_batch
+        self._waiting: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store(self, event: WebhookEvent, endpoint: Endpoint) -> str:
+        """The inbox status of ``event`` once stored (``queued`` if new)."""
+        loop = asyncio.get_running_loop()
+        writer = self._writer
+        if writer is not None and not writer.done() and writer.get_loop() is not loop:
+            # A second event loop using the same service: no sharing across loops.
+            owner = self._owner
+            return await _run(owner.inbox.accept, event, endpoint, now=owner.clock())
+        future: asyncio.Future[str] = loop.create_future()
+        self._waiting.append((event, endpoint, future))
+        if writer is None or writer.done():
+            self._writer = loop.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        batch: list[_Waiting] = []
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                await self._store(batch)
+        finally:  # cancelled with the loop: no caller waits forever
+            for _, _, future in (*batch, *self._waiting):
+                future.cancel()
+            self._waiting.clear()
+
+    async def _store(self, batch: list[_Waiting]) -> None:
+        owner = self._owner
+        try:
+            statuses = await _run(
+                owner.inbox.accept_many, [(e, p) for e, p, _ in batch], now=owner.clock()
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][2], error=exc)
+                return
+            for event, endpoint, future in batch:  # each on its own: its own answer
+                try:
+                    status = await _run(owner.inbox.accept, event, endpoint, now=owner.clock())
+                except Exception as alone:
+                    _settle(future, error=alone)
+                else:
+                    _settle(future, status)
+            return
+        for (_, _, future), status in zip(batch, statuses, strict=True):
+            _settle(future, status)
+
+
+def _settle(
+    future: asyncio.Future[str], status: str | None = None, *, error: Exception | None = None
+) -> None:
+    if future.done():  # its caller was cancelled (the event is stored all the same)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert status is not None
+        future.set_result(status)
 
 
 class AsyncLedger:
@@ -794,6 +884,7 @@ class AsyncPayments:
         self.pricing = pricing
         self.blocking = Payments(economy.blocking, pricing.blocking, _offloaded(gateway), **options)
         self.transfer_events = transfer_events
+        self._acknowledgements = _Acknowledgements(self.blocking)
 
     @property
     def transfer_events(self) -> AsyncPayouts | Callable[[WebhookEvent], WebhookResult] | None:
@@ -847,8 +938,15 @@ class AsyncPayments:
         return await _run(self.blocking.handle_webhook, payload, signature_header)
 
     async def accept_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
-        """Awaitable :meth:`Payments.accept_webhook` (the fast acknowledgement)."""
-        return await _run(self.blocking.accept_webhook, payload, signature_header)
+        """Awaitable :meth:`Payments.accept_webhook` (the fast acknowledgement).
+
+        Concurrent calls on one event loop are stored together: one insert and one
+        commit for the deliveries that arrive while the previous ones are written,
+        each caller answered with its own result (:class:`_Acknowledgements`)."""
+        event, endpoint = self.blocking._verify_for_inbox(payload, signature_header)
+        if endpoint is None:
+            return WebhookResult(event.id, event.type, "ignored")
+        return acknowledged(event, await self._acknowledgements.store(event, endpoint))
 
     async def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
         """Awaitable :meth:`Payments.wake`."""
@@ -958,6 +1056,7 @@ class AsyncPayouts:
             raise InvalidInput("economy must be an AsyncGiftEconomy")
         self.economy = economy
         self.blocking = Payouts(economy.blocking, _offloaded(gateway), **options)
+        self._acknowledgements = _Acknowledgements(self.blocking)
 
     async def account_status(self, streamer_id: str | int) -> ConnectedAccount | None:
         """Awaitable :meth:`Payouts.account_status`."""
@@ -980,8 +1079,12 @@ class AsyncPayouts:
         return await _run(self.blocking.handle_webhook, payload, signature_header)
 
     async def accept_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
-        """Awaitable :meth:`Payouts.accept_webhook` (the fast acknowledgement)."""
-        return await _run(self.blocking.accept_webhook, payload, signature_header)
+        """Awaitable :meth:`Payouts.accept_webhook` (the fast acknowledgement); concurrent
+        calls are stored together, as :meth:`AsyncPayments.accept_webhook`."""
+        event, endpoint = self.blocking._verify_for_inbox(payload, signature_header)
+        if endpoint is None:
+            return WebhookResult(event.id, event.type, "ignored")
+        return acknowledged(event, await self._acknowledgements.store(event, endpoint))
 
     async def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
         """Awaitable :meth:`Payouts.wake`."""

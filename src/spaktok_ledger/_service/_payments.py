@@ -53,8 +53,10 @@ from spaktok_ledger._service._purchase_rows import (
 from spaktok_ledger._service._quotes import Pricing
 from spaktok_ledger._service._webhooks import (
     DuplicateDelivery,
+    Endpoint,
     WebhookInbox,
     WebhookResult,
+    acknowledged,
 )
 from spaktok_ledger._store import Ledger
 
@@ -358,18 +360,24 @@ class Payments(_Checkout, _PurchaseFlow):
         handle). Bad signatures raise ``WebhookVerificationError`` (400) as in
         :meth:`handle_webhook`, which stays available for inline handling.
         """
+        event, endpoint = self._verify_for_inbox(payload, signature_header)
+        if endpoint is None:
+            return WebhookResult(event.id, event.type, "ignored")
+        return acknowledged(event, self.inbox.accept(event, endpoint, now=self.clock()))
+
+    def _verify_for_inbox(
+        self, payload: bytes, signature_header: str
+    ) -> tuple[WebhookEvent, Endpoint | None]:
+        """The first half of :meth:`accept_webhook`, without I/O: the verified event and
+        the inbox endpoint to store it under (None: a type this endpoint ignores)."""
         event = self.gateway.parse_webhook(
             payload, signature_header, self._secret, self.tolerance_seconds
         )
-        if not (
-            event.type in PURCHASE_EVENTS
-            or (event.type.startswith("transfer.") and self.transfer_events is not None)
+        if event.type in PURCHASE_EVENTS or (
+            event.type.startswith("transfer.") and self.transfer_events is not None
         ):
-            return WebhookResult(event.id, event.type, "ignored")
-        status = self.inbox.accept(event, "platform", now=self.clock())
-        if status in ("processed", "ignored"):
-            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
-        return WebhookResult(event.id, event.type, "queued")
+            return event, "platform"
+        return event, None
 
     def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
         """Apply the parked events waiting for one of ``keys`` (``purchase:{id}``,

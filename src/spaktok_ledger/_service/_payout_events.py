@@ -21,7 +21,12 @@ from spaktok_ledger._log import observed, webhook_fields
 from spaktok_ledger._service._gateway import PayoutSnapshot, TransferSnapshot, WebhookEvent
 from spaktok_ledger._service._payout_driver import _PayoutDriver
 from spaktok_ledger._service._payout_rows import Facts
-from spaktok_ledger._service._webhooks import DuplicateDelivery, WebhookResult
+from spaktok_ledger._service._webhooks import (
+    DuplicateDelivery,
+    Endpoint,
+    WebhookResult,
+    acknowledged,
+)
 from spaktok_ledger._store import Ledger
 
 PAYOUT_EVENTS: Final = frozenset(
@@ -73,15 +78,22 @@ class _PayoutEvents(_PayoutDriver):
     def accept_webhook(self, payload: bytes, signature_header: str) -> WebhookResult:
         """Verify a Connect delivery and store it for the :class:`Worker` (the fast
         acknowledgement, as :meth:`Payments.accept_webhook`): outcome ``queued``."""
+        event, endpoint = self._verify_for_inbox(payload, signature_header)
+        if endpoint is None:
+            return WebhookResult(event.id, event.type, "ignored")
+        return acknowledged(event, self.inbox.accept(event, endpoint, now=self.clock()))
+
+    def _verify_for_inbox(
+        self, payload: bytes, signature_header: str
+    ) -> tuple[WebhookEvent, Endpoint | None]:
+        """The first half of :meth:`accept_webhook`, without I/O: the verified event and
+        the inbox endpoint to store it under (None: a type this endpoint ignores)."""
         event = self.gateway.parse_webhook(
             payload, signature_header, self._secret, self.tolerance_seconds
         )
-        if event.type not in CONNECT_EVENTS and event.type not in TRANSFER_EVENTS:
-            return WebhookResult(event.id, event.type, "ignored")
-        status = self.inbox.accept(event, "connect", now=self.clock())
-        if status in ("processed", "ignored"):
-            return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
-        return WebhookResult(event.id, event.type, "queued")
+        if event.type in CONNECT_EVENTS or event.type in TRANSFER_EVENTS:
+            return event, "connect"
+        return event, None
 
     def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
         """Apply the parked Connect events waiting for one of ``keys``

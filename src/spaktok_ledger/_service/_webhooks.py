@@ -26,7 +26,7 @@ lease for the worker to apply.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -109,6 +109,14 @@ class WebhookResult:
         }
 
 
+def acknowledged(event: WebhookEvent, status: str) -> WebhookResult:
+    """A fast acknowledgement's answer, from the inbox status :meth:`WebhookInbox.accept`
+    gave: ``duplicate`` for an event already applied (or ignored), else ``queued``."""
+    if status in ("processed", "ignored"):
+        return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
+    return WebhookResult(event.id, event.type, "queued")
+
+
 class DuplicateDelivery(Exception):
     """Raised inside a handler's transaction to roll it back: the event was applied."""
 
@@ -122,8 +130,8 @@ class WebhookInbox:
         self._t = ledger.tables.webhook_events
         self._accepts: dict[str, Any] = {}
         t = self._t
-        self._status_statement = sa.select(t.c.status).where(
-            t.c.event_id == sa.bindparam("event_id")
+        self._statuses_statement = sa.select(t.c.event_id, t.c.status).where(
+            t.c.event_id.in_(sa.bindparam("event_ids", expanding=True))
         )
 
     def status(self, event_id: str) -> str | None:
@@ -363,18 +371,38 @@ class WebhookInbox:
     def accept(self, event: WebhookEvent, endpoint: Endpoint, *, now: datetime) -> str:
         """Store a verified event for the worker (a fast acknowledgement): ``queued``,
         or the status it already had (``processed``, ``ignored``, ``parked``)."""
-        row = self._queued(event, endpoint, now)
+        return self.accept_many([(event, endpoint)], now=now)[0]
 
-        def run(tx: Ledger) -> str:
+    def accept_many(
+        self, events: Sequence[tuple[WebhookEvent, Endpoint]], *, now: datetime
+    ) -> list[str]:
+        """:meth:`accept` for several deliveries in one transaction (concurrent
+        acknowledgements coalesced): one insert of every new event, one read of the
+        statuses of those already stored. A status per delivery, in order; copies of
+        one event in ``events`` share the first copy's row and status."""
+        rows: dict[str, dict[str, Any]] = {}
+        for event, endpoint in events:
+            rows.setdefault(event.id, self._queued(event, endpoint, now))
+        if not rows:
+            return []
+        params = list(rows.values())
+
+        def run(tx: Ledger) -> dict[str, str]:
             conn = tx.connection()
-            if conn.execute(self._accept_statement(conn), row).first() is not None:
-                return "queued"
-            # Already stored: its status, read in the same transaction (a copy being
-            # inserted concurrently and not yet committed is seen as queued).
-            found = conn.execute(self._status_statement, {"event_id": event.id}).scalar()
-            return str(found) if found is not None else "queued"
+            inserted = conn.execute(
+                self._accept_statement(conn), params[0] if len(params) == 1 else params
+            ).scalars()
+            statuses = dict.fromkeys(inserted, "queued")
+            stored = [event_id for event_id in rows if event_id not in statuses]
+            if stored:
+                # Already stored: their statuses, read in the same transaction (a copy
+                # being inserted concurrently and not yet committed is seen as queued).
+                found = conn.execute(self._statuses_statement, {"event_ids": stored})
+                statuses.update({r.event_id: str(r.status) for r in found})
+            return statuses
 
-        return self._ledger.atomic(run)
+        statuses = self._ledger.atomic(run)
+        return [statuses.get(event.id, "queued") for event, _ in events]
 
     def _accept_statement(self, conn: Connection) -> Any:
         """``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id``, built
