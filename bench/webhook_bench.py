@@ -99,7 +99,13 @@ class App:
     """uvicorn with the FastAPI example (and, fast-ack, a worker process) on one prefix."""
 
     def __init__(
-        self, url: str, fake: FakeStripe, mode: str, worker_nice: int = 10, web_workers: int = 1
+        self,
+        url: str,
+        fake: FakeStripe,
+        mode: str,
+        worker_nice: int = 10,
+        web_workers: int = 1,
+        worker_threads: int = 2,
     ) -> None:
         self.prefix = f"wb{uuid.uuid4().hex[:6]}_"
         self.mode = mode
@@ -132,7 +138,7 @@ class App:
                     ["nice", "-n", str(worker_nice),
                      sys.executable, "-m", "spaktok_ledger", "--db", url, "--prefix", self.prefix,
                      "-q", "worker", "--idle", "0.05", "--sweep", "off",
-                     "--reconcile-payouts", "off"],
+                     "--reconcile-payouts", "off", "--threads", str(worker_threads)],
                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                 )
             )
@@ -351,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--web-workers", type=int, default=1, help="uvicorn --workers: web processes"
     )
+    parser.add_argument(
+        "--worker-threads", type=int, default=2,
+        help="spaktok-ledger worker --threads (fast-ack): events applied at once",
+    )
     args = parser.parse_args(argv)
     levels = [int(s) for s in args.senders.split(",")]
     modes = args.modes.split(",")
@@ -359,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, int], list[dict]] = {}
     with FakeStripe() as fake:
         apps = {
-            mode: App(args.url, fake, mode, web_workers=args.web_workers) for mode in modes
+            mode: App(
+                args.url, fake, mode, web_workers=args.web_workers,
+                worker_threads=args.worker_threads,
+            )
+            for mode in modes
         }
         try:
             for _ in range(args.rounds):

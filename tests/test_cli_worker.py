@@ -47,7 +47,7 @@ def test_worker_once_applies_queued_events(tmp_path, monkeypatch) -> None:
         monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_cli")
         monkeypatch.setenv("STRIPE_API_BASE", fake.url)
         code, out, err = run("--db", url, "--json", "worker", "--once", "--sweep", "off",
-                             "--reconcile-payouts", "off")
+                             "--reconcile-payouts", "off", "--threads", "2")
         assert code == 0, err
         report = json.loads(out)
         assert report["outcomes"] == {"credited": 1}
@@ -58,10 +58,13 @@ def test_worker_once_applies_queued_events(tmp_path, monkeypatch) -> None:
         ledger.close()
 
 
-def test_worker_options_are_checked(tmp_path) -> None:
-    """A schedule under a second is a usage error (exit 2)."""
+def test_worker_options_are_checked(tmp_path, capsys) -> None:
+    """A schedule under a second, or no threads, is a usage error (exit 2)."""
     code, _, err = run("--db", f"sqlite:///{tmp_path / 'x.db'}", "worker", "--sweep", "0.1")
     assert code == 2
+    code, _, err = run("--db", f"sqlite:///{tmp_path / 'x.db'}", "worker", "--threads", "0")
+    assert code == 2
+    assert "threads must be from 1 to 64" in capsys.readouterr().err
 
 
 def test_relay_once_publishes_to_redis(tmp_path) -> None:

@@ -53,6 +53,17 @@ def _seconds(value: str) -> timedelta | None:
     return timedelta(seconds=seconds)
 
 
+def _threads(value: str) -> int:
+    """``--threads``: 1 to 64."""
+    try:
+        threads = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a whole number of threads") from None
+    if not 1 <= threads <= 64:
+        raise argparse.ArgumentTypeError("threads must be from 1 to 64")
+    return threads
+
+
 def cmd_worker(ctx: Context) -> int:
     from spaktok_ledger._cli_stripe import _money_services
     from spaktok_ledger._service._worker import Worker, WorkerSchedule
@@ -74,13 +85,17 @@ def cmd_worker(ctx: Context) -> int:
             schedule=schedule,
             batch=a.batch,
             idle_seconds=a.idle,
+            threads=a.threads,
             on_progress=None if a.once else _say(ctx),
         )
         if a.once:
             report = worker.run_once()
             ctx.emit(report.to_dict(), lambda: ctx.out.write(_summary(report.to_dict())))
             return EXIT_FAILED if report.errors else EXIT_OK
-        _say(ctx)(f"worker {worker.owner[:8]} started (batch {a.batch}); stop with SIGTERM")
+        _say(ctx)(
+            f"worker {worker.owner[:8]} started (batch {a.batch}, {a.threads} thread(s)); "
+            "stop with SIGTERM"
+        )
         _until_signalled(worker.stop)
         worker.run_forever()
         _say(ctx)("worker stopped")
@@ -161,6 +176,12 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.add_argument("--batch", type=int, default=100, help="events claimed per round")
     p.add_argument("--idle", type=float, default=0.5, help="seconds to sleep when idle")
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        default=1,
+        help="events applied at once (PostgreSQL: 4 to 8 keep Stripe's latency busy)",
+    )
     p.add_argument("--manual", action="store_true", help="the platform runs manual payouts")
     p.add_argument("--packs", help="pack catalogue .toml/.json (default: $SPAKTOK_PACKS or demo)")
     for name, default in (

@@ -232,3 +232,36 @@ def test_connect_deliveries_are_stored_together_too(services) -> None:
         answers = run(accept_all(payouts, [signed_event(e, CONNECT_SECRET) for e in events]))
     assert [a.outcome for a in answers] == ["queued"] * 8
     assert (seen.inserts, seen.commits) == (1, 1)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_copy_does_not_wait_for_the_worker_applying_its_event(services) -> None:
+    """While another transaction (the worker applying the event) has updated the
+    event's row and not committed, a batch holding a copy of it is answered from the
+    committed status at once: an insert of that id would wait for the other
+    transaction (PostgreSQL's unique check), and the whole batch with it."""
+    payments, _ = services
+    applying, other = checkout_event(1), checkout_event(2)
+    run(payments.accept_webhook(*signed_event(applying, SECRET)))
+    ledger = payments.economy.ledger
+    t = ledger.tables.webhook_events
+    with sync_engine(ledger.engine).connect() as worker:
+        worker.execute(
+            t.update().where(t.c.event_id == applying["id"]).values(lease_owner="worker")
+        )  # not committed: the worker is still applying it
+
+        async def batch() -> list[Any]:
+            return await asyncio.wait_for(
+                accept_all(
+                    payments,
+                    [signed_event(applying, SECRET), signed_event(other, SECRET)],
+                ),
+                timeout=5,
+            )
+
+        started = time.monotonic()
+        answers = run(batch())
+        assert time.monotonic() - started < 2
+        worker.rollback()
+    assert [a.outcome for a in answers] == ["queued", "queued"]
+    assert inbox(payments) == {applying["id"]: "queued", other["id"]: "queued"}

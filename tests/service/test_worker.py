@@ -5,6 +5,8 @@ The real ``stripe`` SDK against FakeStripe, both backends.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -73,6 +75,11 @@ def inbox_row(payments: Payments, event_id: str):
     return payments.ledger.read(
         lambda conn: conn.execute(sa.select(t).where(t.c.event_id == event_id)).first()
     )
+
+
+def rows(payments: Payments):
+    t = payments.ledger.tables.webhook_events
+    return payments.ledger.read(lambda conn: list(conn.execute(sa.select(t))))
 
 
 def stripe_gets(fake: FakeStripe) -> int:
@@ -189,8 +196,65 @@ class TestFastAcknowledgement:
             Worker()
         with pytest.raises(InvalidInput):
             Worker(payments, batch=0)
+        for threads in (0, 65, True, 2.0):
+            with pytest.raises(InvalidInput, match="threads"):
+                Worker(payments, threads=threads)
         with pytest.raises(InvalidInput):
             WorkerSchedule(sweep=timedelta(0))
+
+
+class TestWorkerThreads:
+    def test_a_round_applies_its_events_at_once(self, shop, fake, monkeypatch) -> None:
+        """threads=4: the round's events wait on Stripe side by side (Stripe answers in
+        0.3 s here), each is applied once, and the outcomes are all reported."""
+        economy, payments, _ = shop
+        users = [f"u{n}" for n in range(6)]
+        for user in users:
+            _, event = paid_event(shop, fake, user=user, key=f"k-{user}")
+            assert payments.accept_webhook(*signed_event(event, SECRET)).outcome == "queued"
+        in_flight, most = 0, 0
+        lock = threading.Lock()
+        real = type(payments.gateway).purchase_state
+
+        def slow_state(gateway, *args, **kwargs):
+            nonlocal in_flight, most
+            with lock:
+                in_flight += 1
+                most = max(most, in_flight)
+            try:
+                time.sleep(0.3)
+                return real(gateway, *args, **kwargs)
+            finally:
+                with lock:
+                    in_flight -= 1
+
+        monkeypatch.setattr(type(payments.gateway), "purchase_state", slow_state)
+        report = Worker(payments, schedule=QUIET, threads=4).run_once()
+        assert (report.events, dict(report.outcomes), report.errors) == (6, {"credited": 6}, ())
+        assert most >= 2  # (sequentially it would be 1)
+        assert [economy.wallet(u).coins for u in users] == [500] * 6
+        assert Worker(payments, schedule=QUIET, threads=4).run_once().idle
+
+    def test_a_failing_event_leaves_the_others_applied(self, shop, fake, clock) -> None:
+        """An event whose Stripe fetch fails is reported and stays queued (retried after
+        its backoff); the rest of the round is applied."""
+        economy, payments, _ = shop
+        for user in ("a1", "a2", "a3"):
+            _, event = paid_event(shop, fake, user=user, key=f"k-{user}")
+            payments.accept_webhook(*signed_event(event, SECRET))
+        fake.fail_next("GET", "/v1/checkout/sessions", status=500)
+        report = Worker(payments, schedule=QUIET, threads=3).run_once()
+        assert report.events == 2 and len(report.errors) == 1
+        assert dict(report.outcomes) == {"credited": 2}
+        assert sorted(economy.wallet(u).coins for u in ("a1", "a2", "a3")) == [0, 500, 500]
+        failed = next(r for r in rows(payments) if r.status == "queued")
+        assert "PaymentProviderError" in failed.last_error
+        assert failed.lease_owner is None  # given back, retried after its backoff
+        assert Worker(payments, schedule=QUIET, threads=3).run_once().idle
+        clock.advance(timedelta(seconds=31))
+        report = Worker(payments, schedule=QUIET, threads=3).run_once()
+        assert dict(report.outcomes) == {"credited": 1}
+        assert [economy.wallet(u).coins for u in ("a1", "a2", "a3")] == [500] * 3
 
 
 class TestParkedEvents:

@@ -377,36 +377,38 @@ class WebhookInbox:
         self, events: Sequence[tuple[WebhookEvent, Endpoint]], *, now: datetime
     ) -> list[str]:
         """:meth:`accept` for several deliveries in one transaction (concurrent
-        acknowledgements coalesced): one insert of every new event, one read of the
-        statuses of those already stored. A status per delivery, in order; copies of
-        one event in ``events`` share the first copy's row and status."""
+        acknowledgements coalesced): one read of the statuses of those already
+        stored, one insert of the new ones. A status per delivery, in order; copies
+        of one event in ``events`` share the first copy's row and status.
+
+        The read comes first so that a copy of an event the worker is applying
+        right now is answered from its committed status: an insert of that id
+        would wait for the worker's transaction (a unique check waits for an
+        in-progress update of the conflicting row), and with it the whole batch.
+        """
         rows: dict[str, dict[str, Any]] = {}
         for event, endpoint in events:
             rows.setdefault(event.id, self._queued(event, endpoint, now))
         if not rows:
             return []
-        params = list(rows.values())
 
         def run(tx: Ledger) -> dict[str, str]:
             conn = tx.connection()
-            inserted = conn.execute(
-                self._accept_statement(conn), params[0] if len(params) == 1 else params
-            ).scalars()
-            statuses = dict.fromkeys(inserted, "queued")
-            stored = [event_id for event_id in rows if event_id not in statuses]
-            if stored:
-                # Already stored: their statuses, read in the same transaction (a copy
-                # being inserted concurrently and not yet committed is seen as queued).
-                found = conn.execute(self._statuses_statement, {"event_ids": stored})
-                statuses.update({r.event_id: str(r.status) for r in found})
+            found = conn.execute(self._statuses_statement, {"event_ids": list(rows)})
+            statuses = {r.event_id: str(r.status) for r in found}
+            new = [row for event_id, row in rows.items() if event_id not in statuses]
+            if new:
+                # A copy inserted concurrently and not yet committed is neither found
+                # nor inserted here (ON CONFLICT DO NOTHING waits for it): queued.
+                conn.execute(self._accept_statement(conn), new[0] if len(new) == 1 else new)
             return statuses
 
         statuses = self._ledger.atomic(run)
         return [statuses.get(event.id, "queued") for event, _ in events]
 
     def _accept_statement(self, conn: Connection) -> Any:
-        """``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id``, built
-        once per dialect: the acknowledgement's only write, run on every delivery."""
+        """``INSERT ... ON CONFLICT (event_id) DO NOTHING``, built once per dialect:
+        the acknowledgement's only write, run on every delivery of a new event."""
         name = conn.dialect.name
         found = self._accepts.get(name)
         if found is None:
@@ -416,7 +418,6 @@ class WebhookInbox:
                 _dialect_insert(conn)(t)
                 .values(values)
                 .on_conflict_do_nothing(index_elements=[t.c.event_id])
-                .returning(t.c.event_id)
             )
             self._accepts[name] = found
         return found
