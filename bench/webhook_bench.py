@@ -13,9 +13,10 @@ deliverers at once). Inline: the answer applies the event. Fast-ack: the
 answer stores it, and one ``spaktok-ledger worker`` process applies it; the
 bench waits until the inbox is drained.
 
-Reported per run (rounds interleave the modes and sender counts, so load
-from elsewhere on the machine hits them alike), as min / median / max over
-rounds:
+Reported per run (rounds interleave the modes and sender counts, the mode
+that goes first alternating by round, so load from elsewhere on the machine
+hits them alike; each run starts after a ``CHECKPOINT`` once no autovacuum
+worker is busy), as min / median / max over rounds:
 
 - first deliveries per second (applied events / wall time until applied),
   and its ratio to the 1-sender figure of the same mode and round;
@@ -267,9 +268,25 @@ def _floor(app: App, deliveries: list, senders: int) -> float:
     return len(rows) / (time.perf_counter() - began)
 
 
+def _settle(engine: sa.Engine, wait: float = 15.0) -> None:
+    """Start each run on a settled database: the previous run's dirty pages written
+    (``CHECKPOINT``) and no autovacuum worker busy on its tables (a 32-sender inline
+    run left autovacuum running into the next run, which then measured slower)."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("CHECKPOINT"))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and conn.execute(
+            sa.text("SELECT count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'autovacuum worker'")
+        ).scalar():
+            conn.rollback()
+            time.sleep(0.1)
+
+
 def one(app: App, fake: FakeStripe, senders: int, purchases: int, rng: random.Random) -> dict:
     deliveries, events = _deliveries(app, fake, purchases, rng)
     engine = app.services.ledger.engine
+    _settle(engine)
     before = _deadlocks(engine)
     latencies, statuses, began, acked = _send(app.port, deliveries, senders)
     while app.mode == "fast-ack" and app.unapplied():
@@ -376,9 +393,11 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes
         }
         try:
-            for _ in range(args.rounds):
+            for r in range(args.rounds):
                 for senders in levels:
-                    for mode in modes:  # interleaved: both modes see the same load
+                    # Interleaved, and which mode goes first alternates by round: both
+                    # modes see the same load, and neither always follows the other.
+                    for mode in modes if r % 2 == 0 else modes[::-1]:
                         results.setdefault((mode, senders), []).append(
                             one(apps[mode], fake, senders, args.purchases, rng)
                         )

@@ -240,7 +240,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         "The caller's statement, newest first, in pages",
         200,
         "HistoryPage",
-        (401, 403, 422, *_COMMON),
+        # 404: the earnings statement (streamer_id) of a caller who does not stream.
+        (401, 403, 404, 422, *_COMMON),
     ),
     Route(
         "post",

@@ -632,7 +632,8 @@ class AppContract:
         assert self.snapshot(api, "hal")[0]["wallet"]["coins"] == 490
 
     def test_other_refusals_map_to_their_statuses(self, api: httpx.Client, admin: Services) -> None:
-        """Unknown gifts and packs are 404, gifts to oneself 422, payouts without Connect 409."""
+        """Unknown gifts and packs, and the earnings statement of a non-streamer, are 404;
+        gifts to oneself 422, payouts without Connect 409."""
         self.fund(admin, "ivy", 500)
         before = self.snapshot(api, "ivy")
         unknown = api.post(
@@ -665,4 +666,10 @@ class AppContract:
         )
         problem(no_account, 409, "payouts_not_enabled")
         problem(api.get("/api/nowhere", headers=self.as_user("ivy")), 404, "not_found")
+        # Her earnings statement, though she does not stream (found by the HTTP fuzzer:
+        # a 404 the route did not document).
+        not_a_streamer = api.get(
+            "/api/transactions", params={"streamer_id": "ivy"}, headers=self.as_user("ivy")
+        )
+        problem(not_a_streamer, 404, "unknown_streamer")
         assert self.snapshot(api, "ivy") == before
