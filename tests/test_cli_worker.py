@@ -64,7 +64,7 @@ def test_worker_options_are_checked(tmp_path, capsys) -> None:
     assert code == 2
     code, _, err = run("--db", f"sqlite:///{tmp_path / 'x.db'}", "worker", "--threads", "0")
     assert code == 2
-    assert "threads must be from 1 to 64" in capsys.readouterr().err
+    assert "threads must be from 1 to 16" in capsys.readouterr().err
 
 
 def test_relay_once_publishes_to_redis(tmp_path) -> None:

@@ -22,9 +22,12 @@ worker thread (``asyncio.to_thread``) while the event loop serves others.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
@@ -43,7 +46,7 @@ from spaktok_ledger._domain import (
     HistoryPage,
     TrialBalance,
 )
-from spaktok_ledger._errors import InvalidInput
+from spaktok_ledger._errors import InvalidInput, LedgerBusy
 from spaktok_ledger._extras import needs_extra
 from spaktok_ledger._pricing import Quote
 from spaktok_ledger._service import (
@@ -197,75 +200,92 @@ class _InboxOwner(Protocol):
     clock: Clock
 
 
-_Waiting = tuple[WebhookEvent, Endpoint, "asyncio.Future[str]"]
+_Waiting = tuple[WebhookEvent, Endpoint, datetime, "asyncio.Future[str]"]
+
+
+@dataclass(slots=True)
+class _LoopQueue:
+    """One event loop's deliveries waiting to be stored, and its writer task."""
+
+    waiting: list[_Waiting] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
 
 
 class _Acknowledgements:
     """Fast acknowledgements arriving together on one event loop, stored together.
 
-    Each :meth:`store` queues its verified event and waits. One writer task
-    stores what is queued in one transaction (``WebhookInbox.accept_many``: one
-    insert, one commit) while the next deliveries queue up behind it, and then
-    stores those: a lone delivery is written at once (no window to wait out),
-    and under a storm of concurrent deliveries the commits, round trips and
-    pooled connections per acknowledgement fall with the batch size. Each
-    caller gets its own status; a batch that fails as a whole (one bad row) is
-    written again one delivery at a time, so a caller gets exactly the error a
-    call of its own would have raised, and the others their statuses.
+    Each :meth:`store` queues its verified event (with the time it arrived) and
+    waits. One writer task per event loop stores what is queued in one
+    transaction (``WebhookInbox.accept_many``: one insert, one commit) while the
+    next deliveries queue up behind it, and then stores those: a lone delivery
+    is written at once (no window to wait out), and under a storm of concurrent
+    deliveries the commits, round trips and pooled connections per
+    acknowledgement fall with the batch size. Each caller gets its own status.
+    A batch refused because of one delivery's row is written again one delivery
+    at a time, so that caller gets exactly the error a call of its own would
+    have raised and the others their statuses; a failure of the database itself
+    (contention that outlasted the retries, a lost connection, an exhausted
+    pool) fails the batch's callers at once with that error.
     """
 
     def __init__(self, owner: _InboxOwner, *, max_batch: int = 100) -> None:
         self._owner = owner
         self._max_batch = max_batch
-        self._waiting: list[_Waiting] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def store(self, event: WebhookEvent, endpoint: Endpoint) -> str:
         """The inbox status of ``event`` once stored (``queued`` if new)."""
         loop = asyncio.get_running_loop()
-        writer = self._writer
-        if writer is not None and not writer.done() and writer.get_loop() is not loop:
-            # A second event loop using the same service: no sharing across loops.
-            owner = self._owner
-            return await _run(owner.inbox.accept, event, endpoint, now=owner.clock())
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues.setdefault(loop, _LoopQueue())
         future: asyncio.Future[str] = loop.create_future()
-        self._waiting.append((event, endpoint, future))
-        if writer is None or writer.done():
-            self._writer = loop.create_task(self._write())
+        queue.waiting.append((event, endpoint, self._owner.clock(), future))
+        if queue.writer is None or queue.writer.done():
+            # A context of its own: a batch belongs to no one request's trace.
+            queue.writer = loop.create_task(self._write(queue), context=contextvars.Context())
         return await future
 
-    async def _write(self) -> None:
+    async def _write(self, queue: _LoopQueue) -> None:
         batch: list[_Waiting] = []
         try:
-            while self._waiting:
-                batch = self._waiting[: self._max_batch]
-                del self._waiting[: self._max_batch]
+            while queue.waiting:
+                batch = queue.waiting[: self._max_batch]
+                del queue.waiting[: self._max_batch]
                 await self._store(batch)
         finally:  # cancelled with the loop: no caller waits forever
-            for _, _, future in (*batch, *self._waiting):
+            for *_, future in (*batch, *queue.waiting):
                 future.cancel()
-            self._waiting.clear()
+            queue.waiting.clear()
 
     async def _store(self, batch: list[_Waiting]) -> None:
-        owner = self._owner
+        inbox = self._owner.inbox
         try:
-            statuses = await _run(
-                owner.inbox.accept_many, [(e, p) for e, p, _ in batch], now=owner.clock()
-            )
+            statuses = await _run(inbox.accept_many, [(e, p, at) for e, p, at, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][2], error=exc)
+            if len(batch) == 1 or _database_failure(exc):
+                for *_, future in batch:
+                    _settle(future, error=exc)
                 return
-            for event, endpoint, future in batch:  # each on its own: its own answer
+            for event, endpoint, at, future in batch:  # each on its own: its own answer
                 try:
-                    status = await _run(owner.inbox.accept, event, endpoint, now=owner.clock())
+                    status = await _run(inbox.accept, event, endpoint, now=at)
                 except Exception as alone:
                     _settle(future, error=alone)
                 else:
                     _settle(future, status)
             return
-        for (_, _, future), status in zip(batch, statuses, strict=True):
+        for (*_, future), status in zip(batch, statuses, strict=True):
             _settle(future, status)
+
+
+def _database_failure(exc: Exception) -> bool:
+    """A failure of the database or the connection, not of one delivery's row."""
+    if isinstance(exc, LedgerBusy | sa.exc.OperationalError | sa.exc.TimeoutError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
 def _settle(

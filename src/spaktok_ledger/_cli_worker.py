@@ -54,13 +54,13 @@ def _seconds(value: str) -> timedelta | None:
 
 
 def _threads(value: str) -> int:
-    """``--threads``: 1 to 64."""
+    """``--threads``: 1 to 16 (the default connection pool serves 15 at once)."""
     try:
         threads = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError("a whole number of threads") from None
-    if not 1 <= threads <= 64:
-        raise argparse.ArgumentTypeError("threads must be from 1 to 64")
+    if not 1 <= threads <= 16:
+        raise argparse.ArgumentTypeError("threads must be from 1 to 16")
     return threads
 
 

@@ -9,7 +9,9 @@ backends, through the async drivers.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -171,26 +173,60 @@ def test_each_caller_in_a_batch_gets_its_own_status(services) -> None:
     }
 
 
-def test_a_failing_delivery_fails_only_its_own_caller(services, monkeypatch) -> None:
-    """A batch the database refuses as a whole is written again one delivery at a time:
-    the failing one's caller gets the error a call of its own gets, the others queued."""
+def test_a_failing_row_fails_only_its_own_caller(services, monkeypatch) -> None:
+    """A batch the database refuses because of one row is written again one delivery
+    at a time: that caller gets the error a call of its own gets, the others queued."""
     payments, _ = services
     events = [checkout_event(n) for n in range(6)]
     real = WebhookInbox.accept_many
     batches: list[int] = []
 
-    def refusing(self, items, *, now):  # the database refuses evt_batch_3's row
-        batches.append(len(items))
-        if any(event.id == "evt_batch_3" for event, _ in items):
-            raise LedgerBusy("refused", backend="test")
-        return real(self, items, now=now)
+    def refusing(self, deliveries):  # the database refuses evt_batch_3's row
+        batches.append(len(deliveries))
+        if any(event.id == "evt_batch_3" for event, _, _ in deliveries):
+            raise sa.exc.DataError("INSERT", {}, Exception("value too long"))
+        return real(self, deliveries)
 
     monkeypatch.setattr(WebhookInbox, "accept_many", refusing)
     answers = run(accept_all(payments, [signed_event(e, SECRET) for e in events]))
-    assert isinstance(answers[3], LedgerBusy)
+    assert isinstance(answers[3], sa.exc.DataError)
     assert [a.outcome for i, a in enumerate(answers) if i != 3] == ["queued"] * 5
     assert batches == [6, 1, 1, 1, 1, 1, 1]  # the batch, then each alone
     assert set(inbox(payments)) == {e["id"] for i, e in enumerate(events) if i != 3}
+
+
+def test_a_database_failure_fails_the_batch_at_once(services, monkeypatch) -> None:
+    """Contention that outlasted the retries (or a lost connection) is not one row's
+    fault: every caller of the batch gets it at once, with no one-by-one replay that
+    would make the last caller wait out the failure a hundred times."""
+    payments, _ = services
+    batches: list[int] = []
+
+    def busy(self, deliveries):
+        batches.append(len(deliveries))
+        raise LedgerBusy("contention outlasted the retries", backend="test")
+
+    monkeypatch.setattr(WebhookInbox, "accept_many", busy)
+    deliveries = [signed_event(checkout_event(n), SECRET) for n in range(5)]
+    answers = run(accept_all(payments, deliveries))
+    assert all(isinstance(a, LedgerBusy) for a in answers)
+    assert batches == [5]
+    assert inbox(payments) == {}
+
+
+def test_each_delivery_keeps_its_own_arrival_time(services) -> None:
+    """Deliveries stored in one batch keep the times they arrived (the worker takes
+    them oldest first), not the batch's."""
+    payments, _ = services
+    times = iter(datetime(2026, 3, 1, 12, 0, n, tzinfo=UTC) for n in range(100))
+    payments.blocking.clock = lambda: next(times)
+    events = [checkout_event(n) for n in (5, 3, 9, 1)]
+    run(accept_all(payments, [signed_event(e, SECRET) for e in events]))
+    ledger = payments.economy.ledger
+    t = ledger.tables.webhook_events
+    with sync_engine(ledger.engine).connect() as conn:
+        found = conn.execute(sa.select(t.c.event_id).order_by(t.c.received_at)).scalars()
+        assert list(found) == [e["id"] for e in events]
 
 
 def test_a_cancelled_caller_leaves_the_others_answered(services) -> None:
@@ -234,7 +270,7 @@ def test_connect_deliveries_are_stored_together_too(services) -> None:
     assert (seen.inserts, seen.commits) == (1, 1)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_a_copy_does_not_wait_for_the_worker_applying_its_event(services) -> None:
     """While another transaction (the worker applying the event) has updated the
     event's row and not committed, a batch holding a copy of it is answered from the
@@ -265,3 +301,34 @@ def test_a_copy_does_not_wait_for_the_worker_applying_its_event(services) -> Non
         worker.rollback()
     assert [a.outcome for a in answers] == ["queued", "queued"]
     assert inbox(payments) == {applying["id"]: "queued", other["id"]: "queued"}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_copy_inserted_meanwhile_is_answered_with_its_committed_status(services) -> None:
+    """Another process stores (and applies) the event between this batch's read and its
+    insert: the insert waits for that transaction, and the answer is the status it
+    committed (duplicate), as a call of its own would give."""
+    payments, _ = services
+    event = checkout_event(7)
+    ledger = payments.economy.ledger
+    t = ledger.tables.webhook_events
+    with sync_engine(ledger.engine).connect() as other:
+        other.execute(
+            t.insert().values(
+                event_id=event["id"], endpoint="platform", type=event["type"],
+                stripe_created=event["created"], status="processed", outcome="credited",
+                received_at=datetime(2026, 3, 1, tzinfo=UTC),
+            )
+        )  # not committed yet
+        answer: list[Any] = []
+        acking = threading.Thread(
+            target=lambda: answer.append(
+                run(payments.accept_webhook(*signed_event(event, SECRET)))
+            )
+        )
+        acking.start()
+        time.sleep(0.5)
+        assert not answer  # waiting for the other transaction
+        other.commit()
+        acking.join(timeout=10)
+    assert (answer[0].outcome, answer[0].duplicate) == ("duplicate", True)

@@ -196,7 +196,7 @@ class TestFastAcknowledgement:
             Worker()
         with pytest.raises(InvalidInput):
             Worker(payments, batch=0)
-        for threads in (0, 65, True, 2.0):
+        for threads in (0, 17, True, 2.0):
             with pytest.raises(InvalidInput, match="threads"):
                 Worker(payments, threads=threads)
         with pytest.raises(InvalidInput):

@@ -371,24 +371,25 @@ class WebhookInbox:
     def accept(self, event: WebhookEvent, endpoint: Endpoint, *, now: datetime) -> str:
         """Store a verified event for the worker (a fast acknowledgement): ``queued``,
         or the status it already had (``processed``, ``ignored``, ``parked``)."""
-        return self.accept_many([(event, endpoint)], now=now)[0]
+        return self.accept_many([(event, endpoint, now)])[0]
 
     def accept_many(
-        self, events: Sequence[tuple[WebhookEvent, Endpoint]], *, now: datetime
+        self, deliveries: Sequence[tuple[WebhookEvent, Endpoint, datetime]]
     ) -> list[str]:
-        """:meth:`accept` for several deliveries in one transaction (concurrent
-        acknowledgements coalesced): one read of the statuses of those already
-        stored, one insert of the new ones. A status per delivery, in order; copies
-        of one event in ``events`` share the first copy's row and status.
+        """:meth:`accept` for several deliveries (event, endpoint, received at) in one
+        transaction, as concurrent acknowledgements are coalesced: one read of the
+        statuses of those already stored, one insert of the new ones. A status per
+        delivery, in order; copies of one event share the first copy's row.
 
-        The read comes first so that a copy of an event the worker is applying
-        right now is answered from its committed status: an insert of that id
-        would wait for the worker's transaction (a unique check waits for an
-        in-progress update of the conflicting row), and with it the whole batch.
+        The read comes first so that a copy of an event the worker is applying right
+        now is answered from its committed status: an insert of that id would wait
+        for the worker's transaction (a unique check waits for an in-progress update
+        of the conflicting row), and with it the whole batch. New rows are inserted
+        in event-id order, so two processes' batches cannot deadlock each other.
         """
         rows: dict[str, dict[str, Any]] = {}
-        for event, endpoint in events:
-            rows.setdefault(event.id, self._queued(event, endpoint, now))
+        for event, endpoint, received_at in deliveries:
+            rows.setdefault(event.id, self._queued(event, endpoint, received_at))
         if not rows:
             return []
 
@@ -396,19 +397,30 @@ class WebhookInbox:
             conn = tx.connection()
             found = conn.execute(self._statuses_statement, {"event_ids": list(rows)})
             statuses = {r.event_id: str(r.status) for r in found}
-            new = [row for event_id, row in rows.items() if event_id not in statuses]
-            if new:
-                # A copy inserted concurrently and not yet committed is neither found
-                # nor inserted here (ON CONFLICT DO NOTHING waits for it): queued.
-                conn.execute(self._accept_statement(conn), new[0] if len(new) == 1 else new)
+            new = sorted(
+                (row for event_id, row in rows.items() if event_id not in statuses),
+                key=lambda row: str(row["event_id"]),
+            )
+            if not new:
+                return statuses
+            inserted = conn.execute(
+                self._accept_statement(conn), new[0] if len(new) == 1 else new
+            ).scalars()
+            statuses.update(dict.fromkeys(inserted, "queued"))
+            skipped = [row["event_id"] for row in new if row["event_id"] not in statuses]
+            if skipped:
+                # Inserted by another transaction meanwhile (the insert waited for it
+                # to commit): its status now. Not yet visible (SQLite): queued.
+                found = conn.execute(self._statuses_statement, {"event_ids": skipped})
+                statuses.update({r.event_id: str(r.status) for r in found})
             return statuses
 
         statuses = self._ledger.atomic(run)
-        return [statuses.get(event.id, "queued") for event, _ in events]
+        return [statuses.get(event.id, "queued") for event, _, _ in deliveries]
 
     def _accept_statement(self, conn: Connection) -> Any:
-        """``INSERT ... ON CONFLICT (event_id) DO NOTHING``, built once per dialect:
-        the acknowledgement's only write, run on every delivery of a new event."""
+        """``INSERT ... ON CONFLICT (event_id) DO NOTHING RETURNING event_id``, built
+        once per dialect: the acknowledgement's only write, run for every new event."""
         name = conn.dialect.name
         found = self._accepts.get(name)
         if found is None:
@@ -418,6 +430,7 @@ class WebhookInbox:
                 _dialect_insert(conn)(t)
                 .values(values)
                 .on_conflict_do_nothing(index_elements=[t.c.event_id])
+                .returning(t.c.event_id)
             )
             self._accepts[name] = found
         return found

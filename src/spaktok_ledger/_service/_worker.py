@@ -128,7 +128,9 @@ class Worker:
         ``run_forever`` sleeps when nothing was due. ``threads``: how many of a
         round's events are applied at once (each waits on Stripe's answers and the
         database, so on PostgreSQL more threads apply more events per second; on
-        SQLite, whose single writer serializes them, 1 is right). ``on_progress``
+        SQLite, whose single writer serializes them, 1 is right). Each thread holds
+        at most one of the engine's pooled connections at a time: the default pool
+        (5, and 10 more on demand) serves up to 15 threads. ``on_progress``
         receives one line per round that did something (the CLI prints them)."""
         if payments is None and payouts is None and economy is None:
             raise InvalidInput("a Worker needs payments, payouts or an economy")
@@ -138,8 +140,8 @@ class Worker:
             raise InvalidInput("lease must be a timedelta of at least 1 second")
         if not isinstance(idle_seconds, int | float) or idle_seconds < 0:
             raise InvalidInput("idle_seconds must be a number >= 0")
-        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
-            raise InvalidInput("threads must be an int from 1 to 64")
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 16:
+            raise InvalidInput("threads must be an int from 1 to 16")
         self.payments = payments
         self.payouts = payouts
         found = economy or (payments.economy if payments else None)
