@@ -115,3 +115,16 @@ def test_commands_are_listed(command: str) -> None:
     """Both commands are in the CLI's help."""
     code, _, _ = run(command, "--help")
     assert code == 0
+
+
+def test_the_long_running_loops_freeze_start_up_objects() -> None:
+    """worker and relay run their loops with start-up objects out of the garbage
+    collector's full passes, and give them back when the loop ends."""
+    import gc
+
+    from spaktok_ledger._cli_worker import start_up_frozen
+
+    before = gc.get_freeze_count()
+    with start_up_frozen():
+        assert gc.get_freeze_count() > before
+    assert gc.get_freeze_count() == 0
