@@ -86,8 +86,7 @@ class _PayoutEvents(_PayoutDriver):
     def _verify_for_inbox(
         self, payload: bytes, signature_header: str
     ) -> tuple[WebhookEvent, Endpoint | None]:
-        """The first half of :meth:`accept_webhook`, without I/O: the verified event and
-        the inbox endpoint to store it under (None: a type this endpoint ignores)."""
+        """As ``Payments._verify_for_inbox``, for the Connect endpoint's events."""
         event = self.gateway.parse_webhook(
             payload, signature_header, self._secret, self.tolerance_seconds
         )
