@@ -7,11 +7,12 @@ and the outbox relay's throughput to Redis Streams.
 uvicorn runs the FastAPI example (one process; ``--web-workers N`` for
 ``uvicorn --workers N``) on PostgreSQL against the
 bundled FakeStripe. For each sender count and mode, fresh purchases are paid
-at the fake Stripe and every event is delivered 1 to 5 times, shuffled, by
-that many threads over keep-alive connections (Stripe's retries and several
-deliverers at once). Inline: the answer applies the event. Fast-ack: the
-answer stores it, and one ``spaktok-ledger worker`` process applies it; the
-bench waits until the inbox is drained.
+at the fake Stripe and every event is delivered 1 to 5 times, shuffled, over
+that many keep-alive connections from a sender process of its own (Stripe's
+retries and several deliverers at once). Inline: the answer applies the
+event. Fast-ack: the answer stores it, and one ``spaktok-ledger worker``
+process (``--threads 2``; ``--worker-threads N``) applies it; the bench waits
+until the inbox is drained.
 
 Reported per run (rounds interleave the modes and sender counts, the mode
 that goes first alternating by round, so load from elsewhere on the machine
