@@ -162,6 +162,9 @@ class App:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        ledger = self.services.ledger
+        with ledger.engine.begin() as conn:  # leave the shared database as it was
+            drop_ledger_tables(conn, ledger, self.prefix)
         self.services.close()
         self.log.close()
 
