@@ -964,9 +964,8 @@ class AsyncPayments:
         commit for the deliveries that arrive while the previous ones are written,
         each caller answered with its own result (:class:`_Acknowledgements`)."""
         event, endpoint = self.blocking._verify_for_inbox(payload, signature_header)
-        if endpoint is None:
-            return WebhookResult(event.id, event.type, "ignored")
-        return acknowledged(event, await self._acknowledgements.store(event, endpoint))
+        stored = endpoint and await self._acknowledgements.store(event, endpoint)
+        return acknowledged(event, stored)
 
     async def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
         """Awaitable :meth:`Payments.wake`."""
@@ -1102,9 +1101,8 @@ class AsyncPayouts:
         """Awaitable :meth:`Payouts.accept_webhook` (the fast acknowledgement); concurrent
         calls are stored together, as :meth:`AsyncPayments.accept_webhook`."""
         event, endpoint = self.blocking._verify_for_inbox(payload, signature_header)
-        if endpoint is None:
-            return WebhookResult(event.id, event.type, "ignored")
-        return acknowledged(event, await self._acknowledgements.store(event, endpoint))
+        stored = endpoint and await self._acknowledgements.store(event, endpoint)
+        return acknowledged(event, stored)
 
     async def wake(self, keys: Iterable[str | None]) -> list[WebhookResult]:
         """Awaitable :meth:`Payouts.wake`."""

@@ -361,9 +361,8 @@ class Payments(_Checkout, _PurchaseFlow):
         :meth:`handle_webhook`, which stays available for inline handling.
         """
         event, endpoint = self._verify_for_inbox(payload, signature_header)
-        if endpoint is None:
-            return WebhookResult(event.id, event.type, "ignored")
-        return acknowledged(event, self.inbox.accept(event, endpoint, now=self.clock()))
+        stored = endpoint and self.inbox.accept(event, endpoint, now=self.clock())
+        return acknowledged(event, stored)
 
     def _verify_for_inbox(
         self, payload: bytes, signature_header: str

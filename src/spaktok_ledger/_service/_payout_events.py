@@ -79,9 +79,8 @@ class _PayoutEvents(_PayoutDriver):
         """Verify a Connect delivery and store it for the :class:`Worker` (the fast
         acknowledgement, as :meth:`Payments.accept_webhook`): outcome ``queued``."""
         event, endpoint = self._verify_for_inbox(payload, signature_header)
-        if endpoint is None:
-            return WebhookResult(event.id, event.type, "ignored")
-        return acknowledged(event, self.inbox.accept(event, endpoint, now=self.clock()))
+        stored = endpoint and self.inbox.accept(event, endpoint, now=self.clock())
+        return acknowledged(event, stored)
 
     def _verify_for_inbox(
         self, payload: bytes, signature_header: str

@@ -109,9 +109,12 @@ class WebhookResult:
         }
 
 
-def acknowledged(event: WebhookEvent, status: str) -> WebhookResult:
+def acknowledged(event: WebhookEvent, status: str | None) -> WebhookResult:
     """A fast acknowledgement's answer, from the inbox status :meth:`WebhookInbox.accept`
-    gave: ``duplicate`` for an event already applied (or ignored), else ``queued``."""
+    gave: ``duplicate`` for an event already applied (or ignored), else ``queued``;
+    ``ignored`` when it was not stored (None: a type the endpoint does not handle)."""
+    if status is None:
+        return WebhookResult(event.id, event.type, "ignored")
     if status in ("processed", "ignored"):
         return WebhookResult(event.id, event.type, "duplicate", duplicate=True)
     return WebhookResult(event.id, event.type, "queued")
