@@ -1184,7 +1184,8 @@ class TestRaces:
 
         def resolve_first(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
             # Just before the loser claims its entry row, the winner resolves and commits.
-            if not started and statement.lower().startswith(insert):
+            # (On PostgreSQL the entry and its postings are one statement: WITH ... INSERT.)
+            if not started and insert in " ".join(statement.lower().split()):
                 started.append(True)
                 won.append(getattr(other, resolve)(target, idempotency_key="winner"))
 
@@ -1389,7 +1390,9 @@ def balance_updates(ledger: Ledger) -> tuple[list[tuple[str, int]], Iterator[Non
     def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
         text = " ".join(statement.split()).lower()
         rows = len(parameters) if executemany else 1
-        if text.startswith(f"insert into {entries} "):
+        if text.startswith(f"insert into {entries} ") or (
+            text.startswith("with ") and f"insert into {entries} " in text
+        ):
             log.append(("insert", rows))
         elif text.startswith(f"update {balances} "):
             log.append(("update", rows))

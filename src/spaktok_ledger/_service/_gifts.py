@@ -398,6 +398,24 @@ class GiftEconomy:
         self._streamer_query = sa.select(streamers).where(
             streamers.c.streamer_id == sa.bindparam("streamer")
         )
+        # A gift's one read: the balance rows of its receipt's five accounts, each
+        # with the streamer's row beside it (an outer join: no row, no streamer).
+        b = self._t.balances
+        self._gift_read = (
+            sa.select(
+                b.c.account_id,
+                b.c.posted,
+                b.c.pending_debit,
+                b.c.pending_credit,
+                streamers.c.status,
+                streamers.c.streamer_bps,
+                streamers.c.blocked_reason,
+            )
+            .select_from(
+                b.outerjoin(streamers, streamers.c.streamer_id == sa.bindparam("streamer"))
+            )
+            .where(b.c.account_id.in_(sa.bindparam("ids", expanding=True)))
+        )
 
     def using(self, tx: Ledger) -> GiftEconomy:
         """This service on another ledger view, typically ``tx`` inside ``ledger.atomic``:
@@ -582,9 +600,12 @@ class GiftEconomy:
 
     def split_for(self, streamer: Streamer) -> RevenueSplit:
         """The split a gift to ``streamer`` uses now."""
-        if streamer.streamer_bps is None:
+        return self._split_of(streamer.streamer_bps)
+
+    def _split_of(self, streamer_bps: int | None) -> RevenueSplit:
+        if streamer_bps is None:
             return self.split
-        return RevenueSplit(streamer.streamer_bps, BPS_TOTAL - streamer.streamer_bps)
+        return RevenueSplit(streamer_bps, BPS_TOTAL - streamer_bps)
 
     # -- gifts -------------------------------------------------------------------
 
@@ -649,15 +670,34 @@ class GiftEconomy:
         sender, streamer_id, gift, quantity = req.sender, req.streamer, req.gift, req.quantity
         ledger_key, request = req.ledger_key, req.request
         conn = tx.connection()
-        streamer = self._load_streamer(conn, streamer_id)
-        if streamer is None:
-            raise UnknownStreamer(f"no streamer {streamer_id!r}", streamer_id=streamer_id)
-        if streamer.blocked:
+        codes = [
+            wallet_account(sender),
+            receivable_account(sender),
+            *self._earnings_codes(streamer_id),
+        ]
+        # One round trip reads the streamer and the balances: the post's overdraft
+        # check and the receipt below use this read (plus the unit's own changes).
+        try:
+            _, rows = tx._balances_joined(codes, self._gift_read, {"streamer": streamer_id})
+        except UnknownAccount:
+            rows = []
+        if rows and rows[0].status is not None:
+            blocked, reason, bps = (
+                rows[0].status == "blocked",
+                rows[0].blocked_reason,
+                rows[0].streamer_bps,
+            )
+        else:  # an unknown account or streamer: which one decides the error
+            found = self._load_streamer(conn, streamer_id)
+            if found is None:
+                raise UnknownStreamer(f"no streamer {streamer_id!r}", streamer_id=streamer_id)
+            blocked, reason, bps = found.blocked, found.blocked_reason, found.streamer_bps
+        if blocked:
             raise GiftRejected(
-                f"streamer {streamer_id} cannot receive gifts: {streamer.blocked_reason}",
+                f"streamer {streamer_id} cannot receive gifts: {reason}",
                 streamer_id=streamer_id,
             )
-        split = self.split_for(streamer)
+        split = self._split_of(bps)
         coins = gift.coins * quantity
         value = coins * self.coin_value_usd_minor
         streamer_share, platform_share = split.split(value)
@@ -694,15 +734,9 @@ class GiftEconomy:
             },
             effective_at=now,
         )
-        codes = [
-            wallet_account(sender),
-            receivable_account(sender),
-            *self._earnings_codes(streamer_id),
-        ]
         try:
-            # Read before the write: the post's overdraft check and the receipt
-            # below use this read (plus the unit's own changes), no second query.
-            tx.balances(codes)
+            if not rows:  # a registered streamer: the sender has no wallet
+                tx.balances(codes)
             entry = tx.post(draft, request=request)
         except UnknownAccount as exc:
             raise UnknownUser(f"no wallet for user {sender!r}", user_id=sender) from exc

@@ -167,6 +167,50 @@ def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Entries with up to this many postings are written with their postings in one
+# statement on PostgreSQL (a gift has three legs); longer ones take two.
+MAX_LEGS_TOGETHER = 8
+
+
+def _entry_with_postings(t: LedgerTables, legs: int) -> Any:
+    """PostgreSQL: insert an entry (``ON CONFLICT DO NOTHING``) and its ``legs``
+    postings, in order, in one statement that returns the entry id once per leg
+    (no row: the entry was not inserted). Parameters: the entry's columns by name,
+    then ``account_{i}``, ``amount_{i}``, ``currency_{i}`` per leg."""
+    from sqlalchemy.dialects import postgresql
+
+    e, p, bp = t.entries, t.postings, sa.bindparam
+    columns = [c.name for c in e.columns if c.name != "id"]
+    entry = (
+        postgresql.insert(e)
+        .values({name: bp(name, type_=e.c[name].type) for name in columns})
+        .on_conflict_do_nothing()
+        .returning(e.c.id)
+        .cte("new_entry")
+    )
+    rows = [
+        sa.select(
+            sa.literal_column(str(i), sa.Integer).label("leg"),
+            bp(f"account_{i}", type_=p.c.account_id.type).label("account_id"),
+            bp(f"amount_{i}", type_=p.c.amount.type).label("amount"),
+            bp(f"currency_{i}", type_=p.c.currency.type).label("currency"),
+        )
+        for i in range(legs)
+    ]
+    leg_rows = (rows[0] if legs == 1 else sa.union_all(*rows)).subquery("legs")
+    return (
+        p.insert()
+        .from_select(
+            ["entry_id", "account_id", "amount", "currency"],
+            sa.select(entry.c.id, leg_rows.c.account_id, leg_rows.c.amount, leg_rows.c.currency)
+            .select_from(entry)
+            .join(leg_rows, sa.true())
+            .order_by(leg_rows.c.leg),
+        )
+        .returning(p.c.entry_id)
+    )
+
+
 def _op_deltas(op: _Op, accounts: Mapping[str, _Acct]) -> dict[int, _Delta]:
     """The balance change of each account an op touches (debit-positive)."""
     deltas: dict[int, _Delta] = defaultdict(_Delta)
@@ -283,6 +327,7 @@ class Ledger:
         view._mode = mode
         view._dialect = self._dialect
         view._stmts = self._stmts
+        view._entry_with_postings = self._entry_with_postings
         view._reads = self._reads
         view._codes = self._codes
         view._unit = _Unit()
@@ -567,6 +612,12 @@ class Ledger:
                 t.entries.c.idempotency_key == bp("key")
             ),
         }
+        # PostgreSQL: an entry and its postings in one statement, by number of legs.
+        self._entry_with_postings: dict[int, Any] = (
+            {n: _entry_with_postings(t, n) for n in range(1, MAX_LEGS_TOGETHER + 1)}
+            if self._dialect == "postgresql"
+            else {}
+        )
 
     # -- accounts ---------------------------------------------------------------
 
@@ -984,22 +1035,31 @@ class Ledger:
                     posting_currency=posting.currency,
                     account_currency=acct.currency,
                 )
-        entry_id = conn.execute(
-            self._stmts["insert_entry"],
-            {
-                "type": op.type,
-                "phase": op.phase.value,
-                "idempotency_key": op.key,
-                "request_hash": op.request_hash,
-                "description": op.description,
-                "metadata": op.metadata,
-                "effective_at": op.effective_at,
-                "recorded_at": op.recorded_at,
-                "expires_at": op.expires_at,
-                "hold_id": op.hold_id,
-                "reverses_id": op.reverses_id,
-            },
-        ).scalar()
+        params: dict[str, Any] = {
+            "type": op.type,
+            "phase": op.phase.value,
+            "idempotency_key": op.key,
+            "request_hash": op.request_hash,
+            "description": op.description,
+            "metadata": op.metadata,
+            "effective_at": op.effective_at,
+            "recorded_at": op.recorded_at,
+            "expires_at": op.expires_at,
+            "hold_id": op.hold_id,
+            "reverses_id": op.reverses_id,
+        }
+        together = self._entry_with_postings.get(len(op.postings))
+        if together is not None:
+            # One statement writes the entry and its legs; a key already used
+            # inserts neither and returns no row, as the entry alone would.
+            for i, p in enumerate(op.postings):
+                params[f"account_{i}"] = accounts[p.account].id
+                params[f"amount_{i}"] = p.amount_minor
+                params[f"currency_{i}"] = p.currency
+            with self._unknown_account_on_fk(accounts):
+                entry_id = conn.execute(together, params).scalar()
+        else:
+            entry_id = conn.execute(self._stmts["insert_entry"], params).scalar()
         if entry_id is None:
             replay = self._replay_by_key(conn, op.key, op.request_hash)
             if replay is not None:
@@ -1011,7 +1071,7 @@ class Ledger:
             raise AlreadyReversed(
                 f"entry {op.reverses_id} has already been reversed", entry_id=op.reverses_id
             )
-        if op.postings:
+        if op.postings and together is None:
             self._insert_postings(conn, entry_id, op, accounts)
         self._apply(conn, op, accounts)
         return Entry(
@@ -1032,7 +1092,7 @@ class Ledger:
     def _insert_postings(
         self, conn: Connection, entry_id: int, op: _Op, accounts: dict[str, _Acct]
     ) -> None:
-        try:
+        with self._unknown_account_on_fk(accounts):
             conn.execute(
                 self._stmts["insert_postings"],
                 [
@@ -1045,9 +1105,15 @@ class Ledger:
                     for p in op.postings
                 ],
             )
+
+    @contextmanager
+    def _unknown_account_on_fk(self, accounts: dict[str, _Acct]) -> Iterator[None]:
+        try:
+            yield
         except sa.exc.IntegrityError as exc:
             # Only a cached account id that no longer exists (a host rolled
-            # back the transaction that opened it) can fail this foreign key.
+            # back the transaction that opened it) can fail the postings'
+            # foreign key.
             self._shared.accounts.clear()
             raise UnknownAccount(
                 "an account of this entry does not exist (was its opening rolled back?)",
@@ -1345,6 +1411,39 @@ class Ledger:
         # balance rows are read by primary key (see _reads.py).
         accounts = self._known(conn, codes)
         sums = _reads.balance_sums(conn, self._reads, [acct.id for acct in accounts.values()])
+        return self._balances_from(accounts, sums)
+
+    def _balances_joined(
+        self, codes: Sequence[str], query: Any, params: Mapping[str, Any]
+    ) -> tuple[dict[str, Balance], list[Any]]:
+        """Inside ``atomic()``: the balances of ``codes`` read by ``query``, which a
+        service extends with a row it needs too (the gift's streamer), so one
+        round trip reads both. ``query`` selects ``account_id, posted,
+        pending_debit, pending_credit`` first, one row per balance row of the
+        accounts ``ids`` (an expanding parameter filled in here), and may add
+        columns after them (an outer join on the service's row). Returns the
+        balances as the unit sees them and the rows; later ``balances()`` of
+        these codes in the unit read nothing."""
+        if self._mode != "unit":
+            raise InvalidInput("_balances_joined() is only for a unit of work inside atomic()")
+        conn = self._host_connection()
+        wanted = [check_account_code(code) for code in codes]
+        accounts = self._known(conn, wanted)
+        rows = conn.execute(query, {**params, "ids": [a.id for a in accounts.values()]}).all()
+        sums: dict[int, list[int]] = {}
+        for row in rows:
+            have = sums.get(row[0])
+            if have is None:
+                sums[row[0]] = [row[1], row[2], row[3]]
+            else:
+                have[0] += row[1]
+                have[1] += row[2]
+                have[2] += row[3]
+        return self._balances_from(accounts, sums), rows
+
+    def _balances_from(
+        self, accounts: Mapping[str, _Acct], sums: Mapping[int, list[int]]
+    ) -> dict[str, Balance]:
         found = {}
         for code, acct in accounts.items():
             if acct.id not in sums:  # opened with its rows: gone means a damaged database
