@@ -1429,7 +1429,7 @@ class Ledger:
         conn = self._host_connection()
         wanted = [check_account_code(code) for code in codes]
         accounts = self._known(conn, wanted)
-        rows = conn.execute(query, {**params, "ids": [a.id for a in accounts.values()]}).all()
+        rows = list(conn.execute(query, {**params, "ids": [a.id for a in accounts.values()]}))
         sums: dict[int, list[int]] = {}
         for row in rows:
             have = sums.get(row[0])
