@@ -67,6 +67,9 @@ def _attributes(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _NoSpan:
+    def is_recording(self) -> bool:
+        return False
+
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         pass
 
@@ -124,9 +127,13 @@ def observed(
                 except Exception as exc:
                     _log_failure(log, logging.WARNING, operation, exc, started, "error", known)
                     raise
+                recording, logged = current.is_recording(), log.isEnabledFor(level)
+                if not (recording or logged):  # no tracing SDK, logging off: nothing to describe
+                    return result
                 fields = {**known, **(describe(result) if describe is not None else {})}
-                current.set_attributes(_attributes(fields))
-            if log.isEnabledFor(level):
+                if recording:
+                    current.set_attributes(_attributes(fields))
+            if logged:
                 fields.setdefault("outcome", "ok")
                 outcome = fields["outcome"]
                 log.log(

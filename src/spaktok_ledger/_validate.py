@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Final
+from typing import Final, cast
 
 from spaktok_ledger._errors import InvalidInput
 from spaktok_ledger._money import INT64_MAX
@@ -142,18 +142,25 @@ def check_metadata_shape(value: object, field: str = "metadata") -> None:
         seen += 1
         if seen > MAX_METADATA_BYTES:
             raise InvalidInput(f"{field} holds too many values", field=field)
-        if isinstance(item, Mapping | list | tuple):
+        kind = type(item)  # the common exact types first: no ABC check for them
+        if kind is str:
+            _check_meta_text(item, field)  # type: ignore[arg-type]
+            continue
+        if item is None or kind is bool or kind is float:
+            continue
+        mapping = kind is dict or (kind is not list and isinstance(item, Mapping))
+        if mapping or isinstance(item, list | tuple):
             if depth >= MAX_METADATA_DEPTH:
                 raise InvalidInput(
                     f"{field} is nested deeper than {MAX_METADATA_DEPTH} levels", field=field
                 )
-            if isinstance(item, Mapping):
-                for key, child in item.items():
+            if mapping:
+                for key, child in cast("Mapping[object, object]", item).items():
                     if isinstance(key, str):
                         _check_meta_text(key, field)
                     stack.append((child, depth + 1))
             else:
-                stack.extend((child, depth + 1) for child in item)
+                stack.extend((child, depth + 1) for child in cast("list[object]", item))
         elif isinstance(item, str):
             _check_meta_text(item, field)
         elif (
@@ -172,6 +179,8 @@ def _check_meta_text(text: str, field: str) -> None:
         )
     if len(text) > MAX_METADATA_BYTES:
         raise InvalidInput(f"{field} is larger than {MAX_METADATA_BYTES} bytes", field=field)
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

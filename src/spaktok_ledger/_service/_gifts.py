@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -70,6 +70,7 @@ from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox
 from spaktok_ledger._split import BPS_TOTAL, RevenueSplit
 from spaktok_ledger._store import Ledger
+from spaktok_ledger._store._together import Attached
 from spaktok_ledger._validate import check_aware, check_int, check_text, derived_key, shown
 
 __all__ = [
@@ -666,17 +667,11 @@ class GiftEconomy:
             return call()
         return self.compliance.guard(self.ledger, call)
 
-    def _send(self, tx: Ledger, req: _GiftRequest) -> GiftReceipt:
-        sender, streamer_id, gift, quantity = req.sender, req.streamer, req.gift, req.quantity
-        ledger_key, request = req.ledger_key, req.request
-        conn = tx.connection()
-        codes = [
-            wallet_account(sender),
-            receivable_account(sender),
-            *self._earnings_codes(streamer_id),
-        ]
-        # One round trip reads the streamer and the balances: the post's overdraft
-        # check and the receipt below use this read (plus the unit's own changes).
+    def _receiving_split(self, tx: Ledger, streamer_id: str, codes: list[str]) -> RevenueSplit:
+        """The split of a gift to ``streamer_id`` (``UnknownStreamer``, or ``GiftRejected``
+        for a blocked streamer). One round trip reads the streamer and the balances
+        of ``codes``: the post's overdraft check and the receipt use that read (plus
+        the unit's own changes)."""
         try:
             _, rows = tx._balances_joined(codes, self._gift_read, {"streamer": streamer_id})
         except UnknownAccount:
@@ -688,7 +683,7 @@ class GiftEconomy:
                 rows[0].streamer_bps,
             )
         else:  # an unknown account or streamer: which one decides the error
-            found = self._load_streamer(conn, streamer_id)
+            found = self._load_streamer(tx.connection(), streamer_id)
             if found is None:
                 raise UnknownStreamer(f"no streamer {streamer_id!r}", streamer_id=streamer_id)
             blocked, reason, bps = found.blocked, found.blocked_reason, found.streamer_bps
@@ -697,7 +692,18 @@ class GiftEconomy:
                 f"streamer {streamer_id} cannot receive gifts: {reason}",
                 streamer_id=streamer_id,
             )
-        split = self._split_of(bps)
+        return self._split_of(bps)
+
+    def _send(self, tx: Ledger, req: _GiftRequest) -> GiftReceipt:
+        sender, streamer_id, gift, quantity = req.sender, req.streamer, req.gift, req.quantity
+        ledger_key, request = req.ledger_key, req.request
+        conn = tx.connection()
+        codes = [
+            wallet_account(sender),
+            receivable_account(sender),
+            *self._earnings_codes(streamer_id),
+        ]
+        split = self._receiving_split(tx, streamer_id, codes)
         coins = gift.coins * quantity
         value = coins * self.coin_value_usd_minor
         streamer_share, platform_share = split.split(value)
@@ -734,10 +740,36 @@ class GiftEconomy:
             },
             effective_at=now,
         )
+        made: list[GiftReceipt] = []
+
+        def written_with(balances: dict[str, Balance]) -> list[Attached]:
+            # The receipt shows the balances after the gift; its event (and the
+            # earning lot) are written with the entry and take its id.
+            receipt = GiftReceipt(
+                entry_id=0,
+                sender_id=sender,
+                streamer_id=streamer_id,
+                gift=details,
+                sender_wallet=self._wallet_from(sender, balances),
+                streamer_earnings=self._earnings_from(streamer_id, balances),
+                sent_at=now,
+                matures_at=matures_at,
+            )
+            made.append(receipt)
+            rows: list[Attached] = []
+            if matures_at is not None and streamer_share:
+                lot = {
+                    "streamer_id": streamer_id,
+                    "amount_minor": streamer_share,
+                    "matures_at": matures_at,
+                }
+                rows.append(Attached(self._t.earning_lots, lot, entry_id="gift_entry_id"))
+            event = self.outbox.attached("gift.sent", "gift.sent:", receipt.to_dict(), now=now)
+            rows.append(event)
+            return rows
+
         try:
-            if not rows:  # a registered streamer: the sender has no wallet
-                tx.balances(codes)
-            entry = tx.post(draft, request=request)
+            entry = tx._post_with(draft, request=request, codes=codes, rows=written_with)
         except UnknownAccount as exc:
             raise UnknownUser(f"no wallet for user {sender!r}", user_id=sender) from exc
         except InsufficientFunds as exc:
@@ -752,36 +784,7 @@ class GiftEconomy:
             return self._receipt_from_outbox(conn, entry)
         if check is not None and self.compliance is not None:
             self.compliance.record(tx, check, entry_ids=(entry.id,))
-        if matures_at is not None and streamer_share:
-            conn.execute(
-                self._t.earning_lots.insert(),
-                {
-                    "streamer_id": streamer_id,
-                    "gift_entry_id": entry.id,
-                    "amount_minor": streamer_share,
-                    "matures_at": matures_at,
-                },
-            )
-        balances = tx.balances(codes)
-        receipt = GiftReceipt(
-            entry_id=entry.id,
-            sender_id=sender,
-            streamer_id=streamer_id,
-            gift=details,
-            sender_wallet=self._wallet_from(sender, balances),
-            streamer_earnings=self._earnings_from(streamer_id, balances),
-            sent_at=now,
-            matures_at=matures_at,
-        )
-        self.outbox.write(
-            conn,
-            "gift.sent",
-            f"gift.sent:{entry.id}",
-            receipt.to_dict(),
-            entry_id=entry.id,
-            now=now,
-        )
-        return receipt
+        return replace(made[-1], entry_id=entry.id)
 
     def _receipt_from_outbox(self, conn: Connection, entry: Entry) -> GiftReceipt:
         event = self.outbox.find(conn, f"gift.sent:{entry.id}")

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from spaktok_ledger._domain import check_json
 from spaktok_ledger._errors import InvalidInput
 from spaktok_ledger._store import Ledger
+from spaktok_ledger._store._together import Attached
 
 __all__ = ["Outbox", "OutboxEvent"]
 
@@ -67,6 +68,19 @@ class Outbox:
                 "payload": check_json(payload, name="payload"),
                 "created_at": now,
             },
+        )
+
+    def attached(
+        self, topic: str, key_prefix: str, payload: Mapping[str, Any], *, now: datetime
+    ) -> Attached:
+        """An event to write with a new entry (``Ledger._post_with``): its dedupe key is
+        ``key_prefix`` and the entry's id, and ``payload["entry_id"]`` is that id."""
+        return Attached(
+            self._t,
+            {"topic": topic, "payload": check_json(payload, name="payload"), "created_at": now},
+            entry_id="entry_id",
+            key=("dedupe_key", key_prefix),
+            payload=("payload", "entry_id"),
         )
 
     def find(self, conn: Connection, dedupe_key: str) -> OutboxEvent | None:

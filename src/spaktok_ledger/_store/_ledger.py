@@ -76,6 +76,7 @@ from spaktok_ledger._store._ingest import IngestReport, ingest
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
 from spaktok_ledger._store._overflow import check_delta, translate_overflow
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
+from spaktok_ledger._store._together import MAX_LEGS_TOGETHER, Attached, entry_with_postings
 from spaktok_ledger._store._units import check_units
 from spaktok_ledger._store._verify import VerifyReport, verify_ledger
 from spaktok_ledger._validate import (
@@ -160,6 +161,8 @@ class _Shared:
 
     accounts: dict[str, _Acct] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
+    together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    """PostgreSQL statements writing an entry with its postings and attached rows."""
 
 
 def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
@@ -167,48 +170,29 @@ def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# Entries with up to this many postings are written with their postings in one
-# statement on PostgreSQL (a gift has three legs); longer ones take two.
-MAX_LEGS_TOGETHER = 8
+_Attach = tuple[Sequence[str], Callable[[dict[str, Balance]], Sequence[Attached]]]
+"""Rows to write with an entry: the codes whose balances after it they show, and
+the function making them from those balances (``Ledger._post_with``)."""
 
 
-def _entry_with_postings(t: LedgerTables, legs: int) -> Any:
-    """PostgreSQL: insert an entry (``ON CONFLICT DO NOTHING``) and its ``legs``
-    postings, in order, in one statement that returns the entry id once per leg
-    (no row: the entry was not inserted). Parameters: the entry's columns by name,
-    then ``account_{i}``, ``amount_{i}``, ``currency_{i}`` per leg."""
-    from sqlalchemy.dialects import postgresql
-
-    e, p, bp = t.entries, t.postings, sa.bindparam
-    columns = [c.name for c in e.columns if c.name != "id"]
-    entry = (
-        postgresql.insert(e)
-        .values({name: bp(name, type_=e.c[name].type) for name in columns})
-        .on_conflict_do_nothing()
-        .returning(e.c.id)
-        .cte("new_entry")
-    )
-    rows = [
-        sa.select(
-            sa.literal_column(str(i), sa.Integer).label("leg"),
-            bp(f"account_{i}", type_=p.c.account_id.type).label("account_id"),
-            bp(f"amount_{i}", type_=p.c.amount.type).label("amount"),
-            bp(f"currency_{i}", type_=p.c.currency.type).label("currency"),
+def _with_deltas(found: dict[str, Balance], by_code: Mapping[str, _Delta]) -> dict[str, Balance]:
+    """``found`` with the (debit-positive) deltas of ``by_code`` added."""
+    out = dict(found)
+    for code, b in found.items():
+        d = by_code.get(code)
+        if d is None:
+            continue
+        sign = b.kind.normal_sign
+        pending_in, pending_out = (
+            (d.pending_debit, d.pending_credit) if sign > 0 else (d.pending_credit, d.pending_debit)
         )
-        for i in range(legs)
-    ]
-    leg_rows = (rows[0] if legs == 1 else sa.union_all(*rows)).subquery("legs")
-    return (
-        p.insert()
-        .from_select(
-            ["entry_id", "account_id", "amount", "currency"],
-            sa.select(entry.c.id, leg_rows.c.account_id, leg_rows.c.amount, leg_rows.c.currency)
-            .select_from(entry)
-            .join(leg_rows, sa.true())
-            .order_by(leg_rows.c.leg),
+        out[code] = replace(
+            b,
+            posted_minor=b.posted_minor + sign * d.posted,
+            pending_in_minor=b.pending_in_minor + pending_in,
+            pending_out_minor=b.pending_out_minor + pending_out,
         )
-        .returning(p.c.entry_id)
-    )
+    return out
 
 
 def _op_deltas(op: _Op, accounts: Mapping[str, _Acct]) -> dict[int, _Delta]:
@@ -614,7 +598,7 @@ class Ledger:
         }
         # PostgreSQL: an entry and its postings in one statement, by number of legs.
         self._entry_with_postings: dict[int, Any] = (
-            {n: _entry_with_postings(t, n) for n in range(1, MAX_LEGS_TOGETHER + 1)}
+            {n: entry_with_postings(t, n) for n in range(1, MAX_LEGS_TOGETHER + 1)}
             if self._dialect == "postgresql"
             else {}
         )
@@ -1007,8 +991,58 @@ class Ledger:
         return self._write(run)
 
     @observed("store", "post", describe=entry_fields)
-    def _submit(self, op: _Op) -> Entry:
-        return self._write(lambda conn: self._record(conn, op))
+    def _submit(self, op: _Op, attach: _Attach | None = None) -> Entry:
+        return self._write(lambda conn: self._record(conn, op, attach))
+
+    def _post_with(
+        self,
+        draft: EntryDraft,
+        *,
+        request: Mapping[str, Any] | None,
+        codes: Sequence[str],
+        rows: Callable[[dict[str, Balance]], Sequence[Attached]],
+    ) -> Entry:
+        """``post``, and write the rows ``rows(balances)`` returns with the entry
+        (an outbox event, an earning lot), each taking the entry's id.
+
+        ``balances``: the balances of ``codes`` once this entry is posted, as
+        ``balances(codes)`` would return them after it (the service's receipt,
+        stored in its event, shows them). On PostgreSQL the entry, its postings
+        and the rows are one statement (see ``_together.py``). A replay
+        (``entry.replayed``) writes no row; a refusal writes nothing.
+        """
+        return self._submit(self._op_from_draft("post", draft, None, request), (codes, rows))
+
+    def _together(self, legs: int, attached: Sequence[Attached]) -> Any:
+        """The one-statement write of an entry with ``legs`` postings and the
+        ``attached`` rows, or None where it takes several (SQLite, long entries)."""
+        if not attached:
+            return self._entry_with_postings.get(legs)
+        if self._dialect != "postgresql" or not 1 <= legs <= MAX_LEGS_TOGETHER:
+            return None
+        shape = (legs, *(row.shape() for row in attached))
+        statement = self._shared.together.get(shape)
+        if statement is None:
+            statement = entry_with_postings(self._tables, legs, attached)
+            self._shared.together[shape] = statement
+        return statement
+
+    def _preview(
+        self, conn: Connection, op: _Op, accounts: Mapping[str, _Acct], codes: Sequence[str]
+    ) -> dict[str, Balance]:
+        """The balances of ``codes`` as they will be once ``op`` is applied (nothing
+        is written or checked here: the post itself refuses an overdraft)."""
+        if self._mode == "unit":
+            unit = self._unit
+            missing = [code for code in codes if code not in unit.read]
+            if missing:
+                self._balances(conn, missing)
+            now = self._unit_balances({code: unit.read[code] for code in codes})
+        else:
+            now = self._balances(conn, codes)
+        code_of = {acct.id: code for code, acct in accounts.items()}
+        deltas = _op_deltas(op, accounts)
+        return _with_deltas(now, {code_of[account_id]: d for account_id, d in deltas.items()})
 
     def _replay_by_key(self, conn: Connection, key: str, request_hash: str) -> Entry | None:
         row = conn.execute(self._stmts["entry_by_key"], {"key": key}).first()
@@ -1024,7 +1058,7 @@ class Ledger:
         assert entry is not None
         return replace(entry, replayed=True)
 
-    def _record(self, conn: Connection, op: _Op) -> Entry:
+    def _record(self, conn: Connection, op: _Op, attach: _Attach | None = None) -> Entry:
         accounts = self._resolve(conn, (p.account for p in op.balance_postings))
         for posting in op.balance_postings:
             acct = accounts[posting.account]
@@ -1048,14 +1082,21 @@ class Ledger:
             "hold_id": op.hold_id,
             "reverses_id": op.reverses_id,
         }
-        together = self._entry_with_postings.get(len(op.postings))
+        attached: Sequence[Attached] = ()
+        if attach is not None:
+            codes, make_rows = attach
+            attached = make_rows(self._preview(conn, op, accounts, codes))
+        together = self._together(len(op.postings), attached)
         if together is not None:
-            # One statement writes the entry and its legs; a key already used
-            # inserts neither and returns no row, as the entry alone would.
+            # One statement writes the entry, its legs and the attached rows; a
+            # key already used inserts none of them and returns no row, as the
+            # entry alone would.
             for i, p in enumerate(op.postings):
                 params[f"account_{i}"] = accounts[p.account].id
                 params[f"amount_{i}"] = p.amount_minor
                 params[f"currency_{i}"] = p.currency
+            for n, row in enumerate(attached):
+                params.update(row.params(n))
             with self._unknown_account_on_fk(accounts):
                 entry_id = conn.execute(together, params).scalar()
         else:
@@ -1071,8 +1112,11 @@ class Ledger:
             raise AlreadyReversed(
                 f"entry {op.reverses_id} has already been reversed", entry_id=op.reverses_id
             )
-        if op.postings and together is None:
-            self._insert_postings(conn, entry_id, op, accounts)
+        if together is None:
+            if op.postings:
+                self._insert_postings(conn, entry_id, op, accounts)
+            for row in attached:
+                conn.execute(row.table.insert(), row.row(entry_id))
         self._apply(conn, op, accounts)
         return Entry(
             id=entry_id,
@@ -1186,25 +1230,9 @@ class Ledger:
             unit.read.update(found)
         if not unit.deltas:
             return found
-        by_code = {unit.accounts[account_id].code: d for account_id, d in unit.deltas.items()}
-        out = dict(found)
-        for code, b in found.items():
-            d = by_code.get(code)
-            if d is None:
-                continue
-            sign = b.kind.normal_sign
-            pending_in, pending_out = (
-                (d.pending_debit, d.pending_credit)
-                if sign > 0
-                else (d.pending_credit, d.pending_debit)
-            )
-            out[code] = replace(
-                b,
-                posted_minor=b.posted_minor + sign * d.posted,
-                pending_in_minor=b.pending_in_minor + pending_in,
-                pending_out_minor=b.pending_out_minor + pending_out,
-            )
-        return out
+        return _with_deltas(
+            found, {unit.accounts[account_id].code: d for account_id, d in unit.deltas.items()}
+        )
 
     def _apply_deltas(
         self, conn: Connection, deltas: Mapping[int, _Delta], by_id: Mapping[int, _Acct]

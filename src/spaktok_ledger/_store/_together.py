@@ -1,0 +1,145 @@
+"""An entry, its postings and the rows written with it, in one statement on PostgreSQL.
+
+A gift writes an entry, three postings, an outbox event and (with a hold
+period) an earning lot. The postings and those rows need the entry's id, which
+the database hands out, so written one after another they cost a round trip
+each. PostgreSQL runs data-modifying statements in ``WITH``: the entry is
+inserted in a CTE (``ON CONFLICT DO NOTHING``: a key already used inserts
+nothing), and the postings and attached rows are inserted from it, so one
+statement writes them all, or nothing when the entry was not inserted. The
+postings go in leg order (``ORDER BY``), so their ids follow the draft as
+they do when inserted one by one.
+
+SQLite has no data-modifying CTEs: there the same rows are written by one
+statement per table, with the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from spaktok_ledger._store._schema import LedgerTables
+
+__all__ = ["MAX_LEGS_TOGETHER", "Attached", "entry_with_postings"]
+
+# Entries with up to this many postings are written together with their
+# postings on PostgreSQL (a gift has three legs); longer ones take two statements.
+MAX_LEGS_TOGETHER = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """A row written with a new entry, which takes the entry's id.
+
+    ``values``: the row's columns. ``entry_id``: the column that gets the new
+    entry's id. ``key``: ``(column, prefix)``, the column gets ``prefix`` and the
+    id (an outbox event's dedupe key). ``payload``: ``(column, name)``, a JSON
+    object column whose ``name`` member gets the id (an event's ``entry_id``).
+    """
+
+    table: sa.Table
+    values: Mapping[str, Any]
+    entry_id: str | None = None
+    key: tuple[str, str] | None = None
+    payload: tuple[str, str] | None = None
+
+    def row(self, entry_id: int) -> dict[str, Any]:
+        """The row to insert once the entry's id is known."""
+        row = dict(self.values)
+        if self.entry_id is not None:
+            row[self.entry_id] = entry_id
+        if self.key is not None:
+            column, prefix = self.key
+            row[column] = f"{prefix}{entry_id}"
+        if self.payload is not None:
+            column, name = self.payload
+            row[column] = {**row[column], name: entry_id}
+        return row
+
+    def shape(self) -> tuple[Any, ...]:
+        """What the statement depends on (not the values): its cache key."""
+        return (self.table.name, tuple(sorted(self.values)), self.entry_id, self.key, self.payload)
+
+    def params(self, n: int) -> dict[str, Any]:
+        """The bind parameters of this row as the ``n``-th attached row."""
+        out = {f"r{n}_{column}": value for column, value in self.values.items()}
+        if self.key is not None:
+            out[f"r{n}_{self.key[0]}"] = self.key[1]
+        return out
+
+
+def entry_with_postings(t: LedgerTables, legs: int, attached: Sequence[Attached] = ()) -> Any:
+    """PostgreSQL: insert an entry (``ON CONFLICT DO NOTHING``), its ``legs``
+    postings in order and the ``attached`` rows in one statement that returns
+    the entry id once per leg (no row: the entry was not inserted).
+
+    Parameters: the entry's columns by name; ``account_{i}``, ``amount_{i}``,
+    ``currency_{i}`` per leg; each attached row's :meth:`Attached.params`.
+    """
+    from sqlalchemy.dialects import postgresql
+
+    e, p, bp = t.entries, t.postings, sa.bindparam
+    columns = [c.name for c in e.columns if c.name != "id"]
+    entry = (
+        postgresql.insert(e)
+        .values({name: bp(name, type_=e.c[name].type) for name in columns})
+        .on_conflict_do_nothing()
+        .returning(e.c.id)
+        .cte("new_entry")
+    )
+    rows = [
+        sa.select(
+            sa.literal_column(str(i), sa.Integer).label("leg"),
+            bp(f"account_{i}", type_=p.c.account_id.type).label("account_id"),
+            bp(f"amount_{i}", type_=p.c.amount.type).label("amount"),
+            bp(f"currency_{i}", type_=p.c.currency.type).label("currency"),
+        )
+        for i in range(legs)
+    ]
+    leg_rows = (rows[0] if legs == 1 else sa.union_all(*rows)).subquery("legs")
+    statement = (
+        p.insert()
+        .from_select(
+            ["entry_id", "account_id", "amount", "currency"],
+            sa.select(entry.c.id, leg_rows.c.account_id, leg_rows.c.amount, leg_rows.c.currency)
+            .select_from(entry)
+            .join(leg_rows, sa.true())
+            .order_by(leg_rows.c.leg),
+        )
+        .returning(p.c.entry_id)
+    )
+    for n, row in enumerate(attached):
+        statement = statement.add_cte(_attached_insert(entry, row, n))
+    return statement
+
+
+def _attached_insert(entry: Any, row: Attached, n: int) -> Any:
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    table, bp = row.table, sa.bindparam
+    names: list[str] = []
+    exprs: list[Any] = []
+    for column in sorted(row.values):
+        names.append(column)
+        value: Any = bp(f"r{n}_{column}", type_=table.c[column].type)
+        if row.payload is not None and column == row.payload[0]:
+            value = sa.cast(
+                sa.cast(value, JSONB).op("||")(
+                    sa.func.jsonb_build_object(sa.literal(row.payload[1]), entry.c.id)
+                ),
+                table.c[column].type,
+            )
+        exprs.append(value)
+    if row.entry_id is not None:
+        names.append(row.entry_id)
+        exprs.append(entry.c.id)
+    if row.key is not None:
+        column = row.key[0]
+        names.append(column)
+        exprs.append(bp(f"r{n}_{column}", type_=sa.String()) + sa.cast(entry.c.id, sa.String()))
+    insert = table.insert().from_select(names, sa.select(*exprs).select_from(entry))
+    return insert.cte(f"attached_{n}")
