@@ -47,15 +47,25 @@ def logger(layer: str) -> logging.Logger:
 
 
 def _tracer() -> Any:
-    """OpenTelemetry's tracer for the library, or ``None`` without opentelemetry-api."""
+    """OpenTelemetry's tracer for the library, or ``None`` without opentelemetry-api,
+    or while no tracer provider is set (the API's default: its spans record
+    nothing, and starting one per call costs a hot path several microseconds)."""
     if not _tracers:
         try:
             from opentelemetry import trace
         except ImportError:
             _tracers.append(None)
         else:
-            _tracers.append(trace.get_tracer(ROOT))
-    return _tracers[0]
+            _tracers.append((trace, trace.get_tracer(ROOT)))
+    found = _tracers[0]
+    if found is None:
+        return None
+    trace, tracer = found
+    if isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    ):
+        return None
+    return tracer
 
 
 def _attributes(fields: Mapping[str, Any]) -> dict[str, Any]:

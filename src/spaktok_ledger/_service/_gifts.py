@@ -89,6 +89,9 @@ __all__ = [
 
 T = TypeVar("T")
 MAX_QUANTITY: Final = 10_000
+# A gift reads the balances of five accounts: the sender's wallet and receivable
+# and the streamer's three earnings buckets (its receipt shows them all).
+GIFT_READ_CODES = 5
 # Streamer shares wait a week before they can be paid out: why, in docs/gifts.md.
 DEFAULT_HOLD_DAYS: Final = 7
 REVENUE_SHARDS: Final = 16
@@ -415,7 +418,7 @@ class GiftEconomy:
             .select_from(
                 b.outerjoin(streamers, streamers.c.streamer_id == sa.bindparam("streamer"))
             )
-            .where(b.c.account_id.in_(sa.bindparam("ids", expanding=True)))
+            .where(b.c.account_id.in_([sa.bindparam(f"id{i}") for i in range(GIFT_READ_CODES)]))
         )
 
     def using(self, tx: Ledger) -> GiftEconomy:

@@ -1448,8 +1448,10 @@ class Ledger:
         service extends with a row it needs too (the gift's streamer), so one
         round trip reads both. ``query`` selects ``account_id, posted,
         pending_debit, pending_credit`` first, one row per balance row of the
-        accounts ``ids`` (an expanding parameter filled in here), and may add
-        columns after them (an outer join on the service's row). Returns the
+        accounts, and may add
+        columns after them (an outer join on the service's row). The accounts'
+        ids are the parameters ``id0``, ``id1``... in the order of ``codes``
+        (a fixed list: no expanding parameter to render per call). Returns the
         balances as the unit sees them and the rows; later ``balances()`` of
         these codes in the unit read nothing."""
         if self._mode != "unit":
@@ -1457,7 +1459,8 @@ class Ledger:
         conn = self._host_connection()
         wanted = [check_account_code(code) for code in codes]
         accounts = self._known(conn, wanted)
-        rows = list(conn.execute(query, {**params, "ids": [a.id for a in accounts.values()]}))
+        ids = {f"id{i}": accounts[code].id for i, code in enumerate(wanted)}
+        rows = list(conn.execute(query, {**params, **ids}))
         sums: dict[int, list[int]] = {}
         for row in rows:
             have = sums.get(row[0])
