@@ -128,13 +128,14 @@ def check_account_code(code: object) -> str:
 
 def check_json(value: object, *, name: str = "metadata") -> dict[str, Json]:
     """Return a JSON-safe copy of a metadata mapping, or raise ``InvalidInput``."""
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise InvalidInput(f"{name} must be a mapping, not {type(value).__name__}")
     if not value:
         return {}
     check_metadata_shape(value, name)
     try:
-        text = json.dumps(dict(value), allow_nan=False, sort_keys=True)
+        plain = value if type(value) is dict else dict(value)
+        text = json.dumps(plain, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"{name} must be JSON-serialisable: {exc}", field=name) from exc
     check_metadata_size(text, name)

@@ -767,8 +767,9 @@ class GiftEconomy:
                     "matures_at": matures_at,
                 }
                 rows.append(Attached(self._t.earning_lots, lot, entry_id="gift_entry_id"))
-            event = self.outbox.attached("gift.sent", "gift.sent:", receipt.to_dict(), now=now)
-            rows.append(event)
+            # The receipt is built here from checked values (ids, a catalogue gift,
+            # ints, ISO times): its event's payload needs no JSON check.
+            rows.append(self.outbox.attached("gift.sent", "gift.sent:", receipt.to_dict(), now=now))
             return rows
 
         try:

@@ -162,7 +162,8 @@ class _Shared:
     accounts: dict[str, _Acct] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
     together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-    """PostgreSQL statements writing an entry with its postings and attached rows."""
+    """Statements writing an entry's attached rows: with the entry and its postings
+    (PostgreSQL), or on their own (``("insert", table)``)."""
 
 
 def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
@@ -1027,6 +1028,15 @@ class Ledger:
             self._shared.together[shape] = statement
         return statement
 
+    def _insert_into(self, table: sa.Table) -> Any:
+        """A plain insert into ``table``, built once (building one per call, and its
+        cache key, costs more than SQLite's insert itself)."""
+        statement = self._shared.together.get(("insert", table.name))
+        if statement is None:
+            statement = table.insert()
+            self._shared.together[("insert", table.name)] = statement
+        return statement
+
     def _preview(
         self, conn: Connection, op: _Op, accounts: Mapping[str, _Acct], codes: Sequence[str]
     ) -> dict[str, Balance]:
@@ -1116,7 +1126,7 @@ class Ledger:
             if op.postings:
                 self._insert_postings(conn, entry_id, op, accounts)
             for row in attached:
-                conn.execute(row.table.insert(), row.row(entry_id))
+                conn.execute(self._insert_into(row.table), row.row(entry_id))
         self._apply(conn, op, accounts)
         return Entry(
             id=entry_id,
@@ -1460,7 +1470,7 @@ class Ledger:
         wanted = [check_account_code(code) for code in codes]
         accounts = self._known(conn, wanted)
         ids = {f"id{i}": accounts[code].id for i, code in enumerate(wanted)}
-        rows = list(conn.execute(query, {**params, **ids}))
+        rows = list(conn.execute(query, {**params, **ids}).all())
         sums: dict[int, list[int]] = {}
         for row in rows:
             have = sums.get(row[0])
