@@ -18,7 +18,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from spaktok_ledger import (
     Balance,
     BalanceOverflow,
     CurrencyMismatch,
+    Entry,
     EntryDraft,
     EntryPhase,
     HoldNotPending,
@@ -2100,3 +2101,211 @@ def test_a_hold_resolved_by_another_transaction_at_the_write_is_hold_not_pending
             {"entry_id": hold.id},
         )
         assert snapshot(books) == before
+
+
+# --- rows written with an entry (Ledger._post_with) ----------------------------------------
+#
+# A service writes rows that take the new entry's id (a gift's outbox event and earning
+# lot) with the entry: on PostgreSQL in the same statement as the entry and its postings.
+# The rows are made from the balances as they will be after the entry.
+
+
+def _event_rows(ledger: Ledger, seen: list[dict[str, Balance]], *, note: str = "n") -> Any:
+    """A ``rows`` function for ``_post_with``: one outbox event (dedupe key and payload
+    take the entry id) and one earning lot; it records the balances it was given."""
+    from datetime import datetime
+
+    from spaktok_ledger._store._together import Attached
+
+    t = ledger.tables
+    at = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def rows(balances: dict[str, Balance]) -> list[Attached]:
+        seen.append(balances)
+        wallet = balances[WALLET].posted_minor
+        event = Attached(
+            t.outbox,
+            {"topic": "test.sent", "payload": {"entry_id": 0, "wallet": wallet}, "created_at": at},
+            entry_id="entry_id",
+            key=("dedupe_key", f"test.sent.{note}:"),
+            payload=("payload", "entry_id"),
+        )
+        lot = Attached(
+            t.earning_lots,
+            {"streamer_id": note, "amount_minor": 7, "matures_at": at},
+            entry_id="gift_entry_id",
+        )
+        return [event, lot]
+
+    return rows
+
+
+def _written(ledger: Ledger) -> tuple[list[Any], list[Any]]:
+    t = ledger.tables
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        events = conn.execute(
+            sa.select(t.outbox.c.topic, t.outbox.c.dedupe_key, t.outbox.c.entry_id)
+            .add_columns(t.outbox.c.payload)
+            .where(t.outbox.c.topic == "test.sent")
+            .order_by(t.outbox.c.id)
+        ).all()
+        lots = conn.execute(
+            sa.select(t.earning_lots.c.streamer_id, t.earning_lots.c.gift_entry_id)
+            .add_columns(t.earning_lots.c.amount_minor)
+            .order_by(t.earning_lots.c.id)
+        ).all()
+    return events, lots
+
+
+class TestRowsWrittenWithTheEntry:
+    @pytest.mark.parametrize("in_unit", [True, False], ids=["atomic", "alone"])
+    def test_rows_take_the_entry_id_and_see_the_balances_after(
+        self, books: Ledger, in_unit: bool
+    ) -> None:
+        fund(books, WALLET, 100)
+        seen: list[dict[str, Balance]] = []
+        draft = EntryDraft("gift", out_of(WALLET, 30, REVENUE), key("with"))
+
+        def post(tx: Ledger) -> tuple[Entry, dict[str, tuple]]:
+            entry = tx._post_with(
+                draft, request=None, codes=[WALLET, CLEARING], rows=_event_rows(tx, seen)
+            )
+            return entry, state(tx, [WALLET, CLEARING])
+
+        if in_unit:
+            entry, after = books.atomic(post)
+        else:
+            entry = books._post_with(
+                draft, request=None, codes=[WALLET, CLEARING], rows=_event_rows(books, seen)
+            )
+            after = state(books, [WALLET, CLEARING])
+        assert not entry.replayed
+        # The rows were made from the balances as they are once the entry is posted.
+        assert [{code: raw(b) for code, b in s.items()} for s in seen] == [after]
+        assert after[WALLET] == (70, 0, 0)
+        events, lots = _written(books)
+        assert [(e.topic, e.dedupe_key, e.entry_id) for e in events] == [
+            ("test.sent", f"test.sent.n:{entry.id}", entry.id)
+        ]
+        assert events[0].payload == {"entry_id": entry.id, "wallet": 70}
+        assert [tuple(lot) for lot in lots] == [("n", entry.id, 7)]
+        assert [(p.account, p.amount_minor) for p in books.entry(entry.id).postings] == [
+            (WALLET, 30),
+            (REVENUE, -30),
+        ]
+        verified(books)
+
+    def test_a_replay_writes_no_rows(self, books: Ledger) -> None:
+        fund(books, WALLET, 100)
+        draft = EntryDraft("gift", out_of(WALLET, 30, REVENUE), key("again"))
+        first = books._post_with(draft, request=None, codes=[WALLET], rows=_event_rows(books, []))
+        again = books._post_with(draft, request=None, codes=[WALLET], rows=_event_rows(books, []))
+        assert again.replayed and again.id == first.id
+        events, lots = _written(books)
+        assert len(events) == len(lots) == 1
+        assert state(books, [WALLET])[WALLET] == (70, 0, 0)
+
+    def test_a_refusal_writes_no_rows(self, books: Ledger) -> None:
+        fund(books, WALLET, 10)
+        before = snapshot(books)
+        draft = EntryDraft("gift", out_of(WALLET, 11, REVENUE), key("short"))
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(
+                lambda tx: tx._post_with(
+                    draft, request=None, codes=[WALLET], rows=_event_rows(tx, [])
+                )
+            )
+        assert_short(info.value, WALLET, 10, 11)
+        assert snapshot(books) == before
+        assert _written(books) == ([], [])
+
+    def test_a_long_entry_writes_its_rows_too(self, books: Ledger) -> None:
+        """More legs than one statement takes (PostgreSQL): entry, postings and rows
+        are written one statement each, with the same result."""
+        from spaktok_ledger._store._together import MAX_LEGS_TOGETHER
+
+        fund(books, WALLET, 100)
+        legs = [Posting(WALLET, 1) for _ in range(MAX_LEGS_TOGETHER + 1)]
+        legs.append(Posting(REVENUE, -(MAX_LEGS_TOGETHER + 1)))
+        draft = EntryDraft("gift", legs, key("long"))
+        entry = books._post_with(draft, request=None, codes=[WALLET], rows=_event_rows(books, []))
+        events, lots = _written(books)
+        assert [e.entry_id for e in events] == [entry.id]
+        assert events[0].payload == {"entry_id": entry.id, "wallet": 100 - len(legs) + 1}
+        assert [lot.gift_entry_id for lot in lots] == [entry.id]
+        assert len(books.entry(entry.id).postings) == len(legs)
+        verified(books)
+
+    def test_two_entries_in_one_unit_each_get_their_rows(self, books: Ledger) -> None:
+        fund(books, WALLET, 100)
+        seen: list[dict[str, Balance]] = []
+
+        def two(tx: Ledger) -> list[Entry]:
+            return [
+                tx._post_with(
+                    EntryDraft("gift", out_of(WALLET, amount, REVENUE), key(note)),
+                    request=None,
+                    codes=[WALLET],
+                    rows=_event_rows(tx, seen, note=note),
+                )
+                for note, amount in (("a", 10), ("b", 5))
+            ]
+
+        first, second = books.atomic(two)
+        # The second entry's rows see the first one's change too.
+        assert [s[WALLET].posted_minor for s in seen] == [90, 85]
+        events, lots = _written(books)
+        assert [(e.dedupe_key, e.entry_id, e.payload["wallet"]) for e in events] == [
+            (f"test.sent.a:{first.id}", first.id, 90),
+            (f"test.sent.b:{second.id}", second.id, 85),
+        ]
+        assert [(lot.streamer_id, lot.gift_entry_id) for lot in lots] == [
+            ("a", first.id),
+            ("b", second.id),
+        ]
+
+    def test_idempotency_compares_the_request(self, books: Ledger) -> None:
+        """With a request, a retry is the same call if its request is, whatever its draft."""
+        fund(books, WALLET, 100)
+
+        def post(amount: int, request: dict[str, Any]) -> Entry:
+            draft = EntryDraft("gift", out_of(WALLET, amount, REVENUE), "gift:r1")
+            return books._post_with(
+                draft, request=request, codes=[WALLET], rows=_event_rows(books, [])
+            )
+
+        first = post(30, {"op": "gift", "n": 1})
+        # Another draft (say, after a split change) under the same request: a replay.
+        again = post(31, {"op": "gift", "n": 1})
+        assert again.replayed and again.id == first.id
+        with pytest.raises(IdempotencyConflict):
+            post(30, {"op": "gift", "n": 2})
+        assert state(books, [WALLET])[WALLET] == (70, 0, 0)
+        assert len(_written(books)[0]) == 1
+
+    def test_balances_read_in_the_unit_are_not_read_again(self, books: Ledger) -> None:
+        """The rows are made from the unit's read plus its changes: no second select."""
+        fund(books, WALLET, 100)
+        selects: list[str] = []
+        balances = books.tables.balances.name
+
+        def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("SELECT") and balances in statement:
+                selects.append(statement)
+
+        def unit(tx: Ledger) -> Entry:
+            tx.balances([WALLET, CLEARING])
+            sa.event.listen(books.engine, "before_cursor_execute", seen)
+            try:
+                return tx._post_with(
+                    EntryDraft("gift", out_of(WALLET, 30, REVENUE), key("once")),
+                    request=None,
+                    codes=[WALLET, CLEARING],
+                    rows=_event_rows(tx, []),
+                )
+            finally:
+                sa.event.remove(books.engine, "before_cursor_execute", seen)
+
+        entry = books.atomic(unit)
+        assert selects == []
+        assert _written(books)[0][0].payload == {"entry_id": entry.id, "wallet": 70}

@@ -76,7 +76,12 @@ from spaktok_ledger._store._ingest import IngestReport, ingest
 from spaktok_ledger._store._migrate import current_revision, head_revision, migrate
 from spaktok_ledger._store._overflow import check_delta, translate_overflow
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
-from spaktok_ledger._store._together import MAX_LEGS_TOGETHER, Attached, entry_with_postings
+from spaktok_ledger._store._together import (
+    MAX_LEGS_TOGETHER,
+    Attached,
+    entry_with_postings,
+    plain_insert,
+)
 from spaktok_ledger._store._units import check_units
 from spaktok_ledger._store._verify import VerifyReport, verify_ledger
 from spaktok_ledger._validate import (
@@ -162,8 +167,7 @@ class _Shared:
     accounts: dict[str, _Acct] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
     together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-    """Statements writing an entry's attached rows: with the entry and its postings
-    (PostgreSQL), or on their own (``("insert", table)``)."""
+    """PostgreSQL statements writing an entry with its postings and attached rows."""
 
 
 def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
@@ -1028,15 +1032,6 @@ class Ledger:
             self._shared.together[shape] = statement
         return statement
 
-    def _insert_into(self, table: sa.Table) -> Any:
-        """A plain insert into ``table``, built once (building one per call, and its
-        cache key, costs more than SQLite's insert itself)."""
-        statement = self._shared.together.get(("insert", table.name))
-        if statement is None:
-            statement = table.insert()
-            self._shared.together[("insert", table.name)] = statement
-        return statement
-
     def _preview(
         self, conn: Connection, op: _Op, accounts: Mapping[str, _Acct], codes: Sequence[str]
     ) -> dict[str, Balance]:
@@ -1096,21 +1091,7 @@ class Ledger:
         if attach is not None:
             codes, make_rows = attach
             attached = make_rows(self._preview(conn, op, accounts, codes))
-        together = self._together(len(op.postings), attached)
-        if together is not None:
-            # One statement writes the entry, its legs and the attached rows; a
-            # key already used inserts none of them and returns no row, as the
-            # entry alone would.
-            for i, p in enumerate(op.postings):
-                params[f"account_{i}"] = accounts[p.account].id
-                params[f"amount_{i}"] = p.amount_minor
-                params[f"currency_{i}"] = p.currency
-            for n, row in enumerate(attached):
-                params.update(row.params(n))
-            with self._unknown_account_on_fk(accounts):
-                entry_id = conn.execute(together, params).scalar()
-        else:
-            entry_id = conn.execute(self._stmts["insert_entry"], params).scalar()
+        entry_id, written = self._insert_entry(conn, params, op, accounts, attached)
         if entry_id is None:
             replay = self._replay_by_key(conn, op.key, op.request_hash)
             if replay is not None:
@@ -1122,11 +1103,11 @@ class Ledger:
             raise AlreadyReversed(
                 f"entry {op.reverses_id} has already been reversed", entry_id=op.reverses_id
             )
-        if together is None:
+        if not written:
             if op.postings:
                 self._insert_postings(conn, entry_id, op, accounts)
             for row in attached:
-                conn.execute(self._insert_into(row.table), row.row(entry_id))
+                conn.execute(plain_insert(row.table), row.row(entry_id))
         self._apply(conn, op, accounts)
         return Entry(
             id=entry_id,
@@ -1142,6 +1123,30 @@ class Ledger:
             hold_id=op.hold_id,
             reverses_id=op.reverses_id,
         )
+
+    def _insert_entry(  # noqa: PLR0917 - private, one caller
+        self,
+        conn: Connection,
+        params: dict[str, Any],
+        op: _Op,
+        accounts: dict[str, _Acct],
+        attached: Sequence[Attached],
+    ) -> tuple[int | None, bool]:
+        """Insert the entry (``params``; ``ON CONFLICT DO NOTHING``): its id, None
+        when its key (or hold, or reversal) is taken, and whether its postings and
+        the ``attached`` rows were written with it (PostgreSQL's one statement,
+        where a taken key inserts none of them)."""
+        statement = self._together(len(op.postings), attached)
+        if statement is None:
+            return conn.execute(self._stmts["insert_entry"], params).scalar(), False
+        for i, p in enumerate(op.postings):
+            params[f"account_{i}"] = accounts[p.account].id
+            params[f"amount_{i}"] = p.amount_minor
+            params[f"currency_{i}"] = p.currency
+        for n, row in enumerate(attached):
+            params.update(row.params(n))
+        with self._unknown_account_on_fk(accounts):
+            return conn.execute(statement, params).scalar(), True
 
     def _insert_postings(
         self, conn: Connection, entry_id: int, op: _Op, accounts: dict[str, _Acct]

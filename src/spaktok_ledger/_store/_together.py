@@ -16,6 +16,7 @@ statement per table, with the same result.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 
 from spaktok_ledger._store._schema import LedgerTables
 
-__all__ = ["MAX_LEGS_TOGETHER", "Attached", "entry_with_postings"]
+__all__ = ["MAX_LEGS_TOGETHER", "Attached", "entry_with_postings", "plain_insert"]
 
 # Entries with up to this many postings are written together with their
 # postings on PostgreSQL (a gift has three legs); longer ones take two statements.
@@ -70,6 +71,14 @@ class Attached:
         if self.key is not None:
             out[f"r{n}_{self.key[0]}"] = self.key[1]
         return out
+
+
+@functools.cache
+def plain_insert(table: sa.Table) -> Any:
+    """An insert into ``table``, built once: an attached row written on its own
+    (building a statement per call, and its cache key, costs more than SQLite's
+    insert itself)."""
+    return table.insert()
 
 
 def entry_with_postings(t: LedgerTables, legs: int, attached: Sequence[Attached] = ()) -> Any:
