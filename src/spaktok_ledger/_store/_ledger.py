@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, CursorResult, Engine, Row
 from sqlalchemy.orm import Session
 
 from spaktok_ledger._clock import Clock, utc_now
@@ -79,8 +79,10 @@ from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_f
 from spaktok_ledger._store._together import (
     MAX_LEGS_TOGETHER,
     Attached,
+    Prepared,
     entry_with_postings,
     plain_insert,
+    prepare,
 )
 from spaktok_ledger._store._units import check_units
 from spaktok_ledger._store._verify import VerifyReport, verify_ledger
@@ -166,8 +168,10 @@ class _Shared:
 
     accounts: dict[str, _Acct] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
-    together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    together: dict[tuple[Any, ...], Prepared] = field(default_factory=dict)
     """PostgreSQL statements writing an entry with its postings and attached rows."""
+    prepared: dict[Any, Prepared] = field(default_factory=dict)
+    """Hot-path statements compiled for PostgreSQL, by their Core statement."""
 
 
 def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
@@ -316,7 +320,6 @@ class Ledger:
         view._mode = mode
         view._dialect = self._dialect
         view._stmts = self._stmts
-        view._entry_with_postings = self._entry_with_postings
         view._reads = self._reads
         view._codes = self._codes
         view._unit = _Unit()
@@ -601,12 +604,6 @@ class Ledger:
                 t.entries.c.idempotency_key == bp("key")
             ),
         }
-        # PostgreSQL: an entry and its postings in one statement, by number of legs.
-        self._entry_with_postings: dict[int, Any] = (
-            {n: entry_with_postings(t, n) for n in range(1, MAX_LEGS_TOGETHER + 1)}
-            if self._dialect == "postgresql"
-            else {}
-        )
 
     # -- accounts ---------------------------------------------------------------
 
@@ -1018,17 +1015,34 @@ class Ledger:
         """
         return self._submit(self._op_from_draft("post", draft, None, request), (codes, rows))
 
-    def _together(self, legs: int, attached: Sequence[Attached]) -> Any:
+    def _execute(
+        self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]]
+    ) -> CursorResult[Any]:
+        """Execute a hot-path statement: on PostgreSQL as the driver's SQL, compiled
+        once (see ``Prepared``), elsewhere as the Core statement."""
+        if self._dialect != "postgresql":
+            return conn.execute(statement, params)
+        prepared = self._shared.prepared.get(statement)
+        if prepared is None:
+            prepared = prepare(statement, conn.dialect)
+            self._shared.prepared[statement] = prepared
+        # The caller's parameters are its own: the prepared run fills in a copy.
+        if isinstance(params, list):
+            return prepared.run(conn, [dict(row) for row in params])
+        return prepared.run(conn, dict(params))
+
+    def _together(
+        self, conn: Connection, legs: int, attached: Sequence[Attached]
+    ) -> Prepared | None:
         """The one-statement write of an entry with ``legs`` postings and the
         ``attached`` rows, or None where it takes several (SQLite, long entries)."""
-        if not attached:
-            return self._entry_with_postings.get(legs)
         if self._dialect != "postgresql" or not 1 <= legs <= MAX_LEGS_TOGETHER:
             return None
         shape = (legs, *(row.shape() for row in attached))
         statement = self._shared.together.get(shape)
         if statement is None:
-            statement = entry_with_postings(self._tables, legs, attached)
+            written = entry_with_postings(self._tables, legs, attached)
+            statement = prepare(written, conn.dialect)
             self._shared.together[shape] = statement
         return statement
 
@@ -1124,7 +1138,7 @@ class Ledger:
             reverses_id=op.reverses_id,
         )
 
-    def _insert_entry(  # noqa: PLR0917 - private, one caller
+    def _insert_entry(
         self,
         conn: Connection,
         params: dict[str, Any],
@@ -1136,7 +1150,7 @@ class Ledger:
         when its key (or hold, or reversal) is taken, and whether its postings and
         the ``attached`` rows were written with it (PostgreSQL's one statement,
         where a taken key inserts none of them)."""
-        statement = self._together(len(op.postings), attached)
+        statement = self._together(conn, len(op.postings), attached)
         if statement is None:
             return conn.execute(self._stmts["insert_entry"], params).scalar(), False
         for i, p in enumerate(op.postings):
@@ -1146,7 +1160,7 @@ class Ledger:
         for n, row in enumerate(attached):
             params.update(row.params(n))
         with self._unknown_account_on_fk(accounts):
-            return conn.execute(statement, params).scalar(), True
+            return statement.run(conn, params).scalar(), True
 
     def _insert_postings(
         self, conn: Connection, entry_id: int, op: _Op, accounts: dict[str, _Acct]
@@ -1308,7 +1322,7 @@ class Ledger:
         if not batch:
             return
         with translate_overflow(self.prefix, account):
-            result = conn.execute(self._stmts["update_balance_checked"], batch)
+            result = self._execute(conn, self._stmts["update_balance_checked"], batch)
         if result.rowcount != len(batch):
             if guarded is not None and self._rows_exist(conn, batch):
                 # Every row is there, so the guard refused the guarded one: its
@@ -1475,7 +1489,7 @@ class Ledger:
         wanted = [check_account_code(code) for code in codes]
         accounts = self._known(conn, wanted)
         ids = {f"id{i}": accounts[code].id for i, code in enumerate(wanted)}
-        rows = list(conn.execute(query, {**params, **ids}).all())
+        rows: list[Any] = list(self._execute(conn, query, {**params, **ids}).all())
         sums: dict[int, list[int]] = {}
         for row in rows:
             have = sums.get(row[0])

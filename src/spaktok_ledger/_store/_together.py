@@ -17,15 +17,23 @@ statement per table, with the same result.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, CursorResult, Dialect
 
 from spaktok_ledger._store._schema import LedgerTables
 
-__all__ = ["MAX_LEGS_TOGETHER", "Attached", "entry_with_postings", "plain_insert"]
+__all__ = [
+    "MAX_LEGS_TOGETHER",
+    "Attached",
+    "Prepared",
+    "entry_with_postings",
+    "plain_insert",
+    "prepare",
+]
 
 # Entries with up to this many postings are written together with their
 # postings on PostgreSQL (a gift has three legs); longer ones take two statements.
@@ -152,3 +160,49 @@ def _attached_insert(entry: Any, row: Attached, n: int) -> Any:
         exprs.append(bp(f"r{n}_{column}", type_=sa.String()) + sa.cast(entry.c.id, sa.String()))
     insert = table.insert().from_select(names, sa.select(*exprs).select_from(entry))
     return insert.cte(f"attached_{n}")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement compiled once for a dialect, run as the driver's SQL.
+
+    SQLAlchemy's execution of a Core statement (its compiled-cache lookup,
+    building the parameters, running each type's bind processor) cost about
+    50 microseconds of a gift's 2 ms on PostgreSQL for this one statement;
+    here the SQL text is rendered once and only the parameters that need a
+    bind processor (JSON, time-zone-aware datetimes) get it, from the same
+    types the Core statement has. It still runs through the connection
+    (``exec_driver_sql``): events, transactions and error translation are
+    SQLAlchemy's as for any statement.
+    """
+
+    sql: str
+    constants: Mapping[str, Any]
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+    def run(
+        self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]
+    ) -> CursorResult[Any]:
+        """Execute with ``params`` (a list: executemany), which this fills in place."""
+        for row in params if isinstance(params, list) else [params]:
+            for name, process in self.processors:
+                value = row.get(name)
+                if value is not None:
+                    row[name] = process(value)
+            row.update(self.constants)
+        return conn.exec_driver_sql(self.sql, params)
+
+
+def prepare(statement: Any, dialect: Dialect) -> Prepared:
+    """Compile ``statement`` for ``dialect`` (named parameters, as psycopg takes them)."""
+    compiled = statement.compile(dialect=dialect)
+    constants = {}
+    processors = []
+    for name, bind in compiled.binds.items():
+        if not bind.required:
+            constants[name] = bind.value  # a literal built into the statement
+            continue
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((name, process))
+    return Prepared(str(compiled), constants, tuple(processors))
