@@ -2309,3 +2309,26 @@ class TestRowsWrittenWithTheEntry:
         entry = books.atomic(unit)
         assert selects == []
         assert _written(books)[0][0].payload == {"entry_id": entry.id, "wallet": 70}
+
+    def test_attached_rows_get_their_columns_checks(self, books: Ledger) -> None:
+        """An attached row's values go through their columns' types, on PostgreSQL's
+        one statement as in a plain insert: a naive datetime is refused, nothing written."""
+        from datetime import datetime
+
+        from spaktok_ledger._store._together import Attached
+
+        fund(books, WALLET, 100)
+        before = snapshot(books)
+        naive = Attached(
+            books.tables.earning_lots,
+            {"streamer_id": "n", "amount_minor": 7, "matures_at": datetime(2026, 12, 2)},
+            entry_id="gift_entry_id",
+        )
+        draft = EntryDraft("gift", out_of(WALLET, 30, REVENUE), key("naive"))
+        with pytest.raises((InvalidInput, sa.exc.StatementError)) as info:
+            books._post_with(draft, request=None, codes=[WALLET], rows=lambda _: [naive])
+        # SQLAlchemy wraps a bind processor's error (SQLite's plain insert); the
+        # prepared statement runs the processor before executing (PostgreSQL).
+        refused = getattr(info.value, "orig", info.value)
+        assert isinstance(refused, InvalidInput) and "timezone-aware" in str(refused)
+        assert snapshot(books) == before

@@ -22,6 +22,7 @@ Chart of accounts (DESIGN.md), USD minor units:
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -69,7 +70,7 @@ from spaktok_ledger._service._debts import recovery_legs
 from spaktok_ledger._service._ids import check_party_id
 from spaktok_ledger._service._outbox import Outbox
 from spaktok_ledger._split import BPS_TOTAL, RevenueSplit
-from spaktok_ledger._store import Ledger
+from spaktok_ledger._store import Ledger, tables_for
 from spaktok_ledger._store._together import Attached
 from spaktok_ledger._validate import check_aware, check_int, check_text, derived_key, shown
 
@@ -346,6 +347,29 @@ class _GiftRequest:
 # -- the service ---------------------------------------------------------------
 
 
+@functools.cache
+def _gift_read(prefix: str) -> sa.Select[Any]:
+    """A gift's one read: the balance rows of its receipt's five accounts, each
+    with the streamer's row beside it (an outer join: no row, no streamer).
+    One statement per table prefix, however many services are built: the
+    ledger keeps its compiled form by the statement."""
+    t = tables_for(prefix)
+    b, streamers = t.balances, t.streamers
+    return (
+        sa.select(
+            b.c.account_id,
+            b.c.posted,
+            b.c.pending_debit,
+            b.c.pending_credit,
+            streamers.c.status,
+            streamers.c.streamer_bps,
+            streamers.c.blocked_reason,
+        )
+        .select_from(b.outerjoin(streamers, streamers.c.streamer_id == sa.bindparam("streamer")))
+        .where(b.c.account_id.in_([sa.bindparam(f"id{i}") for i in range(GIFT_READ_CODES)]))
+    )
+
+
 class GiftEconomy:
     """The gift-economy use cases over one ledger.
 
@@ -402,24 +426,7 @@ class GiftEconomy:
         self._streamer_query = sa.select(streamers).where(
             streamers.c.streamer_id == sa.bindparam("streamer")
         )
-        # A gift's one read: the balance rows of its receipt's five accounts, each
-        # with the streamer's row beside it (an outer join: no row, no streamer).
-        b = self._t.balances
-        self._gift_read = (
-            sa.select(
-                b.c.account_id,
-                b.c.posted,
-                b.c.pending_debit,
-                b.c.pending_credit,
-                streamers.c.status,
-                streamers.c.streamer_bps,
-                streamers.c.blocked_reason,
-            )
-            .select_from(
-                b.outerjoin(streamers, streamers.c.streamer_id == sa.bindparam("streamer"))
-            )
-            .where(b.c.account_id.in_([sa.bindparam(f"id{i}") for i in range(GIFT_READ_CODES)]))
-        )
+        self._gift_read = _gift_read(self._t.prefix)
 
     def using(self, tx: Ledger) -> GiftEconomy:
         """This service on another ledger view, typically ``tx`` inside ``ledger.atomic``:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Final, Literal, NoReturn, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Engine, Row
@@ -105,6 +105,9 @@ _Mode = Literal["post", "hold", "resolve_post", "resolve_void"]
 MAX_PAGE = 500
 # Connection.info key: codes of accounts opened in the current transaction,
 # which must not enter the account cache until that transaction commits.
+# Hot-path statements kept compiled per ledger (a handful are the library's; a
+# caller building statements per call would only miss the cache, not grow it).
+MAX_PREPARED: Final = 64
 _OPENED = "spaktok_opened_accounts"
 
 
@@ -1025,7 +1028,8 @@ class Ledger:
         prepared = self._shared.prepared.get(statement)
         if prepared is None:
             prepared = prepare(statement, conn.dialect)
-            self._shared.prepared[statement] = prepared
+            if len(self._shared.prepared) < MAX_PREPARED:  # the library's few statements
+                self._shared.prepared[statement] = prepared
         # The caller's parameters are its own: the prepared run fills in a copy.
         if isinstance(params, list):
             return prepared.run(conn, [dict(row) for row in params])
