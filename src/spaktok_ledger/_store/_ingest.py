@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
-from spaktok_ledger._domain import EntryDraft, EntryPhase
+from spaktok_ledger._domain import EntryDraft
 from spaktok_ledger._errors import CurrencyMismatch, IdempotencyConflict, InvalidInput
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def ingest(ledger: Ledger, drafts: Iterable[EntryDraft], batch_size: int) -> Ing
 
 
 def _write_batch(ledger: Ledger, conn: Connection, *, ops: Sequence[_Op]) -> tuple[list[int], int]:
-    from spaktok_ledger._store._ledger import _op_deltas
+    from spaktok_ledger._store._ledger import _entry_row, _op_deltas
 
     t = ledger._tables
     e = t.entries
@@ -110,22 +110,7 @@ def _write_batch(ledger: Ledger, conn: Connection, *, ops: Sequence[_Op]) -> tup
     entry_ids = list(
         conn.execute(
             ledger._stmts["insert_entries_returning"],
-            [
-                {
-                    "type": op.type,
-                    "phase": EntryPhase.POSTED.value,
-                    "idempotency_key": op.key,
-                    "request_hash": op.request_hash,
-                    "description": op.description,
-                    "metadata": op.metadata,
-                    "effective_at": op.effective_at,
-                    "recorded_at": op.recorded_at,
-                    "expires_at": None,
-                    "hold_id": None,
-                    "reverses_id": None,
-                }
-                for op in fresh
-            ],
+            [_entry_row(op) for op in fresh],  # posted entries: no expiry, hold, reversal
         ).scalars()
     )
     conn.execute(

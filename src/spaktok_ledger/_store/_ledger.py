@@ -187,6 +187,23 @@ _Attach = tuple[Sequence[str], Callable[[dict[str, Balance]], Sequence[Attached]
 the function making them from those balances (``Ledger._post_with``)."""
 
 
+def _entry_row(op: _Op) -> dict[str, Any]:
+    """The entry's row: the parameters of its insert."""
+    return {
+        "type": op.type,
+        "phase": op.phase.value,
+        "idempotency_key": op.key,
+        "request_hash": op.request_hash,
+        "description": op.description,
+        "metadata": op.metadata,
+        "effective_at": op.effective_at,
+        "recorded_at": op.recorded_at,
+        "expires_at": op.expires_at,
+        "hold_id": op.hold_id,
+        "reverses_id": op.reverses_id,
+    }
+
+
 def _with_deltas(found: dict[str, Balance], by_code: Mapping[str, _Delta]) -> dict[str, Balance]:
     """``found`` with the (debit-positive) deltas of ``by_code`` added."""
     out = dict(found)
@@ -1092,19 +1109,7 @@ class Ledger:
                     posting_currency=posting.currency,
                     account_currency=acct.currency,
                 )
-        params: dict[str, Any] = {
-            "type": op.type,
-            "phase": op.phase.value,
-            "idempotency_key": op.key,
-            "request_hash": op.request_hash,
-            "description": op.description,
-            "metadata": op.metadata,
-            "effective_at": op.effective_at,
-            "recorded_at": op.recorded_at,
-            "expires_at": op.expires_at,
-            "hold_id": op.hold_id,
-            "reverses_id": op.reverses_id,
-        }
+        params = _entry_row(op)
         attached: Sequence[Attached] = ()
         if attach is not None:
             codes, make_rows = attach
