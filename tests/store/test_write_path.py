@@ -18,7 +18,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -2331,4 +2331,24 @@ class TestRowsWrittenWithTheEntry:
         # prepared statement runs the processor before executing (PostgreSQL).
         refused = getattr(info.value, "orig", info.value)
         assert isinstance(refused, InvalidInput) and "timezone-aware" in str(refused)
+        assert snapshot(books) == before
+
+    def test_another_rows_integrity_error_is_not_an_unknown_account(self, books: Ledger) -> None:
+        """Only the postings' account foreign key means ``UnknownAccount``: an attached
+        row the database refuses (here an earning lot's CHECK) is its own error, on
+        PostgreSQL's one statement as in SQLite's plain insert, and nothing is written."""
+        from spaktok_ledger._store._together import Attached
+
+        fund(books, WALLET, 100)
+        before = snapshot(books)
+        at = datetime(2026, 12, 2, tzinfo=UTC)
+        empty_lot = Attached(
+            books.tables.earning_lots,
+            {"streamer_id": "n", "amount_minor": 0, "matures_at": at},
+            entry_id="gift_entry_id",
+        )
+        draft = EntryDraft("gift", out_of(WALLET, 30, REVENUE), key("zero"))
+        with pytest.raises(sa.exc.IntegrityError) as info:
+            books._post_with(draft, request=None, codes=[WALLET], rows=lambda _: [empty_lot])
+        assert "earning_lots_amount" in str(info.value)
         assert snapshot(books) == before

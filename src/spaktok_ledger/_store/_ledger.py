@@ -171,10 +171,10 @@ class _Shared:
 
     accounts: dict[str, _Acct] = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
-    together: dict[tuple[Any, ...], Prepared] = field(default_factory=dict)
+    together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     """PostgreSQL statements writing an entry with its postings and attached rows."""
-    prepared: dict[Any, Prepared] = field(default_factory=dict)
-    """Hot-path statements compiled for PostgreSQL, by their Core statement."""
+    prepared: dict[tuple[Any, Any], Prepared] = field(default_factory=dict)
+    """Hot-path statements compiled for psycopg, by Core statement and dialect."""
 
 
 def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
@@ -1038,23 +1038,23 @@ class Ledger:
     def _execute(
         self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]]
     ) -> CursorResult[Any]:
-        """Execute a hot-path statement: on PostgreSQL as the driver's SQL, compiled
-        once (see ``Prepared``), elsewhere as the Core statement."""
-        if self._dialect != "postgresql":
+        """Execute a hot-path statement: with psycopg, as the driver's SQL compiled
+        once (see ``Prepared``); otherwise (SQLite, another driver, a connection
+        with a ``schema_translate_map``) as the Core statement."""
+        dialect = conn.dialect
+        if dialect.driver != "psycopg" or conn.get_execution_options().get("schema_translate_map"):
             return conn.execute(statement, params)
-        prepared = self._shared.prepared.get(statement)
+        prepared = self._shared.prepared.get((statement, dialect))
         if prepared is None:
-            prepared = prepare(statement, conn.dialect)
+            prepared = prepare(statement, dialect)
             if len(self._shared.prepared) < MAX_PREPARED:  # the library's few statements
-                self._shared.prepared[statement] = prepared
+                self._shared.prepared[statement, dialect] = prepared
         # The caller's parameters are its own: the prepared run fills in a copy.
         if isinstance(params, list):
             return prepared.run(conn, [dict(row) for row in params])
         return prepared.run(conn, dict(params))
 
-    def _together(
-        self, conn: Connection, legs: int, attached: Sequence[Attached]
-    ) -> Prepared | None:
+    def _together(self, legs: int, attached: Sequence[Attached]) -> Any:
         """The one-statement write of an entry with ``legs`` postings and the
         ``attached`` rows, or None where it takes several (SQLite, long entries)."""
         if self._dialect != "postgresql" or not 1 <= legs <= MAX_LEGS_TOGETHER:
@@ -1062,8 +1062,7 @@ class Ledger:
         shape = (legs, *(row.shape() for row in attached))
         statement = self._shared.together.get(shape)
         if statement is None:
-            written = entry_with_postings(self._tables, legs, attached)
-            statement = prepare(written, conn.dialect)
+            statement = entry_with_postings(self._tables, legs, attached)
             self._shared.together[shape] = statement
         return statement
 
@@ -1159,7 +1158,7 @@ class Ledger:
         when its key (or hold, or reversal) is taken, and whether its postings and
         the ``attached`` rows were written with it (PostgreSQL's one statement,
         where a taken key inserts none of them)."""
-        statement = self._together(conn, len(op.postings), attached)
+        statement = self._together(len(op.postings), attached)
         if statement is None:
             return conn.execute(self._stmts["insert_entry"], params).scalar(), False
         for i, p in enumerate(op.postings):
@@ -1168,8 +1167,8 @@ class Ledger:
             params[f"currency_{i}"] = p.currency
         for n, row in enumerate(attached):
             params.update(row.params(n))
-        with self._unknown_account_on_fk(accounts):
-            return statement.run(conn, params).scalar(), True
+        with self._unknown_account_on_fk(accounts, postings_only=True):
+            return self._execute(conn, statement, params).scalar(), True
 
     def _insert_postings(
         self, conn: Connection, entry_id: int, op: _Op, accounts: dict[str, _Acct]
@@ -1189,10 +1188,19 @@ class Ledger:
             )
 
     @contextmanager
-    def _unknown_account_on_fk(self, accounts: dict[str, _Acct]) -> Iterator[None]:
+    def _unknown_account_on_fk(
+        self, accounts: dict[str, _Acct], *, postings_only: bool = False
+    ) -> Iterator[None]:
+        """A failed foreign key of the postings' accounts as ``UnknownAccount``.
+        ``postings_only``: the statement writes other rows too (PostgreSQL's one
+        statement), so only that constraint is translated; any other integrity
+        error is raised as it is."""
         try:
             yield
         except sa.exc.IntegrityError as exc:
+            constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+            if postings_only and constraint != f"{self.prefix}postings_account_currency":
+                raise
             # Only a cached account id that no longer exists (a host rolled
             # back the transaction that opened it) can fail the postings'
             # foreign key.

@@ -71,7 +71,8 @@ class Attached:
 
     def shape(self) -> tuple[Any, ...]:
         """What the statement depends on (not the values): its cache key."""
-        return (self.table.name, tuple(sorted(self.values)), self.entry_id, self.key, self.payload)
+        key = None if self.key is None else self.key[0]  # the prefix is a parameter
+        return (self.table.name, tuple(sorted(self.values)), self.entry_id, key, self.payload)
 
     def params(self, n: int) -> dict[str, Any]:
         """The bind parameters of this row as the ``n``-th attached row."""
@@ -172,8 +173,13 @@ class Prepared:
     here the SQL text is rendered once and only the parameters that need a
     bind processor (JSON, time-zone-aware datetimes) get it, from the same
     types the Core statement has. It still runs through the connection
-    (``exec_driver_sql``): events, transactions and error translation are
-    SQLAlchemy's as for any statement.
+    (``exec_driver_sql``): transactions, cursor events and the translation of
+    the driver's errors are SQLAlchemy's as for any statement. What differs:
+    ``before_execute`` listeners see the SQL text, not the Core statement; a
+    bind processor's error is raised as it is, not wrapped in
+    ``StatementError``; and execution options that rewrite statements are not
+    applied, so the ledger uses this only with psycopg and without a
+    ``schema_translate_map`` (``Ledger._execute``).
     """
 
     sql: str
@@ -186,23 +192,26 @@ class Prepared:
         """Execute with ``params`` (a list: executemany), which this fills in place."""
         for row in params if isinstance(params, list) else [params]:
             for name, process in self.processors:
-                value = row.get(name)
-                if value is not None:
-                    row[name] = process(value)
+                if name in row:
+                    row[name] = process(row[name])
             row.update(self.constants)
         return conn.exec_driver_sql(self.sql, params)
 
 
 def prepare(statement: Any, dialect: Dialect) -> Prepared:
-    """Compile ``statement`` for ``dialect`` (named parameters, as psycopg takes them)."""
+    """Compile ``statement`` for ``dialect``, whose driver takes named parameters
+    (``%(name)s``: psycopg)."""
     compiled = statement.compile(dialect=dialect)
+    sql = str(compiled)
     constants = {}
     processors = []
     for name, bind in compiled.binds.items():
+        if f"%({name})s" not in sql:
+            continue  # rendered inline (a literal), not a parameter
         if not bind.required:
-            constants[name] = bind.value  # a literal built into the statement
+            constants[name] = bind.value  # a literal passed as a parameter
             continue
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             processors.append((name, process))
-    return Prepared(str(compiled), constants, tuple(processors))
+    return Prepared(sql, constants, tuple(processors))
