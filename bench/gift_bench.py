@@ -45,6 +45,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _common import drop_ledger_tables  # bench/, the script's directory
+
 from spaktok_ledger import (
     AccountKind,
     AccountSpec,
@@ -170,6 +172,13 @@ class RawGift:
             )
 
 
+def _drop(engine: sa.Engine, ledger: Ledger) -> None:
+    """Leave a shared PostgreSQL database as it was before the run."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            drop_ledger_tables(conn, ledger, ledger.prefix)
+
+
 def _setup(url: str, senders: int, pool: int) -> tuple[sa.Engine, Ledger, GiftEconomy, RawGift]:
     engine = create_engine(
         url, **({"pool_size": pool, "max_overflow": 8} if "postgresql" in url else {})
@@ -206,6 +215,7 @@ def bench_send_gift(url: str, rounds: int, gifts: int) -> list[float]:
                     raw(engine, "raw0", "rawstar")
             times[side] = time.perf_counter() - start
         ratios.append(times["raw"] / times["lib"])
+    _drop(engine, ledger)
     ledger.close()
     engine.dispose()
     return ratios
@@ -260,6 +270,7 @@ def bench_storm(url: str, rounds: int, senders: int, per_sender: int, window: fl
         p99s.append(_p99(results["lib"][1]))
         raw_p99 = _p99(results["raw"][1])
     gc.unfreeze()
+    _drop(engine, ledger)
     ledger.close()
     engine.dispose()
     return ratios, p99s, batches, raw_p99
@@ -358,6 +369,7 @@ def bench_ingest(url: str, rounds: int, entries: int) -> list[float]:
                     raw_batch(rows[i : i + 1000])
             times[side] = time.perf_counter() - start
         ratios.append(times["raw"] / times["lib"])
+    _drop(engine, ledger)
     engine.dispose()
     return ratios
 

@@ -66,6 +66,7 @@ from datetime import UTC, datetime
 from itertools import count
 
 import sqlalchemy as sa
+from _common import drop_ledger_tables  # bench/, the script's directory
 
 from spaktok_ledger import (
     AccountKind,
@@ -139,7 +140,7 @@ class MinimalFloor:
     """Hand-written transfers on the smallest schema that keeps the same promises."""
 
     def __init__(self, engine: sa.Engine, prefix: str) -> None:
-        md = sa.MetaData()
+        md = self.metadata = sa.MetaData()
         self.entries = sa.Table(
             f"{prefix}entries",
             md,
@@ -301,6 +302,10 @@ def bench_writes(engine: sa.Engine, name: str, args: argparse.Namespace) -> list
     report = ledger.verify()
     if not report.ok:
         sys.exit(f"verify failed after the write benchmark: {report.problems[:3]}")
+    if engine.dialect.name == "postgresql":  # leave the shared database as it was
+        with engine.begin() as conn:
+            drop_ledger_tables(conn, ledger, prefix)
+        minimal.metadata.drop_all(engine)
     return [
         Result("Ledger.post / floor (minimal schema)", name, vs_min, target, True),
         Result("Ledger.post / floor (library schema)", name, vs_lib, target, True),
