@@ -105,10 +105,10 @@ _Mode = Literal["post", "hold", "resolve_post", "resolve_void"]
 MAX_PAGE = 500
 # Connection.info key: codes of accounts opened in the current transaction,
 # which must not enter the account cache until that transaction commits.
+_OPENED = "spaktok_opened_accounts"
 # Hot-path statements kept compiled per ledger (a handful are the library's; a
 # caller building statements per call would only miss the cache, not grow it).
 MAX_PREPARED: Final = 64
-_OPENED = "spaktok_opened_accounts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1494,9 +1494,9 @@ class Ledger:
         service extends with a row it needs too (the gift's streamer), so one
         round trip reads both. ``query`` selects ``account_id, posted,
         pending_debit, pending_credit`` first, one row per balance row of the
-        accounts, and may add
-        columns after them (an outer join on the service's row). The accounts'
-        ids are the parameters ``id0``, ``id1``... in the order of ``codes``
+        accounts, and may add columns after them (an outer join on the
+        service's row). The accounts' ids are the parameters ``id0``, ``id1``...
+        in the order of ``codes``
         (a fixed list: no expanding parameter to render per call). Returns the
         balances as the unit sees them and the rows; later ``balances()`` of
         these codes in the unit read nothing."""
@@ -1507,16 +1507,7 @@ class Ledger:
         accounts = self._known(conn, wanted)
         ids = {f"id{i}": accounts[code].id for i, code in enumerate(wanted)}
         rows: list[Any] = list(self._execute(conn, query, {**params, **ids}).all())
-        sums: dict[int, list[int]] = {}
-        for row in rows:
-            have = sums.get(row[0])
-            if have is None:
-                sums[row[0]] = [row[1], row[2], row[3]]
-            else:
-                have[0] += row[1]
-                have[1] += row[2]
-                have[2] += row[3]
-        return self._balances_from(accounts, sums), rows
+        return self._balances_from(accounts, _reads.sum_shards(rows)), rows
 
     def _balances_from(
         self, accounts: Mapping[str, _Acct], sums: Mapping[int, list[int]]

@@ -23,7 +23,7 @@ EXPLAIN QUERY PLAN on SQLite), with and without planner statistics.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -257,12 +257,19 @@ NO_CURSOR = 2**63 - 1
 
 def balance_sums(conn: Connection, s: ReadStatements, ids: Sequence[int]) -> dict[int, list[int]]:
     """(posted, pending_debit, pending_credit) per account id, summed over shards."""
-    sums: dict[int, list[int]] = {}
     if len(ids) == 1:
         rows = conn.execute(s.balance_rows_of_one, {"id": ids[0]})
     else:
         rows = conn.execute(s.balance_rows, {"ids": list(ids)})
-    for account_id, posted, pd, pc in rows:
+    return sum_shards(rows)
+
+
+def sum_shards(rows: Iterable[Any]) -> dict[int, list[int]]:
+    """Per account id, (posted, pending_debit, pending_credit) summed over its
+    balance rows; each row starts with those four columns (more may follow)."""
+    sums: dict[int, list[int]] = {}
+    for row in rows:
+        account_id, posted, pd, pc = row[0], row[1], row[2], row[3]
         have = sums.get(account_id)
         if have is None:
             sums[account_id] = [posted, pd, pc]
