@@ -2312,7 +2312,8 @@ class TestRowsWrittenWithTheEntry:
 
     def test_attached_rows_get_their_columns_checks(self, books: Ledger) -> None:
         """An attached row's values go through their columns' types, on PostgreSQL's
-        one statement as in a plain insert: a naive datetime is refused, nothing written."""
+        one statement as in SQLite's insert (both prepared SQL): a naive datetime is
+        refused, nothing written."""
         from datetime import datetime
 
         from spaktok_ledger._store._together import Attached
@@ -2327,8 +2328,8 @@ class TestRowsWrittenWithTheEntry:
         draft = EntryDraft("gift", out_of(WALLET, 30, REVENUE), key("naive"))
         with pytest.raises((InvalidInput, sa.exc.StatementError)) as info:
             books._post_with(draft, request=None, codes=[WALLET], rows=lambda _: [naive])
-        # SQLAlchemy wraps a bind processor's error (SQLite's plain insert); the
-        # prepared statement runs the processor before executing (PostgreSQL).
+        # SQLAlchemy wraps a bind processor's error (a Core statement: another
+        # driver); the prepared statement runs the processor before executing.
         refused = getattr(info.value, "orig", info.value)
         assert isinstance(refused, InvalidInput) and "timezone-aware" in str(refused)
         assert snapshot(books) == before

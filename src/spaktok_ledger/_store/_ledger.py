@@ -78,6 +78,7 @@ from spaktok_ledger._store._overflow import check_delta, translate_overflow
 from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_for
 from spaktok_ledger._store._together import (
     MAX_LEGS_TOGETHER,
+    PREPARED_DRIVERS,
     Attached,
     Prepared,
     entry_with_postings,
@@ -109,6 +110,7 @@ _OPENED = "spaktok_opened_accounts"
 # Hot-path statements kept compiled per ledger (a handful are the library's; a
 # caller building statements per call would only miss the cache, not grow it).
 MAX_PREPARED: Final = 64
+_UNPREPARED: Final[Any] = object()  # not in the cache of prepared statements yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +175,9 @@ class _Shared:
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
     together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     """PostgreSQL statements writing an entry with its postings and attached rows."""
-    prepared: dict[tuple[Any, Any], Prepared] = field(default_factory=dict)
-    """Hot-path statements compiled for psycopg, by Core statement and dialect."""
+    prepared: dict[tuple[Any, ...], Prepared | None] = field(default_factory=dict)
+    """Hot-path statements compiled for the driver, by Core statement, dialect,
+    parameter names and executemany (None: ``prepare`` refused it)."""
 
 
 def _fingerprint(kind: str, fields: dict[str, Any]) -> str:
@@ -1038,21 +1041,30 @@ class Ledger:
     def _execute(
         self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]]
     ) -> CursorResult[Any]:
-        """Execute a hot-path statement: with psycopg, as the driver's SQL compiled
-        once (see ``Prepared``); otherwise (SQLite, another driver, a connection
-        with a ``schema_translate_map``) as the Core statement."""
+        """Execute a hot-path statement: with psycopg or pysqlite, as the driver's
+        SQL compiled once (see ``Prepared``); otherwise (another driver, a
+        connection with a ``schema_translate_map``, a statement ``prepare``
+        refuses) as the Core statement."""
         dialect = conn.dialect
-        if dialect.driver != "psycopg" or conn.get_execution_options().get("schema_translate_map"):
+        if dialect.driver not in PREPARED_DRIVERS or conn.get_execution_options().get(
+            "schema_translate_map"
+        ):
             return conn.execute(statement, params)
-        prepared = self._shared.prepared.get((statement, dialect))
-        if prepared is None:
-            prepared = prepare(statement, dialect)
+        rows = params if isinstance(params, list) else [params]
+        if not rows or not rows[0]:
+            return conn.execute(statement, params)
+        many = isinstance(params, list)
+        key = (statement, dialect, tuple(rows[0]), many)
+        prepared: Prepared | None = self._shared.prepared.get(key, _UNPREPARED)
+        if prepared is _UNPREPARED:
+            prepared = prepare(statement, dialect, tuple(rows[0]), many=many)
             if len(self._shared.prepared) < MAX_PREPARED:  # the library's few statements
-                self._shared.prepared[statement, dialect] = prepared
+                self._shared.prepared[key] = prepared
+        if prepared is None:
+            return conn.execute(statement, params)
         # The caller's parameters are its own: the prepared run fills in a copy.
-        if isinstance(params, list):
-            return prepared.run(conn, [dict(row) for row in params])
-        return prepared.run(conn, dict(params))
+        copies = [dict(row) for row in rows]
+        return prepared.run(conn, copies if many else copies[0])
 
     def _together(self, legs: int, attached: Sequence[Attached]) -> Any:
         """The one-statement write of an entry with ``legs`` postings and the
@@ -1129,7 +1141,7 @@ class Ledger:
             if op.postings:
                 self._insert_postings(conn, entry_id, op, accounts)
             for row in attached:
-                conn.execute(plain_insert(row.table), row.row(entry_id))
+                self._execute(conn, plain_insert(row.table), row.row(entry_id))
         self._apply(conn, op, accounts)
         return Entry(
             id=entry_id,
@@ -1160,7 +1172,7 @@ class Ledger:
         where a taken key inserts none of them)."""
         statement = self._together(len(op.postings), attached)
         if statement is None:
-            return conn.execute(self._stmts["insert_entry"], params).scalar(), False
+            return self._execute(conn, self._stmts["insert_entry"], params).scalar(), False
         for i, p in enumerate(op.postings):
             params[f"account_{i}"] = accounts[p.account].id
             params[f"amount_{i}"] = p.amount_minor
@@ -1174,7 +1186,8 @@ class Ledger:
         self, conn: Connection, entry_id: int, op: _Op, accounts: dict[str, _Acct]
     ) -> None:
         with self._unknown_account_on_fk(accounts):
-            conn.execute(
+            self._execute(
+                conn,
                 self._stmts["insert_postings"],
                 [
                     {

@@ -16,10 +16,12 @@ statement per table, with the same result.
 
 from __future__ import annotations
 
+import copy
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Dialect
@@ -28,6 +30,7 @@ from spaktok_ledger._store._schema import LedgerTables
 
 __all__ = [
     "MAX_LEGS_TOGETHER",
+    "PREPARED_DRIVERS",
     "Attached",
     "Prepared",
     "entry_with_postings",
@@ -169,17 +172,20 @@ class Prepared:
 
     SQLAlchemy's execution of a Core statement (its compiled-cache lookup,
     building the parameters, running each type's bind processor) cost about
-    50 microseconds of a gift's 2 ms on PostgreSQL for this one statement;
-    here the SQL text is rendered once and only the parameters that need a
-    bind processor (JSON, time-zone-aware datetimes) get it, from the same
-    types the Core statement has. It still runs through the connection
-    (``exec_driver_sql``): transactions, cursor events and the translation of
-    the driver's errors are SQLAlchemy's as for any statement. What differs:
-    ``before_execute`` listeners see the SQL text, not the Core statement; a
-    bind processor's error is raised as it is, not wrapped in
-    ``StatementError``; and execution options that rewrite statements are not
-    applied, so the ledger uses this only with psycopg and without a
-    ``schema_translate_map`` (``Ledger._execute``).
+    50 microseconds of a gift's 2 ms on PostgreSQL for this one statement, and
+    more than SQLite's own work for a small insert; here the SQL text is
+    rendered once and only the parameters that need a bind processor (JSON,
+    datetimes) get it, from the same types the Core statement has. It still
+    runs through the connection (``exec_driver_sql``): transactions, cursor
+    events and the translation of the driver's errors are SQLAlchemy's as for
+    any statement. What differs: ``before_execute`` listeners see the SQL
+    text, not the Core statement; a bind processor's error is raised as it
+    is, not wrapped in ``StatementError``; rows come back as the driver gives
+    them (so only statements whose result columns need no conversion are
+    prepared: :func:`prepare` refuses the others); and execution options that
+    rewrite statements are not applied, so the ledger uses this only with
+    psycopg and pysqlite, without a ``schema_translate_map``
+    (``Ledger._execute``).
     """
 
     sql: str
@@ -198,15 +204,40 @@ class Prepared:
         return conn.exec_driver_sql(self.sql, params)
 
 
-def prepare(statement: Any, dialect: Dialect) -> Prepared:
-    """Compile ``statement`` for ``dialect``, whose driver takes named parameters
-    (``%(name)s``: psycopg)."""
-    compiled = statement.compile(dialect=dialect)
+# Drivers whose SQL takes parameters by name, and how a parameter is written.
+# pysqlite's dialect renders ``?`` (qmark); its driver takes ``:name`` with a dict
+# too, so the statement is compiled for a copy of the dialect set to that style.
+PREPARED_DRIVERS: Final = {"psycopg": "pyformat", "pysqlite": "named"}
+_PLACEHOLDER: Final = {"pyformat": re.compile(r"%\((\w+)\)s"), "named": re.compile(r":(\w+)")}
+
+
+def prepare(
+    statement: Any, dialect: Dialect, keys: Sequence[str] = (), *, many: bool = False
+) -> Prepared | None:
+    """Compile ``statement`` for ``dialect`` (a driver of ``PREPARED_DRIVERS``)
+    as Core would for parameters named ``keys`` (``many``: an executemany), or
+    None when its result needs SQLAlchemy's conversion (a JSON or datetime
+    column read back) or its parameters do (a Python-side column default, an
+    expanding ``IN`` list), which a driver's SQL does not get."""
+    paramstyle = PREPARED_DRIVERS[dialect.driver]
+    if dialect.paramstyle != paramstyle:
+        dialect = copy.copy(dialect)
+        dialect.paramstyle = paramstyle
+        dialect.positional = False
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=many)
+    if compiled.insert_prefetch or compiled.update_prefetch:
+        return None  # a Python-side column default: Core's execution computes it
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None  # an expanding IN list or a literal rendered per execution
+    for column in getattr(compiled, "_result_columns", ()):
+        if column[3]._cached_result_processor(dialect, None) is not None:
+            return None
     sql = str(compiled)
+    rendered = set(_PLACEHOLDER[paramstyle].findall(sql))
     constants = {}
     processors = []
     for name, bind in compiled.binds.items():
-        if f"%({name})s" not in sql:
+        if name not in rendered:
             continue  # rendered inline (a literal), not a parameter
         if not bind.required:
             constants[name] = bind.value  # a literal passed as a parameter

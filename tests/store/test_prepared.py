@@ -1,0 +1,125 @@
+"""Hot-path statements run as the driver's SQL, compiled once (``Prepared``, issue 14).
+
+``Ledger._execute`` runs a Core statement as SQL text on psycopg and pysqlite.
+What SQLAlchemy's execution of the Core statement would do and a driver's SQL
+does not (a Python-side column default, converting a JSON or datetime column
+read back) must not be lost: ``prepare`` refuses such a statement, and it runs
+as Core. The tests run on both drivers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from spaktok_ledger import Ledger
+from spaktok_ledger._store._schema import UTCDateTime
+from spaktok_ledger._store._together import prepare
+
+
+@pytest.fixture
+def table(ledger: Ledger, prefix: str) -> Iterator[sa.Table]:
+    """A table of the test's own, with a Python-side default, a JSON column and a
+    time-zone-aware datetime."""
+    table = sa.Table(
+        f"{prefix}probe",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("a", sa.Integer, nullable=False),
+        sa.Column("ab", sa.Integer),
+        sa.Column("note", sa.String(20), nullable=False, default=lambda: "from python"),
+        sa.Column("doc", sa.JSON),
+        sa.Column("at", UTCDateTime),
+    )
+    assert ledger.engine is not None
+    table.create(ledger.engine)
+    yield table
+    table.drop(ledger.engine)
+
+
+def _run(ledger: Ledger, statement: object, params: object) -> list[tuple[object, ...]]:
+    def unit(tx: Ledger) -> list[tuple[object, ...]]:
+        result = tx._execute(tx.connection(), statement, params)  # type: ignore[arg-type]
+        return [tuple(row) for row in result.all()] if result.returns_rows else []
+
+    return ledger.atomic(unit)
+
+
+def test_a_python_side_default_is_applied(ledger: Ledger, table: sa.Table) -> None:
+    """An insert that leaves a column to its Python default runs as Core (the driver's
+    SQL would bind None, and the NOT NULL column refuse it)."""
+    assert ledger.engine is not None
+    dialect = ledger.engine.dialect
+    assert prepare(table.insert(), dialect, ["a"]) is None
+    _run(ledger, table.insert(), {"a": 1})
+    _run(ledger, table.insert(), [{"a": 2}, {"a": 3}])
+    _run(ledger, table.insert(), {"a": 4, "note": "given"})
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.a, table.c.note).order_by(table.c.a)).all()
+    assert [tuple(r) for r in rows] == [
+        (1, "from python"),
+        (2, "from python"),
+        (3, "from python"),
+        (4, "given"),
+    ]
+
+
+def test_columns_read_back_are_converted(ledger: Ledger, table: sa.Table) -> None:
+    """A select or RETURNING of a JSON or datetime column runs as Core, so the row
+    holds a dict and an aware datetime, not the driver's text."""
+    at = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
+    _run(ledger, table.insert(), {"a": 1, "note": "n", "doc": {"k": [1, 2]}, "at": at})
+    read = sa.select(table.c.doc, table.c.at).where(table.c.a == sa.bindparam("want"))
+    assert ledger.engine is not None
+    assert prepare(read, ledger.engine.dialect, ["want"]) is None
+    assert _run(ledger, read, {"want": 1}) == [({"k": [1, 2]}, at)]
+    returning = table.insert().returning(table.c.doc)
+    assert _run(ledger, returning, {"a": 2, "note": "n", "doc": {"x": 1}}) == [({"x": 1},)]
+    # Integers and strings need no conversion: that select is prepared.
+    plain = sa.select(table.c.a, table.c.note).where(table.c.a == sa.bindparam("want"))
+    assert prepare(plain, ledger.engine.dialect, ["want"]) is not None
+    assert _run(ledger, plain, {"want": 2}) == [(2, "n")]
+
+
+def test_parameters_get_their_types_processing(ledger: Ledger, table: sa.Table) -> None:
+    """JSON and datetime parameters are bound as their types bind them (a parameter
+    whose name starts another's is found on its own), and the caller's dicts are
+    not changed."""
+    assert ledger.engine is not None
+    insert = table.insert()
+    keys = ["a", "ab", "note", "doc", "at"]
+    prepared = prepare(insert, ledger.engine.dialect, keys)
+    assert prepared is not None
+    assert sorted(name for name, _ in prepared.processors) == ["at", "doc"]
+    at = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
+    row = {"a": 1, "ab": 2, "note": "n", "doc": {"k": "v"}, "at": at}
+    _run(ledger, insert, row)
+    assert row["doc"] == {"k": "v"} and row["at"] is at
+    read = sa.select(table.c.a, table.c.ab, table.c.doc, table.c.at)
+    assert _run(ledger, read, {}) == [(1, 2, {"k": "v"}, at)]
+
+
+def test_a_literal_is_passed_as_a_constant(ledger: Ledger, table: sa.Table) -> None:
+    """A value built into the statement (not a parameter the caller passes) is bound
+    from the statement on every run."""
+    _run(ledger, table.insert(), [{"a": 5, "note": "five"}, {"a": 6, "note": "six"}])
+    read = sa.select(table.c.note).where(table.c.a == sa.bindparam("want") + sa.bindparam("one", 1))
+    assert ledger.engine is not None
+    prepared = prepare(read, ledger.engine.dialect, ["want"])
+    assert prepared is not None and prepared.constants == {"one": 1}
+    assert _run(ledger, read, {"want": 4}) == [("five",)]
+    assert _run(ledger, read, {"want": 5}) == [("six",)]
+
+
+def test_an_expanding_list_runs_as_core(ledger: Ledger, table: sa.Table) -> None:
+    """An ``IN`` list rendered per call (one placeholder per item) is not prepared: its
+    SQL depends on the list."""
+    _run(ledger, table.insert(), [{"a": n, "note": str(n)} for n in (1, 2, 3)])
+    read = sa.select(table.c.a).where(table.c.a.in_(sa.bindparam("want", expanding=True)))
+    assert ledger.engine is not None
+    assert prepare(read, ledger.engine.dialect, ["want"]) is None
+    assert _run(ledger, read.order_by(table.c.a), {"want": [1, 3]}) == [(1,), (3,)]
+    assert _run(ledger, read.order_by(table.c.a), {"want": [2]}) == [(2,)]
