@@ -2048,6 +2048,128 @@ class TestGuardRefusedAtTheWrite:
         assert books.post(EntryDraft("gift", out_of(WALLET, 30, REVENUE), key())).id
 
 
+# --- many guarded rows in one unit (a batch of gifts from many wallets) -----------------
+# Three single-shard no-overdraft accounts, each paying out in the same unit: their
+# balance rows go in one executemany inside a savepoint (Ledger._flush); a refusal
+# rolls that back and writes them one guarded row at a time, which names the account.
+THREE = (WALLET, CLEARING, EUR_WALLET)
+PAYEE = {WALLET: SEED, CLEARING: SEED, EUR_WALLET: EUR_SEED}
+CURRENCY = {WALLET: "USD", CLEARING: "USD", EUR_WALLET: "EUR"}
+
+
+def move(code: str, change: int) -> tuple[Posting, Posting]:
+    """Postings that raise one of THREE by ``change`` (lower it if negative)."""
+    sign, currency = SIGN[code], CURRENCY[code]
+    return Posting(code, sign * change, currency), Posting(PAYEE[code], -sign * change, currency)
+
+
+def fund_three(books: Ledger) -> None:
+    for code in THREE:
+        books.post(EntryDraft("fund", move(code, 100), key("fund")))
+
+
+def pay_three(tx: Ledger, amount: int = 30) -> None:
+    for code in THREE:
+        tx.post(EntryDraft("gift", move(code, -amount), key()))
+
+
+class TestManyGuardedRows:
+    def test_they_are_written_in_one_update(self, books: Ledger) -> None:
+        """Three guarded rows: one UPDATE executemany (in a savepoint), not three."""
+        fund_three(books)
+        updates: list[int] = []
+        name = books.tables.balances.name
+
+        def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("UPDATE") and name in statement:
+                updates.append(len(parameters) if executemany else 1)
+
+        sa.event.listen(books.engine, "before_cursor_execute", seen)
+        try:
+            books.atomic(pay_three)
+        finally:
+            sa.event.remove(books.engine, "before_cursor_execute", seen)
+        assert len(updates) == 1 and updates[0] >= 3, updates
+        assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
+        verified(books)
+
+    @pytest.mark.parametrize("short", THREE)
+    def test_the_short_one_is_named(self, books: Ledger, short: str) -> None:
+        """Another transaction drained one of them since the unit's read: the refusal
+        names that one with its balance now, and nothing is written."""
+        fund_three(books)
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            assert tx.balances(list(THREE))[short].available_minor == 100
+            shift_available(tx, short, -90)  # 10 left, the entry needs 30
+            pay_three(tx)
+
+        with pytest.raises(InsufficientFunds) as info:
+            books.atomic(unit)
+        assert info.value.details["account"] == short
+        assert info.value.details["available_minor"] == 10
+        assert info.value.details["required_minor"] == 30
+        assert snapshot(books) == before
+
+    def test_a_deposit_before_the_rows_are_written_again_commits_each_once(
+        self, books: Ledger, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The grouped update is refused, then a deposit lands before the rows are
+        written one guarded row at a time (on PostgreSQL a transaction that commits
+        in between): the unit commits, and every row moved once (the grouped
+        update was rolled back to its savepoint, not left applied)."""
+        fund_three(books)
+        write_again = Ledger._update_rows
+        pending: list[Callable[[Ledger], None]] = []
+
+        def deposit_first(self: Ledger, *args: Any, **kwargs: Any) -> None:
+            while pending:
+                pending.pop()(self)
+            write_again(self, *args, **kwargs)
+
+        monkeypatch.setattr(Ledger, "_update_rows", deposit_first)
+
+        def unit(tx: Ledger) -> None:
+            tx.balances(list(THREE))
+            shift_available(tx, CLEARING, -90)  # 10 left: the grouped update is refused
+            pending.append(lambda view: shift_available(view, CLEARING, 90))  # 100 again
+            pay_three(tx)
+
+        books.atomic(unit)
+        assert not pending, "the rows were written again after the refusal"
+        assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
+        verified(books)
+
+    def test_a_balance_past_its_range_is_balance_overflow(self, books: Ledger) -> None:
+        """The grouped update takes the EUR seed account's row past its range (the
+        database's CHECK refuses it): BalanceOverflow, as for a batch of one, and
+        nothing written."""
+        fund_three(books)
+        seed_id = books.account(EUR_SEED).id
+        b = books.tables.balances
+        row = (b.c.account_id == seed_id) & (b.c.shard == 0)
+
+        def seed_posted() -> int:
+            with books.engine.connect() as conn:  # type: ignore[union-attr]
+                return int(conn.execute(sa.select(b.c.posted).where(row)).scalar_one())
+
+        was = seed_posted()
+        books.atomic(pay_three)
+        direction = 1 if seed_posted() > was else -1  # where paying moves the seed's row
+        before = snapshot(books)
+
+        def unit(tx: Ledger) -> None:
+            tx.balances(list(THREE))
+            tx.connection().execute(b.update().where(row).values(posted=direction * BALANCE_MAX))
+            pay_three(tx)
+
+        with pytest.raises(BalanceOverflow) as info:
+            books.atomic(unit)
+        assert "outside signed 64-bit range" in str(info.value)
+        assert snapshot(books) == before
+
+
 def test_a_bad_request_fingerprint_is_invalid_input_naming_request(books: Ledger) -> None:
     """``request=`` (the caller's idempotency fingerprint) must be JSON: refused by name."""
     before = snapshot(books)

@@ -110,7 +110,21 @@ _OPENED = "spaktok_opened_accounts"
 # Hot-path statements kept compiled per ledger (a handful are the library's; a
 # caller building statements per call would only miss the cache, not grow it).
 MAX_PREPARED: Final = 64
-_UNPREPARED: Final[Any] = object()  # not in the cache of prepared statements yet
+_UNPREPARED: Final[Any] = object()
+# From this many guarded balance rows on, one unit writes them in one executemany
+# inside a savepoint (see Ledger._flush): fewer cost no more statements one by one.
+GROUPED_GUARDS: Final = 3  # not in the cache of prepared statements yet
+
+
+@dataclass(frozen=True, slots=True)
+class _Guarded:
+    """A balance row of a flush that the overdraft guard can refuse."""
+
+    acct: _Acct
+    change: int
+    """The account's available change (negative)."""
+    row: int
+    """Its index in the flush's rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1298,12 +1312,13 @@ class Ledger:
     ) -> None:
         """Write ``deltas`` to balance rows in ascending (account, shard) order.
 
-        Rows go out in batches of one executemany each; a batch holds at most one
-        no-overdraft row whose balance goes down (a guarded row), so when the
-        database's guard refuses a row, the refusal names the right account.
+        Rows go out in one executemany (see ``_flush`` for how a refusal is
+        found among several guarded rows); an account with several shards that
+        must not go below zero, or releases pending amounts, is written across
+        its shards (``_apply_all_shards``) between them.
         """
         batch: list[dict[str, int]] = []
-        guarded: tuple[_Acct, int] | None = None
+        guarded: list[_Guarded] = []
         for account_id in sorted(deltas):
             acct, d = by_id[account_id], deltas[account_id]
             if d.posted == 0 and d.pending_debit == 0 and d.pending_credit == 0:
@@ -1316,11 +1331,8 @@ class Ledger:
             releases = d.pending_debit < 0 or d.pending_credit < 0
             if acct.shards > 1 and (checked or releases):
                 self._flush(conn, batch, guarded)
-                guarded = None
                 self._apply_all_shards(conn, acct, d, checked)
                 continue
-            if checked and guarded is not None:
-                self._flush(conn, batch, guarded)  # a second guarded row: a new batch
             shard = 0 if acct.shards == 1 else self._shared.rng.randrange(acct.shards)
             params = {
                 "b_account": account_id,
@@ -1331,40 +1343,76 @@ class Ledger:
             }
             batch.append(params)
             if checked:
-                guarded = (acct, sign * d.posted - pending_out_delta)
+                guarded.append(_Guarded(acct, sign * d.posted - pending_out_delta, len(batch) - 1))
         self._flush(conn, batch, guarded)
 
     def _flush(
-        self,
-        conn: Connection,
-        batch: list[dict[str, int]],
-        guarded: tuple[_Acct, int] | None = None,
-        *,
-        account: str | None = None,
+        self, conn: Connection, batch: list[dict[str, int]], guarded: list[_Guarded]
     ) -> None:
         """Update the rows of ``batch`` in one executemany (one round trip with
-        psycopg's pipeline), then empty ``batch``. Every row is guarded
-        (``allow_overdraft OR available after >= 0``); ``guarded`` is the batch's
-        one row that can fail it (its account and available change). A row left
-        unchanged is that account short of funds or an account that no longer
-        exists. ``account``: the one account whose shard rows ``batch`` holds,
-        named by a ``BalanceOverflow``."""
+        psycopg's pipeline), then empty ``batch`` and ``guarded``. Every row is
+        guarded (``allow_overdraft OR available after >= 0``); ``guarded`` lists
+        the rows that can fail it (a no-overdraft account whose available goes
+        down). A row left unchanged is that account short of funds or an account
+        that no longer exists.
+
+        To name the account a refusal is for, each executemany may hold one
+        guarded row. A unit with more (a batch of gifts from many wallets) would
+        then cost a round trip per wallet, so from ``GROUPED_GUARDS`` guarded
+        rows on they go in one executemany inside a SAVEPOINT (two statements
+        more): if a row is refused, the savepoint is rolled back and the rows
+        are written again one guarded row at a time, which names it.
+        """
         if not batch:
             return
+        if len(guarded) >= GROUPED_GUARDS:
+            savepoint = conn.begin_nested()
+            try:
+                with translate_overflow(self.prefix):  # several accounts: names none
+                    result = self._execute(conn, self._stmts["update_balance_checked"], batch)
+            except BaseException:
+                savepoint.rollback()
+                raise
+            if result.rowcount == len(batch):
+                savepoint.commit()
+                batch.clear()
+                guarded.clear()
+                return
+            savepoint.rollback()
+        # One executemany per guarded row (the rows before it go with it).
+        start = 0
+        for n, guard in enumerate(guarded):
+            end = len(batch) if n == len(guarded) - 1 else guard.row + 1
+            self._update_rows(conn, batch[start:end], guard)
+            start = end
+        self._update_rows(conn, batch[start:], None)  # no guarded row: empty then
+        batch.clear()
+        guarded.clear()
+
+    def _update_rows(
+        self,
+        conn: Connection,
+        rows: list[dict[str, int]],
+        guard: _Guarded | None,
+        account: str | None = None,
+    ) -> None:
+        """One executemany of ``rows``, of which at most ``guard`` can be refused.
+        ``account``: the one account whose shard rows ``rows`` are, named by a
+        ``BalanceOverflow``."""
+        if not rows:
+            return
         with translate_overflow(self.prefix, account):
-            result = self._execute(conn, self._stmts["update_balance_checked"], batch)
-        if result.rowcount != len(batch):
-            if guarded is not None and self._rows_exist(conn, batch):
+            result = self._execute(conn, self._stmts["update_balance_checked"], rows)
+        if result.rowcount != len(rows):
+            if guard is not None and self._rows_exist(conn, rows):
                 # Every row is there, so the guard refused the guarded one: its
                 # balance went down since this unit read it (on PostgreSQL another
                 # transaction committed in between). The error gives the balance as
                 # it is now, which shows a deposit committed since the refusal too.
-                acct, change = guarded
-                now = self._balances(conn, [acct.code])[acct.code]
-                self._refuse(acct, change, now.available_minor)
+                now = self._balances(conn, [guard.acct.code])[guard.acct.code]
+                self._refuse(guard.acct, guard.change, now.available_minor)
             self._shared.accounts.clear()
             raise UnknownAccount("an account of this entry no longer exists")
-        batch.clear()
 
     def _apply_all_shards(self, conn: Connection, acct: _Acct, d: _Delta, checked: bool) -> None:
         """Lock every shard of ``acct`` and spread the deltas so no shard breaks a rule.
@@ -1428,7 +1476,7 @@ class Ledger:
                     remaining -= take
             if remaining:  # an account that may be overdrawn: the rest on one shard
                 change[first][column] += -sign * remaining if column == 0 else remaining
-        self._flush(
+        self._update_rows(
             conn,
             [
                 {
@@ -1441,6 +1489,7 @@ class Ledger:
                 for shard, v in sorted(change.items())
                 if v != [0, 0, 0]
             ],
+            None,
             account=acct.code,
         )
 
