@@ -235,6 +235,11 @@ def test_ingest_writes_the_same_books_as_posting_one_by_one(accounts):
     entry = ledger.entry(report.entry_ids[3])
     assert entry.idempotency_key == "i:3"
     assert entry.postings == _drafts(25)[3].postings
+    # Each id is its own draft's entry, and ids follow the drafts' order.
+    assert [ledger.entry(i).idempotency_key for i in report.entry_ids] == [
+        f"i:{i}" for i in range(25)
+    ]
+    assert list(report.entry_ids) == sorted(report.entry_ids)
     assert ledger.verify().ok
 
 

@@ -123,3 +123,69 @@ def test_an_expanding_list_runs_as_core(ledger: Ledger, table: sa.Table) -> None
     assert prepare(read, ledger.engine.dialect, ["want"]) is None
     assert _run(ledger, read.order_by(table.c.a), {"want": [1, 3]}) == [(1,), (3,)]
     assert _run(ledger, read.order_by(table.c.a), {"want": [2]}) == [(2,)]
+
+
+# --- many rows as arrays (ArrayInsert, PostgreSQL with psycopg) --------------------------
+
+HOSTILE = [
+    "",
+    "a,b",
+    "{x}",
+    '"q"',
+    "back\\slash",
+    "NULL",
+    "null",
+    " lead",
+    "tab\tnew\nline",
+    "ü€😀",
+]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_array_insert_keeps_values_order_and_types(ledger: Ledger, table: sa.Table) -> None:
+    """Each value goes in as its column's type binds it (JSON, an aware datetime,
+    None), strings a text array would need to escape come back as they were, and
+    the rows take ids in the order given."""
+    at = datetime(2026, 12, 2, 10, 30, tzinfo=UTC)
+    rows = [
+        {
+            "a": n,
+            "ab": None if n % 2 else n,
+            "note": text,
+            "doc": {"text": text, "n": [n, None]},
+            "at": None if n == 3 else at,
+        }
+        for n, text in enumerate(HOSTILE)
+    ]
+
+    def unit(tx: Ledger) -> list[tuple[object, ...]]:
+        return [
+            tuple(r) for r in tx._insert_many(tx.connection(), table, rows, returning=["id", "a"])
+        ]
+
+    returned = ledger.atomic(unit)
+    assert [a for _, a in returned] == list(range(len(HOSTILE)))
+    assert [i for i, _ in returned] == sorted(i for i, _ in returned)
+    read = sa.select(table.c.a, table.c.ab, table.c.note, table.c.doc, table.c.at).order_by(
+        table.c.id
+    )
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        stored = [tuple(r) for r in conn.execute(read)]
+    assert stored == [(r["a"], r["ab"], r["note"], r["doc"], r["at"]) for r in rows]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_array_insert_refuses_a_naive_datetime_writing_nothing(
+    ledger: Ledger, table: sa.Table
+) -> None:
+    """A value its column's type refuses (a naive datetime) fails the whole insert."""
+    from spaktok_ledger import InvalidInput
+
+    rows = [
+        {"a": 1, "ab": 1, "note": "n", "doc": {}, "at": datetime(2026, 12, 2, tzinfo=UTC)},
+        {"a": 2, "ab": 2, "note": "n", "doc": {}, "at": datetime(2026, 12, 2)},
+    ]
+    with pytest.raises(InvalidInput, match="timezone-aware"):
+        ledger.atomic(lambda tx: tx._insert_many(tx.connection(), table, rows))
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0

@@ -434,7 +434,7 @@ class GiftBatcher:
     ) -> None:
         conn, t = tx.connection(), economy._t
         ops = [tx._op_from_draft("post", d, None, r.request) for r, d, *_ in planned]
-        entry_ids, skipped = _write_batch(tx, conn, ops=ops)
+        entry_ids, skipped = _write_batch(tx, conn, ops=ops, keys_new=True)
         assert skipped == 0
         lots = []
         events = []
@@ -469,8 +469,8 @@ class GiftBatcher:
             )
             segment[len(events) - 1][0].receipt = receipt
         if lots:
-            conn.execute(t.earning_lots.insert(), lots)
-        conn.execute(t.outbox.insert(), events)
+            tx._insert_many(conn, t.earning_lots, lots)
+        tx._insert_many(conn, t.outbox, events)
 
     def _solo(self, call: _Call) -> None:
         o = call.order

@@ -66,14 +66,20 @@ def ingest(ledger: Ledger, drafts: Iterable[EntryDraft], batch_size: int) -> Ing
     return IngestReport(inserted, replayed, tuple(ids))
 
 
-def _write_batch(ledger: Ledger, conn: Connection, *, ops: Sequence[_Op]) -> tuple[list[int], int]:
+def _write_batch(
+    ledger: Ledger, conn: Connection, *, ops: Sequence[_Op], keys_new: bool = False
+) -> tuple[list[int], int]:
+    """Write ``ops`` (posted entries) in a few statements; their ids and how many
+    were skipped as replays. ``keys_new``: the caller has read in this
+    transaction that no key of ``ops`` is recorded (group commit), so they are not
+    read again."""
     from spaktok_ledger._store._ledger import _entry_row, _op_deltas
 
     t = ledger._tables
     e = t.entries
     # Idempotency: keys already recorded, and keys repeated inside the batch.
     seen: dict[str, str] = {}
-    keys = list({op.key for op in ops})
+    keys = [] if keys_new else list({op.key for op in ops})
     for start in range(0, len(keys), 1000):
         chunk = keys[start : start + 1000]
         rows = conn.execute(
@@ -107,14 +113,16 @@ def _write_batch(ledger: Ledger, conn: Connection, *, ops: Sequence[_Op]) -> tup
                     posting_currency=p.currency,
                     account_currency=acct.currency,
                 )
-    entry_ids = list(
-        conn.execute(
-            ledger._stmts["insert_entries_returning"],
-            [_entry_row(op) for op in fresh],  # posted entries: no expiry, hold, reversal
-        ).scalars()
-    )
-    conn.execute(
-        ledger._stmts["insert_postings"],
+    entries = [_entry_row(op) for op in fresh]  # posted entries: no expiry, hold, reversal
+    if ledger._arrays(conn):  # one statement of arrays; ids matched by key (unique here)
+        returned = ledger._insert_many(conn, e, entries, returning=("idempotency_key", "id"))
+        by_key: dict[str, int] = {row.idempotency_key: row.id for row in returned}
+        entry_ids = [by_key[op.key] for op in fresh]
+    else:
+        entry_ids = list(conn.execute(ledger._stmts["insert_entries_returning"], entries).scalars())
+    ledger._insert_many(
+        conn,
+        t.postings,
         [
             {
                 "entry_id": entry_id,
@@ -125,6 +133,7 @@ def _write_batch(ledger: Ledger, conn: Connection, *, ops: Sequence[_Op]) -> tup
             for entry_id, op in zip(entry_ids, fresh, strict=True)
             for p in op.postings
         ],
+        core=ledger._stmts["insert_postings"],
     )
     total: dict[int, _Delta] = defaultdict(_new_delta)
     for op in fresh:

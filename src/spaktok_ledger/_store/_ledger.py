@@ -79,8 +79,10 @@ from spaktok_ledger._store._schema import DEFAULT_PREFIX, LedgerTables, tables_f
 from spaktok_ledger._store._together import (
     MAX_LEGS_TOGETHER,
     PREPARED_DRIVERS,
+    ArrayInsert,
     Attached,
     Prepared,
+    array_insert,
     entry_with_postings,
     plain_insert,
     prepare,
@@ -189,6 +191,8 @@ class _Shared:
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
     together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     """PostgreSQL statements writing an entry with its postings and attached rows."""
+    arrays: dict[tuple[Any, ...], ArrayInsert] = field(default_factory=dict)
+    """Many-row inserts for psycopg, by table, columns and returned columns."""
     prepared: dict[tuple[Any, ...], Prepared | None] = field(default_factory=dict)
     """Hot-path statements compiled for the driver, by Core statement, dialect,
     parameter names and executemany (None: ``prepare`` refused it)."""
@@ -1079,6 +1083,35 @@ class Ledger:
         # The caller's parameters are its own: the prepared run fills in a copy.
         copies = [dict(row) for row in rows]
         return prepared.run(conn, copies if many else copies[0])
+
+    def _arrays(self, conn: Connection) -> bool:
+        """Whether many-row inserts go as arrays (``ArrayInsert``): psycopg, no
+        ``schema_translate_map``."""
+        return conn.dialect.driver == "psycopg" and not conn.get_execution_options().get(
+            "schema_translate_map"
+        )
+
+    def _insert_many(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: Sequence[dict[str, Any]],
+        *,
+        returning: Sequence[str] = (),
+        core: Any = None,
+    ) -> CursorResult[Any]:
+        """Insert ``rows`` (the same columns each) into ``table``: with psycopg one
+        statement of arrays (``ArrayInsert``, returning ``returning``); otherwise
+        ``core`` (the table's plain insert by default) as an executemany."""
+        if not self._arrays(conn):
+            return conn.execute(core if core is not None else plain_insert(table), list(rows))
+        key = (table, tuple(rows[0]), tuple(returning))
+        statement = self._shared.arrays.get(key)
+        if statement is None:
+            statement = array_insert(table, tuple(rows[0]), conn.dialect, returning)
+            if len(self._shared.arrays) < MAX_PREPARED:
+                self._shared.arrays[key] = statement
+        return statement.run(conn, rows)
 
     def _together(self, legs: int, attached: Sequence[Attached]) -> Any:
         """The one-statement write of an entry with ``legs`` postings and the

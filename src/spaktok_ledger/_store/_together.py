@@ -246,3 +246,54 @@ def prepare(
         if process is not None:
             processors.append((name, process))
     return Prepared(sql, constants, tuple(processors))
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayInsert:
+    """PostgreSQL: many rows in one statement, one array parameter per column.
+
+    ``INSERT INTO t (a, b) SELECT a, b FROM unnest(%(c0)s::bigint[], ...) WITH
+    ORDINALITY ... ORDER BY n``: the rows go in the order given (their ids
+    follow it), and the driver sends a handful of arrays instead of a
+    statement per row (psycopg's executemany: one server execution, and its
+    Python, per row) or SQLAlchemy's ``VALUES`` pages with a parameter per
+    value. Each value goes through its column type's bind processor, as a
+    Core insert's would.
+    """
+
+    sql: str
+    columns: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> CursorResult[Any]:
+        """Insert ``rows`` (each with every column of this insert)."""
+        params: dict[str, list[Any]] = {}
+        for i, (name, process) in enumerate(zip(self.columns, self.processors, strict=True)):
+            values = [row[name] for row in rows]
+            params[f"c{i}"] = values if process is None else [process(v) for v in values]
+        return conn.exec_driver_sql(self.sql, params)
+
+
+def array_insert(
+    table: sa.Table, columns: Sequence[str], dialect: Dialect, returning: Sequence[str] = ()
+) -> ArrayInsert:
+    """The :class:`ArrayInsert` of ``columns`` into ``table`` (PostgreSQL with psycopg),
+    returning ``returning`` for each row."""
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    alias = ", ".join(f"c{i}" for i in range(len(columns)))
+    arrays = ", ".join(
+        f"%(c{i})b::{table.c[name].type.compile(dialect=dialect)}[]"
+        for i, name in enumerate(columns)
+    )
+    sql = (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) "
+        f"SELECT {alias} FROM unnest({arrays}) WITH ORDINALITY AS rows_in({alias}, n) "
+        "ORDER BY n"
+    )
+    if returning:
+        sql += " RETURNING " + ", ".join(quote(name) for name in returning)
+    processors = tuple(
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+    )
+    return ArrayInsert(sql, tuple(columns), processors)
