@@ -192,7 +192,11 @@ class TestBalance:
     def test_credit_normal_available(self) -> None:
         """A wallet (liability) with a pending debit has less available than posted."""
         b = Balance.from_raw(
-            "user:1:wallet", AccountKind.LIABILITY, "USD", posted=-500, pending_debit=200,
+            "user:1:wallet",
+            AccountKind.LIABILITY,
+            "USD",
+            posted=-500,
+            pending_debit=200,
             pending_credit=50,
         )
         assert (b.posted_minor, b.pending_out_minor, b.pending_in_minor) == (500, 200, 50)
@@ -202,7 +206,11 @@ class TestBalance:
     def test_debit_normal_available(self) -> None:
         """An asset's outflows are its pending credits."""
         b = Balance.from_raw(
-            "platform:stripe_balance", AccountKind.ASSET, "USD", posted=1000, pending_debit=5,
+            "platform:stripe_balance",
+            AccountKind.ASSET,
+            "USD",
+            posted=1000,
+            pending_debit=5,
             pending_credit=300,
         )
         assert b.available_minor == 700
@@ -215,3 +223,54 @@ def test_nul_characters_are_refused() -> None:
         EntryDraft("t", legs, "k", description="a\x00b")
     with pytest.raises(InvalidInput):
         EntryDraft("t", legs, "k", metadata={"note": "a\x00b"})
+
+
+class TestBuiltDraft:
+    """``built_draft``: a draft whose metadata the library built (a gift's): checked as
+    any draft but for the metadata, which is kept as given (not copied through JSON)."""
+
+    legs = (Posting.debit("user:1:wallet", 10), Posting.credit("platform:gift_revenue", 10))
+
+    def test_metadata_is_kept_and_equals_a_checked_drafts(self) -> None:
+        from spaktok_ledger._domain import built_draft
+
+        metadata = {"sender": "u1", "gift": {"id": "rose", "coins": 10}, "matures_at": None}
+        at = datetime(2026, 12, 2, tzinfo=UTC)
+        built = built_draft(
+            "gift", self.legs, "k", description="d", metadata=metadata, effective_at=at
+        )
+        assert built.metadata is metadata
+        checked = EntryDraft("gift", self.legs, "k", "d", metadata, at)
+        assert built == checked
+        assert built.fingerprint_fields() == checked.fingerprint_fields()
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"type": "Gift"}, "entry type must match"),
+            ({"postings": legs[:1]}, "at least two postings"),
+            ({"idempotency_key": ""}, "idempotency"),
+            ({"description": "x" * 1001}, "description"),
+            ({"effective_at": datetime(2026, 12, 2)}, "timezone-aware"),
+        ],
+    )
+    def test_everything_else_is_checked(self, kwargs: dict, message: str) -> None:
+        from spaktok_ledger._domain import built_draft
+
+        args = {
+            "type": "gift",
+            "postings": self.legs,
+            "idempotency_key": "k",
+            "description": "",
+            "metadata": {},
+            "effective_at": None,
+        } | kwargs
+        with pytest.raises(InvalidEntry, match=message):
+            built_draft(
+                args["type"],
+                args["postings"],
+                args["idempotency_key"],
+                description=args["description"],
+                metadata=args["metadata"],
+                effective_at=args["effective_at"],
+            )

@@ -146,6 +146,27 @@ def check_json(value: object, *, name: str = "metadata") -> dict[str, Json]:
     return copy
 
 
+def built_draft(
+    type: str,
+    postings: Sequence[Posting],
+    idempotency_key: str,
+    *,
+    description: str,
+    metadata: dict[str, Json],
+    effective_at: datetime | None,
+) -> EntryDraft:
+    """An ``EntryDraft`` whose ``metadata`` the library built itself from checked
+    values (party ids, catalogue ids, ints, ISO times): everything else is
+    validated as for any draft, but the metadata is not serialised and parsed
+    again to check it is JSON (a gift's draft spent more time there than on its
+    postings). It must not be the caller's mapping: it is kept as it is."""
+    draft = EntryDraft(
+        type, postings, idempotency_key, description=description, effective_at=effective_at
+    )
+    object.__setattr__(draft, "metadata", metadata)
+    return draft
+
+
 def _has_nul(value: Json) -> bool:
     if isinstance(value, str):
         return "\x00" in value

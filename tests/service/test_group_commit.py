@@ -91,6 +91,37 @@ def test_a_lone_sender_does_not_wait_for_the_window(economy):
     assert batcher.batches == 3
 
 
+def test_steady_senders_do_not_wait_out_the_window(economy):
+    """Four senders in a closed loop (each sends again once its gift is committed):
+    a batch starts as soon as as many calls wait as the last batch held, not after
+    the window. With a 0.5 s window, 20 gifts would take seconds if every batch of
+    more than one waited it out (the bench, 2026-12-02: 32 senders went from 2.2x to
+    2.6x of the per-commit floor with this)."""
+    import time
+
+    users = [f"c{i}" for i in range(4)]
+    _setup(economy, users, ["star"])
+    batcher = GiftBatcher(economy, window_seconds=0.5)
+    barrier = threading.Barrier(4)
+    receipts: list[GiftReceipt] = []
+
+    def send(user: str) -> None:
+        barrier.wait()
+        for n in range(5):
+            receipts.append(batcher.send_gift(user, "star", "rose", idempotency_key=f"{n}"))
+
+    threads = [threading.Thread(target=send, args=(u,)) for u in users]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - started < 1.5
+    assert len(receipts) == 20
+    assert all(economy.wallet(u).coins == 50 for u in users)
+    assert batcher.batches < 20  # and the calls still shared transactions
+
+
 def test_a_replay_through_the_batcher_returns_the_first_receipt(economy):
     """The same key and request again is a replay; another request under it a conflict."""
     _setup(economy, ["r1"], ["star"])

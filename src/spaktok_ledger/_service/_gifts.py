@@ -51,6 +51,7 @@ from spaktok_ledger._domain import (
     EntryPhase,
     EntryType,
     Posting,
+    built_draft,
 )
 from spaktok_ledger._errors import (
     GiftRejected,
@@ -737,7 +738,7 @@ class GiftEconomy:
             legs.append(Posting.credit(GIFT_REVENUE, platform_share))
         movement = Movement(MovementKind.GIFT, sender, value, now, streamer_id, ledger_key)
         check = self.compliance.check(tx, movement) if self.compliance else None
-        draft = EntryDraft(
+        draft = built_draft(  # metadata from checked ids, a catalogue gift, ints, a time
             EntryType.GIFT,
             tuple(legs),
             ledger_key,

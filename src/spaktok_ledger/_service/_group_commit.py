@@ -38,7 +38,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from spaktok_ledger._domain import EntryDraft, EntryType, Posting
+from spaktok_ledger._domain import EntryType, Posting, built_draft
 from spaktok_ledger._errors import InvalidInput, LedgerError, UnknownAccount
 from spaktok_ledger._service._gifts import (
     GIFT_REVENUE,
@@ -96,11 +96,12 @@ class GiftBatcher:
     >>> batcher.max_batch
     256
 
-    ``window_seconds``: how long a batch's leader waits for more calls
-    (0 to 1 s) when the batch before it held more than one: a caller alone
-    (nobody else sent since the last batch, which held only its predecessor)
-    is written at once, not after the window; ``max_batch``: a batch starts at
-    once when this many calls are waiting (1 to 10,000).
+    ``window_seconds``: how long a batch's leader waits for more calls (0 to
+    1 s); the wait ends early once as many calls wait as the batch before held
+    (so a caller alone, after a batch of one, is written at once, and a steady
+    set of senders starts its next batch as soon as they are all back);
+    ``max_batch``: a batch starts at once when this many calls are waiting (1
+    to 10,000).
     """
 
     def __init__(
@@ -147,7 +148,7 @@ class GiftBatcher:
             lead = not self._collecting
             if lead:
                 self._collecting = True
-            elif len(self._waiting) >= self.max_batch:
+            elif len(self._waiting) >= min(self.max_batch, self._last_size):
                 self._cond.notify_all()
         if lead:
             self._lead()
@@ -185,14 +186,15 @@ class GiftBatcher:
         arrive meanwhile wait for the next one (that is what makes batches grow
         with the load: the busier the database, the bigger each commit)."""
         with self._cond:
-            # A window only pays when others are sending: after a batch of one, a
-            # lone caller would wait it for nobody (the 2 ms default halved one
-            # sender's rate). Calls arriving while a batch commits still wait for it.
-            window = self.window_seconds if self._last_size > 1 else 0.0
-            deadline = time.monotonic() + window
+            # The window ends early once as many calls wait as the last batch held:
+            # the senders that were there are back (so after a batch of one, a lone
+            # caller is written at once: the 2 ms default halved one sender's rate),
+            # and at 32 senders the batch no longer idles out the rest of the window.
+            # Calls arriving while a batch commits still wait for it.
+            deadline = time.monotonic() + self.window_seconds
             while len(self._waiting) < self.max_batch:
                 left = deadline - time.monotonic()
-                if left <= 0 and not self._committing:
+                if not self._committing and (left <= 0 or len(self._waiting) >= self._last_size):
                     break
                 self._cond.wait(left if left > 0 else None)
             batch = self._waiting[: self.max_batch]
@@ -396,7 +398,7 @@ class GiftBatcher:
                 split.streamer_bps,
                 split.platform_bps,
             )
-            draft = EntryDraft(
+            draft = built_draft(  # as send_gift's: metadata from checked values
                 EntryType.GIFT,
                 tuple(legs),
                 r.ledger_key,

@@ -286,8 +286,10 @@ def array_insert(
         f"%(c{i})b::{table.c[name].type.compile(dialect=dialect)}[]"
         for i, name in enumerate(columns)
     )
+    # Only identifiers (quoted by the dialect) and type names go into the text; the
+    # values are parameters.
     sql = (
-        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) "
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) "  # noqa: S608
         f"SELECT {alias} FROM unnest({arrays}) WITH ORDINALITY AS rows_in({alias}, n) "
         "ORDER BY n"
     )
