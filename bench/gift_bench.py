@@ -15,7 +15,11 @@ hits both alike), reported as min / median / max over the rounds:
   gifts/s / floor gifts/s (1.0 = as fast as the floor).
 * group commit (``GiftBatcher``) / per-commit floor at 1, 8 and 32 concurrent
   senders (threads): gifts/s ratio, and the batcher's p99 latency in ms
-  (within the same run; latency is wall time per call).
+  (within the same run; latency is wall time per call); then the CPU per
+  gift of each side, median of its rounds: client (this process, every
+  thread) and server (the PostgreSQL processes of this machine, from /proc;
+  "n/a" for a server elsewhere). It shows where a side's time goes: the
+  floor's 32 senders fill both cores, the batcher runs one batch at a time.
 * ``Ledger.ingest`` / raw bulk ``executemany`` (entries inserted with
   insertmanyvalues returning ids, postings executemany, balances once per
   account), 1,000 entries per transaction: entries/s ratio.
@@ -221,6 +225,22 @@ def bench_send_gift(url: str, rounds: int, gifts: int) -> list[float]:
     return ratios
 
 
+def _server_cpu() -> float | None:
+    """CPU seconds used so far by this machine's PostgreSQL processes (from /proc), or
+    None where they cannot be seen (another machine's server, no /proc)."""
+    total, found = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")].startswith("postgres"):
+            fields = text[text.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+            found = True
+    return total / os.sysconf("SC_CLK_TCK") if found else None
+
+
 def bench_storm(url: str, rounds: int, senders: int, per_sender: int, window: float):
     engine, ledger, economy, raw = _setup(url, senders, senders + 4)
     # As a long-running host process should (docs/gifts.md): what start-up loaded is
@@ -230,6 +250,7 @@ def bench_storm(url: str, rounds: int, senders: int, per_sender: int, window: fl
     gc.freeze()
     batcher = GiftBatcher(economy, window_seconds=window, max_batch=256)
     ratios, p99s, batches = [], [], []
+    cpu: dict[str, list[tuple[float, float | None]]] = {"lib": [], "raw": []}
 
     def run(side: str) -> tuple[float, list[float]]:
         latencies: list[float] = []
@@ -254,11 +275,23 @@ def bench_storm(url: str, rounds: int, senders: int, per_sender: int, window: fl
         threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
         for t in threads:
             t.start()
+        client, server = time.process_time(), _server_cpu()
         barrier.wait()
         start = time.perf_counter()
         for t in threads:
             t.join()
-        return time.perf_counter() - start, latencies
+        wall = time.perf_counter() - start
+        gifts = senders * per_sender
+        server_after = _server_cpu()
+        cpu[side].append(
+            (
+                (time.process_time() - client) / gifts * 1e6,
+                None
+                if server is None or server_after is None
+                else (server_after - server) / gifts * 1e6,
+            )
+        )
+        return wall, latencies
 
     for r in range(rounds):
         results = {}
@@ -273,7 +306,7 @@ def bench_storm(url: str, rounds: int, senders: int, per_sender: int, window: fl
     _drop(engine, ledger)
     ledger.close()
     engine.dispose()
-    return ratios, p99s, batches, raw_p99
+    return ratios, p99s, batches, raw_p99, cpu
 
 
 def bench_ingest(url: str, rounds: int, entries: int) -> list[float]:
@@ -374,6 +407,19 @@ def bench_ingest(url: str, rounds: int, entries: int) -> list[float]:
     return ratios
 
 
+def _cpu_line(cpu: dict[str, list[tuple[float, float | None]]]) -> str:
+    """Client (this process, all threads) and server CPU per gift, batcher / floor."""
+    out = []
+    for label, at in (("client", 0), ("server", 1)):
+        values = {side: [row[at] for row in rows] for side, rows in cpu.items()}
+        if any(v is None for vs in values.values() for v in vs):
+            out.append(f"{label} n/a (the server is not on this machine)")
+            continue
+        lib, raw = (statistics.median(values[side]) for side in ("lib", "raw"))  # type: ignore[type-var]
+        out.append(f"{label} {lib:.0f} us batcher / {raw:.0f} us floor")
+    return "; ".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -412,7 +458,7 @@ def main() -> int:
             print(f"[{name}] send_gift / raw 3-leg floor with outbox, 1 worker: {_spread(ratios)}")
         if "storm" in only and name == "postgresql":
             for senders in args.senders:
-                ratios, p99s, sizes, raw_p99 = bench_storm(
+                ratios, p99s, sizes, raw_p99, cpu = bench_storm(
                     url, args.rounds, senders, args.per_sender, args.window
                 )
                 print(
@@ -420,6 +466,7 @@ def main() -> int:
                     f"{_spread(ratios)}; batcher p99 ms {_spread(p99s)} "
                     f"(floor p99 {raw_p99:.1f} ms); gifts per batch {_spread(sizes)}"
                 )
+                print(f"    CPU per gift, median of rounds: {_cpu_line(cpu)}")
         if "ingest" in only:
             ratios = bench_ingest(url, args.rounds, args.entries)
             print(f"[{name}] Ledger.ingest / raw executemany bulk: {_spread(ratios)}")

@@ -6,9 +6,11 @@ coalesces the calls that arrive within a small window (``window_seconds``, or
 until ``max_batch`` calls are waiting) into one transaction:
 
 * The first caller to find no batch collecting becomes its *leader*: it waits
-  out the window, takes the waiting calls (in arrival order) and runs them in
-  one ``Ledger.atomic`` unit, each gift in its own SAVEPOINT. The next caller
-  starts the next batch while this one commits.
+  out the window (or until as many calls wait as the last batch held), takes
+  the waiting calls (in arrival order) and runs them in one ``Ledger.atomic``
+  unit: set-based (one statement per table for all the gifts) when every gift
+  is sure to go through as it would alone, else each gift in its own
+  SAVEPOINT. The next caller starts the next batch while this one commits.
 * A gift that is refused inside the batch (insufficient funds, a blocked
   streamer, ...) is rolled back to its savepoint alone; the gifts before it
   commit, then it is run on its own through ``GiftEconomy.send_gift`` (so its
@@ -127,6 +129,15 @@ class GiftBatcher:
         self._collecting = False
         self._committing = False
         self._last_size = 1  # calls in the last batch collected: 1 means no one else is sending
+        t = economy._t  # the set-based path's reads, built once
+        self._streamers_in = sa.select(t.streamers).where(
+            t.streamers.c.streamer_id.in_(sa.bindparam("ids", expanding=True))
+        )
+        self._any_key_in = (
+            sa.select(t.entries.c.id)
+            .where(t.entries.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)))
+            .limit(1)
+        )
         self.batches = 0
         """Transactions committed (or attempted) for batches so far."""
 
@@ -333,13 +344,9 @@ class GiftBatcher:
         if len({r.ledger_key for r in reqs}) != len(reqs):
             return False
         conn = tx.connection()
-        t = economy._t
         streamer_ids = sorted({r.streamer for r in reqs})
         found = {
-            row.streamer_id: row
-            for row in conn.execute(
-                sa.select(t.streamers).where(t.streamers.c.streamer_id.in_(streamer_ids))
-            )
+            row.streamer_id: row for row in conn.execute(self._streamers_in, {"ids": streamer_ids})
         }
         if any(found.get(s) is None or found[s].status == "blocked" for s in streamer_ids):
             return False
@@ -358,9 +365,8 @@ class GiftBatcher:
             balances = dict(tx.balances(codes))
         except UnknownAccount:
             return False
-        e = t.entries
         keys = [r.ledger_key for r in reqs]
-        if conn.execute(sa.select(e.c.id).where(e.c.idempotency_key.in_(keys)).limit(1)).first():
+        if conn.execute(self._any_key_in, {"keys": keys}).first():
             return False
         now = economy.clock()
         matures_at = now + timedelta(days=economy.hold_days) if economy.hold_days else None
