@@ -94,32 +94,87 @@ def test_a_lone_sender_does_not_wait_for_the_window(economy):
 def test_steady_senders_do_not_wait_out_the_window(economy):
     """Four senders in a closed loop (each sends again once its gift is committed):
     a batch starts as soon as as many calls wait as the last batch held, not after
-    the window. With a 0.5 s window, 20 gifts would take seconds if every batch of
-    more than one waited it out (the bench, 2026-12-02: 32 senders went from 2.2x to
-    2.6x of the per-commit floor with this)."""
+    the window. With a 0.5 s window every call after the first batch waited at
+    least 0.5 s before; now most calls take no window at all (the last, short
+    batches of a run may still wait it out). The bench, 2026-12-02: 32 senders went
+    from 2.2x to 2.6x of the per-commit floor with this."""
+    import statistics
     import time
 
     users = [f"c{i}" for i in range(4)]
     _setup(economy, users, ["star"])
     batcher = GiftBatcher(economy, window_seconds=0.5)
     barrier = threading.Barrier(4)
-    receipts: list[GiftReceipt] = []
+    latencies: list[float] = []
 
     def send(user: str) -> None:
         barrier.wait()
         for n in range(5):
-            receipts.append(batcher.send_gift(user, "star", "rose", idempotency_key=f"{n}"))
+            started = time.monotonic()
+            batcher.send_gift(user, "star", "rose", idempotency_key=f"{n}")
+            latencies.append(time.monotonic() - started)
 
     threads = [threading.Thread(target=send, args=(u,)) for u in users]
-    started = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert time.monotonic() - started < 1.5
-    assert len(receipts) == 20
+    assert len(latencies) == 20
+    assert statistics.median(latencies) < 0.25, (sorted(latencies), batcher.batches)
     assert all(economy.wallet(u).coins == 50 for u in users)
-    assert batcher.batches < 20  # and the calls still shared transactions
+    # How many batches depends on timing: calls that arrive while a batch commits
+    # share the next one; on a loaded machine they may not overlap at all, and a
+    # batch of one is then no worse than a commit per gift.
+
+
+def test_a_leader_without_a_thread_to_spare_leads_the_rest_itself(economy, monkeypatch):
+    """More calls wait than one batch takes, and no thread can be started for the
+    rest: the leader commits its batch, then leads theirs, so no caller is left
+    waiting; and the batches commit one at a time."""
+    import time
+    import types
+
+    from spaktok_ledger._service import _group_commit
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    fake = types.SimpleNamespace(
+        Condition=threading.Condition, Event=threading.Event, Thread=NoThread
+    )
+    monkeypatch.setattr(_group_commit, "threading", fake)
+    users = [f"n{i}" for i in range(5)]
+    _setup(economy, users, ["star"])
+    batcher = GiftBatcher(economy, window_seconds=0.01, max_batch=2)
+    run, running, most = batcher._run, [0], [0]
+
+    def slow_run(calls):  # the first batch commits slowly: the others pile up meanwhile
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            if batcher.batches == 0:
+                time.sleep(0.3)
+            return run(calls)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(batcher, "_run", slow_run)
+    results: dict[str, object] = {}
+
+    def send(user: str, delay: float) -> None:
+        time.sleep(delay)
+        results[user] = batcher.send_gift(user, "star", "rose", idempotency_key="k")
+
+    threads = [threading.Thread(target=send, args=(u, 0.1 * bool(i))) for i, u in enumerate(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads), "a caller was left waiting"
+    assert all(isinstance(results[u], GiftReceipt) for u in users), results
+    assert most[0] == 1  # one batch at a time
+    assert all(economy.wallet(u).coins == 90 for u in users)
 
 
 def test_a_replay_through_the_batcher_returns_the_first_receipt(economy):

@@ -112,6 +112,8 @@ def test_a_literal_is_passed_as_a_constant(ledger: Ledger, table: sa.Table) -> N
     assert prepared is not None and prepared.constants == {"one": 1}
     assert _run(ledger, read, {"want": 4}) == [("five",)]
     assert _run(ledger, read, {"want": 5}) == [("six",)]
+    # A value the caller passes for it wins, as in Core.
+    assert _run(ledger, read, {"want": 4, "one": 2}) == [("six",)]
 
 
 def test_an_expanding_list_runs_as_core(ledger: Ledger, table: sa.Table) -> None:
@@ -189,3 +191,29 @@ def test_array_insert_refuses_a_naive_datetime_writing_nothing(
         ledger.atomic(lambda tx: tx._insert_many(tx.connection(), table, rows))
     with ledger.engine.connect() as conn:  # type: ignore[union-attr]
         assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_array_insert_refuses_a_string_too_long_for_its_column(
+    ledger: Ledger, table: sa.Table
+) -> None:
+    """A string longer than its column (here 21 characters for 20) is refused, as by
+    Core's insert, not cut short: the arrays are cast to the types without their
+    lengths, so the column's own check applies."""
+    rows = [{"a": 1, "ab": 1, "note": "x" * 21, "doc": {}, "at": None}]
+    with pytest.raises(sa.exc.DataError, match="too long"):
+        ledger.atomic(lambda tx: tx._insert_many(tx.connection(), table, rows))
+    ok = [{"a": 2, "ab": 2, "note": "y" * 20, "doc": {}, "at": None}]
+    ledger.atomic(lambda tx: tx._insert_many(tx.connection(), table, ok))
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        assert conn.execute(sa.select(table.c.a, table.c.note)).all() == [(2, "y" * 20)]
+
+
+def test_many_rows_leaving_a_python_default_out_get_it(ledger: Ledger, table: sa.Table) -> None:
+    """Rows without a column that has a Python-side default are inserted as Core inserts
+    them (the default applied), on every driver."""
+    rows = [{"a": n, "ab": None, "doc": None, "at": None} for n in (1, 2)]
+    ledger.atomic(lambda tx: tx._insert_many(tx.connection(), table, rows))
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        stored = conn.execute(sa.select(table.c.a, table.c.note).order_by(table.c.a)).all()
+    assert [tuple(r) for r in stored] == [(1, "from python"), (2, "from python")]

@@ -203,9 +203,12 @@ class GiftBatcher:
             # and at 32 senders the batch no longer idles out the rest of the window.
             # Calls arriving while a batch commits still wait for it.
             deadline = time.monotonic() + self.window_seconds
-            while len(self._waiting) < self.max_batch:
+            while True:
                 left = deadline - time.monotonic()
-                if not self._committing and (left <= 0 or len(self._waiting) >= self._last_size):
+                waiting = len(self._waiting)
+                if not self._committing and (
+                    waiting >= self.max_batch or left <= 0 or waiting >= self._last_size
+                ):
                     break
                 self._cond.wait(left if left > 0 else None)
             batch = self._waiting[: self.max_batch]
@@ -213,15 +216,21 @@ class GiftBatcher:
             self._last_size = len(batch)
             self._committing = True
             self._collecting = False
+            lead_next = False
             if self._waiting:  # more than max_batch waiting: they get a leader of their own
                 self._collecting = True
-                threading.Thread(target=self._lead, daemon=True).start()
+                try:
+                    threading.Thread(target=self._lead, daemon=True).start()
+                except RuntimeError:  # no thread to be had: this one leads them next
+                    lead_next = True
         try:
             self._run(batch)
         finally:
             with self._cond:
                 self._committing = False
                 self._cond.notify_all()
+        if lead_next:
+            self._lead()
 
     def _run(self, calls: Sequence[_Call]) -> None:
         """Run ``calls`` in order: runs of valid gifts share a transaction; a call

@@ -112,10 +112,10 @@ _OPENED = "spaktok_opened_accounts"
 # Hot-path statements kept compiled per ledger (a handful are the library's; a
 # caller building statements per call would only miss the cache, not grow it).
 MAX_PREPARED: Final = 64
-_UNPREPARED: Final[Any] = object()
+_UNPREPARED: Final[Any] = object()  # not in the cache of prepared statements yet
 # From this many guarded balance rows on, one unit writes them in one executemany
 # inside a savepoint (see Ledger._flush): fewer cost no more statements one by one.
-GROUPED_GUARDS: Final = 3  # not in the cache of prepared statements yet
+GROUPED_GUARDS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +191,9 @@ class _Shared:
     rng: random.Random = field(default_factory=random.Random)  # shard picks, not secrets
     together: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     """PostgreSQL statements writing an entry with its postings and attached rows."""
-    arrays: dict[tuple[Any, ...], ArrayInsert] = field(default_factory=dict)
-    """Many-row inserts for psycopg, by table, columns and returned columns."""
+    arrays: dict[tuple[Any, ...], ArrayInsert | None] = field(default_factory=dict)
+    """Many-row inserts for psycopg, by table, columns, returned columns and dialect
+    (None: ``array_insert`` refused it)."""
     prepared: dict[tuple[Any, ...], Prepared | None] = field(default_factory=dict)
     """Hot-path statements compiled for the driver, by Core statement, dialect,
     parameter names and executemany (None: ``prepare`` refused it)."""
@@ -1101,16 +1102,19 @@ class Ledger:
         core: Any = None,
     ) -> CursorResult[Any]:
         """Insert ``rows`` (the same columns each) into ``table``: with psycopg one
-        statement of arrays (``ArrayInsert``, returning ``returning``); otherwise
-        ``core`` (the table's plain insert by default) as an executemany."""
-        if not self._arrays(conn):
+        statement of arrays (``ArrayInsert``, returning ``returning``); otherwise,
+        or when a column the rows leave out has a Python-side default, ``core``
+        (the table's plain insert by default) as an executemany."""
+        statement: ArrayInsert | None = None
+        if self._arrays(conn):
+            key = (table, tuple(rows[0]), tuple(returning), conn.dialect)
+            statement = self._shared.arrays.get(key, _UNPREPARED)
+            if statement is _UNPREPARED:
+                statement = array_insert(table, tuple(rows[0]), conn.dialect, returning)
+                if len(self._shared.arrays) < MAX_PREPARED:
+                    self._shared.arrays[key] = statement
+        if statement is None:  # not psycopg, or a column left to its Python default
             return conn.execute(core if core is not None else plain_insert(table), list(rows))
-        key = (table, tuple(rows[0]), tuple(returning))
-        statement = self._shared.arrays.get(key)
-        if statement is None:
-            statement = array_insert(table, tuple(rows[0]), conn.dialect, returning)
-            if len(self._shared.arrays) < MAX_PREPARED:
-                self._shared.arrays[key] = statement
         return statement.run(conn, rows)
 
     def _together(self, legs: int, attached: Sequence[Attached]) -> Any:

@@ -200,7 +200,8 @@ class Prepared:
             for name, process in self.processors:
                 if name in row:
                     row[name] = process(row[name])
-            row.update(self.constants)
+            for name, value in self.constants.items():
+                row.setdefault(name, value)  # a value the caller passes wins, as in Core
         return conn.exec_driver_sql(self.sql, params)
 
 
@@ -229,7 +230,12 @@ def prepare(
         return None  # a Python-side column default: Core's execution computes it
     if compiled.literal_execute_params or compiled.post_compile_params:
         return None  # an expanding IN list or a literal rendered per execution
-    for column in getattr(compiled, "_result_columns", ()):
+    # A private attribute of SQLAlchemy's compiler: if a version renames it, prepare
+    # nothing (fail closed: Core then converts the results) rather than guess.
+    result_columns = getattr(compiled, "_result_columns", None)
+    if result_columns is None:
+        return None
+    for column in result_columns:
         if column[3]._cached_result_processor(dialect, None) is not None:
             return None
     sql = str(compiled)
@@ -239,26 +245,32 @@ def prepare(
     for name, bind in compiled.binds.items():
         if name not in rendered:
             continue  # rendered inline (a literal), not a parameter
-        if not bind.required:
-            constants[name] = bind.value  # a literal passed as a parameter
-            continue
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if not bind.required:  # a literal passed as a parameter, bound as Core binds it
+            constants[name] = bind.value if process is None else process(bind.value)
+            continue
         if process is not None:
             processors.append((name, process))
     return Prepared(sql, constants, tuple(processors))
+
+
+_SIZE: Final = re.compile(r"\(\d+(?:,\s*\d+)?\)")  # a type's length or precision
 
 
 @dataclass(frozen=True, slots=True)
 class ArrayInsert:
     """PostgreSQL: many rows in one statement, one array parameter per column.
 
-    ``INSERT INTO t (a, b) SELECT a, b FROM unnest(%(c0)s::bigint[], ...) WITH
-    ORDINALITY ... ORDER BY n``: the rows go in the order given (their ids
-    follow it), and the driver sends a handful of arrays instead of a
-    statement per row (psycopg's executemany: one server execution, and its
-    Python, per row) or SQLAlchemy's ``VALUES`` pages with a parameter per
-    value. Each value goes through its column type's bind processor, as a
-    Core insert's would.
+    ``INSERT INTO t (a, b) SELECT a, b FROM unnest(%(c0)b::bigint[], ...) WITH
+    ORDINALITY ... ORDER BY n``: the rows go in the order given, so their ids
+    follow it (PostgreSQL inserts an ``INSERT ... SELECT``'s rows in the
+    select's order and hands out serial ids as it inserts; its documentation
+    does not promise it, so ``_write_batch`` matches entry ids by key, and only
+    the order of a batch's outbox ids rests on it), and the driver sends a
+    handful of arrays instead of a statement per row (psycopg's executemany:
+    one server execution, and its Python, per row) or SQLAlchemy's ``VALUES``
+    pages with a parameter per value. Each value goes through its column
+    type's bind processor, as a Core insert's would.
     """
 
     sql: str
@@ -276,14 +288,22 @@ class ArrayInsert:
 
 def array_insert(
     table: sa.Table, columns: Sequence[str], dialect: Dialect, returning: Sequence[str] = ()
-) -> ArrayInsert:
+) -> ArrayInsert | None:
     """The :class:`ArrayInsert` of ``columns`` into ``table`` (PostgreSQL with psycopg),
-    returning ``returning`` for each row."""
+    returning ``returning`` for each row; None when a column left out has a
+    Python-side default (Core's insert computes it).
+
+    Each array is cast to its column's type without a length (``VARCHAR[]``,
+    not ``VARCHAR(255)[]``): an explicit cast to ``varchar(n)`` cuts a longer
+    string short, while storing it in the column refuses it, as Core's insert
+    does."""
+    if any(c.default is not None for c in table.columns if c.name not in columns):
+        return None
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(name) for name in columns)
     alias = ", ".join(f"c{i}" for i in range(len(columns)))
     arrays = ", ".join(
-        f"%(c{i})b::{table.c[name].type.compile(dialect=dialect)}[]"
+        f"%(c{i})b::{_SIZE.sub('', table.c[name].type.compile(dialect=dialect))}[]"
         for i, name in enumerate(columns)
     )
     # Only identifiers (quoted by the dialect) and type names go into the text; the
