@@ -361,3 +361,40 @@ def test_ingest_conflict_and_overdraft_write_nothing_of_the_batch(accounts):
     assert ledger.verify().ok
     with pytest.raises(InvalidInput):
         ledger.ingest(_drafts(1), batch_size=0)
+
+
+def test_a_gifts_stored_fingerprint_is_the_documented_one(economy):
+    """The request fingerprint stored with a gift is a format (a later release must
+    replay, not conflict): SHA-256 of the canonical JSON of the service's request,
+    the same from ``send_gift`` and from a batch, whether or not the library checks
+    the request it built itself."""
+    import hashlib
+    import json
+
+    import sqlalchemy as sa
+
+    _setup(economy, ["fp1", "fp2", "fp3"], ["fps"])
+
+    def expected(sender: str, quantity: int) -> str:
+        request = {
+            "op": "send_gift",
+            "sender": sender,
+            "streamer": "fps",
+            "gift": "rose",
+            "quantity": quantity,
+        }
+        text = json.dumps({"op": "post", "request": request}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    alone = economy.send_gift("fp1", "fps", "rose", 2, idempotency_key="fp")
+    batch = GiftBatcher(economy).send_many(
+        [GiftOrder("fp2", "fps", "rose", "fp", 1), GiftOrder("fp3", "fps", "rose", "fp", 3)]
+    )
+    entries = economy.ledger.tables.entries
+    with economy.ledger.engine.connect() as conn:
+        stored = {
+            r.id: r.request_hash
+            for r in conn.execute(sa.select(entries.c.id, entries.c.request_hash))
+        }
+    assert stored[alone.entry_id] == expected("fp1", 2)
+    assert [stored[r.entry_id] for r in batch] == [expected("fp2", 1), expected("fp3", 3)]

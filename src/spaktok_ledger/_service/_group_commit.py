@@ -450,7 +450,10 @@ class GiftBatcher:
         matures_at: datetime | None,
     ) -> None:
         conn, t = tx.connection(), economy._t
-        ops = [tx._op_from_draft("post", d, None, r.request) for r, d, *_ in planned]
+        ops = [
+            tx._op_from_draft("post", d, None, r.request, request_built=True)
+            for r, d, *_ in planned
+        ]
         entry_ids, skipped = _write_batch(tx, conn, ops=ops, keys_new=True)
         assert skipped == 0
         lots = []

@@ -816,12 +816,18 @@ class Ledger:
         draft: EntryDraft,
         expires_at: datetime | None,
         request: Mapping[str, Any] | None = None,
+        *,
+        request_built: bool = False,
     ) -> _Op:
+        """The operation for ``draft``. ``request_built``: ``request`` is a plain dict
+        the library built from checked values (a gift's), used as it is; a caller's
+        request is checked and copied as JSON first (the same hash either way)."""
         if not isinstance(draft, EntryDraft):
             raise InvalidInput(f"expected an EntryDraft, got {type(draft).__name__}")
         now = self.now()
         if request is not None:
-            fields: dict[str, Any] = {"request": check_json(request, name="request")}
+            checked = request if request_built else check_json(request, name="request")
+            fields: dict[str, Any] = {"request": checked}
         else:
             fields = draft.fingerprint_fields()
             fields["expires_at"] = expires_at.isoformat() if expires_at else None
@@ -1053,9 +1059,12 @@ class Ledger:
         ``balances(codes)`` would return them after it (the service's receipt,
         stored in its event, shows them). On PostgreSQL the entry, its postings
         and the rows are one statement (see ``_together.py``). A replay
-        (``entry.replayed``) writes no row; a refusal writes nothing.
+        (``entry.replayed``) writes no row; a refusal writes nothing. ``request``:
+        the service's fingerprint of the call, a plain dict it built from checked
+        values (not checked again).
         """
-        return self._submit(self._op_from_draft("post", draft, None, request), (codes, rows))
+        op = self._op_from_draft("post", draft, None, request, request_built=True)
+        return self._submit(op, (codes, rows))
 
     def _execute(
         self, conn: Connection, statement: Any, params: dict[str, Any] | list[dict[str, Any]]
