@@ -1074,9 +1074,7 @@ class Ledger:
         connection with a ``schema_translate_map``, a statement ``prepare``
         refuses) as the Core statement."""
         dialect = conn.dialect
-        if dialect.driver not in PREPARED_DRIVERS or conn.get_execution_options().get(
-            "schema_translate_map"
-        ):
+        if not self._driver_sql(conn):
             return conn.execute(statement, params)
         rows = params if isinstance(params, list) else [params]
         if not rows or not rows[0]:
@@ -1094,12 +1092,17 @@ class Ledger:
         copies = [dict(row) for row in rows]
         return prepared.run(conn, copies if many else copies[0])
 
-    def _arrays(self, conn: Connection) -> bool:
-        """Whether many-row inserts go as arrays (``ArrayInsert``): psycopg, no
-        ``schema_translate_map``."""
-        return conn.dialect.driver == "psycopg" and not conn.get_execution_options().get(
+    @staticmethod
+    def _driver_sql(conn: Connection) -> bool:
+        """Whether hot statements may run as the driver's SQL on ``conn``: a driver of
+        ``PREPARED_DRIVERS`` and no ``schema_translate_map`` (which only Core applies)."""
+        return conn.dialect.driver in PREPARED_DRIVERS and not conn.get_execution_options().get(
             "schema_translate_map"
         )
+
+    def _arrays(self, conn: Connection) -> bool:
+        """Whether many-row inserts go as arrays (``ArrayInsert``): psycopg's driver SQL."""
+        return conn.dialect.driver == "psycopg" and self._driver_sql(conn)
 
     def _insert_many(
         self,
