@@ -200,6 +200,82 @@ def test_duplicates_inside_one_batch_are_written_once(economy):
     assert economy.wallet("d1").coins == 90
 
 
+def test_a_recorded_key_in_a_batch_replays_and_the_rest_go_through(economy):
+    """A retried gift among new ones: the batch finds its key recorded as it writes,
+    rolls back, and sends its gifts one by one; the retry gets the first receipt and
+    each new gift is written once."""
+    _setup(economy, ["p1", "p2", "p3"], ["star"])
+    batcher = GiftBatcher(economy)
+    first = economy.send_gift("p2", "star", "rose", idempotency_key="sent")
+    orders = [
+        GiftOrder(u, "star", "rose", k) for u, k in [("p1", "a"), ("p2", "sent"), ("p3", "b")]
+    ]
+    one, again, three = batcher.send_many(orders)
+    assert again == first and isinstance(again, GiftReceipt) and again.replayed
+    assert isinstance(one, GiftReceipt) and isinstance(three, GiftReceipt)
+    assert not one.replayed and not three.replayed
+    assert [economy.wallet(u).coins for u in ("p1", "p2", "p3")] == [90, 90, 90]
+    assert economy.earnings("star").available_minor == 3 * 4
+    assert economy.ledger.verify().ok
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_key_recorded_while_a_batch_writes_is_a_replay(economy, pg_engine):
+    """Another transaction is recording a gift's key as a batch writes it: the batch
+    waits for it (``ON CONFLICT DO NOTHING``), then replays that gift and writes the
+    rest. Before, the batch read its keys first, missed the uncommitted one, and its
+    insert failed on the unique key: every caller of the batch got an IntegrityError."""
+    _setup(economy, ["q1", "q2"], ["star"])
+    batcher = GiftBatcher(economy)
+    recorded = threading.Event()
+    release = threading.Event()
+    first: list[GiftReceipt] = []
+
+    def hold_open(tx):
+        first.append(economy.using(tx).send_gift("q1", "star", "rose", idempotency_key="race"))
+        recorded.set()
+        assert release.wait(10)
+
+    other = threading.Thread(target=economy.ledger.atomic, args=(hold_open,))
+    other.start()
+    assert recorded.wait(10)
+    results: list[object] = []
+    orders = [GiftOrder("q1", "star", "rose", "race"), GiftOrder("q2", "star", "rose", "new")]
+    batch = threading.Thread(target=lambda: results.extend(batcher.send_many(orders)))
+    batch.start()
+    try:
+        _wait_for_a_lock_wait(pg_engine)
+    finally:
+        release.set()
+        other.join()
+        batch.join()
+    replay, new = results
+    assert replay == first[0] and isinstance(replay, GiftReceipt) and replay.replayed
+    assert isinstance(new, GiftReceipt) and not new.replayed
+    assert economy.wallet("q1").coins == 90 and economy.wallet("q2").coins == 90
+    assert economy.ledger.verify().ok
+
+
+def _wait_for_a_lock_wait(engine) -> None:
+    """Until a session of ``engine``'s database waits on a lock (the batch's insert on
+    the held key), or 10 s."""
+    import time
+
+    import sqlalchemy as sa
+
+    deadline = time.monotonic() + 10
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar():
+                return
+        time.sleep(0.01)
+    raise AssertionError("the batch never waited on the held key")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -337,6 +413,14 @@ def test_ingest_is_idempotent(accounts):
     assert (again.inserted, again.replayed) == (0, 8)
     assert ledger.post(_drafts(8)[2]).replayed
     assert ledger.count_entries() == 8
+    # Recorded and new drafts in one batch: the new ones are written, in order.
+    mixed = ledger.ingest(_drafts(12))
+    assert (mixed.inserted, mixed.replayed) == (4, 8)
+    assert [ledger.entry(i).idempotency_key for i in mixed.entry_ids] == [
+        f"i:{i}" for i in range(8, 12)
+    ]
+    assert ledger.count_entries() == 12
+    assert ledger.verify().ok
 
 
 def test_ingest_conflict_and_overdraft_write_nothing_of_the_batch(accounts):

@@ -217,3 +217,31 @@ def test_many_rows_leaving_a_python_default_out_get_it(ledger: Ledger, table: sa
     with ledger.engine.connect() as conn:  # type: ignore[union-attr]
         stored = conn.execute(sa.select(table.c.a, table.c.note).order_by(table.c.a)).all()
     assert [tuple(r) for r in stored] == [(1, "from python"), (2, "from python")]
+
+
+@pytest.mark.parametrize("with_note", [True, False])
+def test_many_rows_skip_a_taken_key_and_return_the_rest(
+    ledger: Ledger, table: sa.Table, with_note: bool
+) -> None:
+    """``skip_taken``: a row whose key is taken is left out (``ON CONFLICT DO
+    NOTHING``) and only the rows inserted come back; as arrays on psycopg, as Core
+    elsewhere or when a column with a Python-side default is left out."""
+    ledger.atomic(lambda tx: tx._insert_many(tx.connection(), table, [_probe(2, "first")]))
+    rows = [_probe(n, "again") for n in (1, 2, 3)]
+    if not with_note:
+        for row in rows:
+            del row["note"]
+
+    def unit(tx: Ledger) -> list[int]:
+        result = tx._insert_many(tx.connection(), table, rows, returning=["id"], skip_taken=True)
+        return sorted(r.id for r in result)
+
+    assert ledger.atomic(unit) == [1, 3]
+    with ledger.engine.connect() as conn:  # type: ignore[union-attr]
+        stored = conn.execute(sa.select(table.c.id, table.c.note).order_by(table.c.id)).all()
+    note = "again" if with_note else "from python"
+    assert [tuple(r) for r in stored] == [(1, note), (2, "first"), (3, note)]
+
+
+def _probe(n: int, note: str) -> dict[str, object]:
+    return {"id": n, "a": n, "ab": None, "note": note, "doc": None, "at": None}

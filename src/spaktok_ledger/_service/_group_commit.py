@@ -56,7 +56,7 @@ from spaktok_ledger._service._gifts import (
     wallet_account,
 )
 from spaktok_ledger._service._ids import check_party_id
-from spaktok_ledger._store._ingest import _write_batch
+from spaktok_ledger._store._ingest import KeysTaken, _write_batch
 from spaktok_ledger._store._ledger import Ledger
 
 __all__ = ["GiftBatcher", "GiftOrder"]
@@ -132,11 +132,6 @@ class GiftBatcher:
         t = economy._t  # the set-based path's reads, built once
         self._streamers_in = sa.select(t.streamers).where(
             t.streamers.c.streamer_id.in_(sa.bindparam("ids", expanding=True))
-        )
-        self._any_key_in = (
-            sa.select(t.entries.c.id)
-            .where(t.entries.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)))
-            .limit(1)
         )
         self.batches = 0
         """Transactions committed (or attempted) for batches so far."""
@@ -273,7 +268,10 @@ class GiftBatcher:
             self._solo(segment[0][0])
             return 1
         try:
-            return self.economy.ledger.atomic(lambda tx: self._in_unit(tx, segment))
+            try:
+                return self.economy.ledger.atomic(lambda tx: self._in_unit(tx, segment))
+            except KeysTaken:  # rolled back: a gift of it replays (or conflicts) alone
+                return self.economy.ledger.atomic(lambda tx: self._in_unit(tx, segment, False))
         except LedgerError:
             # The unit failed as a whole (contention that outlasted the retries,
             # an overdraft found only when the unit's balances were applied):
@@ -322,9 +320,11 @@ class GiftBatcher:
             request,
         )
 
-    def _in_unit(self, tx: Ledger, segment: Sequence[tuple[_Call, _GiftRequest]]) -> int:
+    def _in_unit(
+        self, tx: Ledger, segment: Sequence[tuple[_Call, _GiftRequest]], set_based: bool = True
+    ) -> int:
         economy = self.economy.using(tx)
-        if len(segment) > 1 and self._set_based(tx, economy, segment):
+        if set_based and len(segment) > 1 and self._set_based(tx, economy, segment):
             return len(segment)
         for n, (call, req) in enumerate(segment):
             call.receipt = None
@@ -344,8 +344,11 @@ class GiftBatcher:
 
         Taken only when every gift is certain to go through as it would alone
         (streamers known and not blocked, wallets known and funded in order,
-        keys new and distinct, no compliance monitoring); otherwise False, with
-        nothing written, and the gifts go one savepoint at a time.
+        keys distinct, no compliance monitoring); otherwise False, with
+        nothing written, and the gifts go one savepoint at a time. Whether the
+        keys are new is found as the entries are written (``_write_batch``): a
+        recorded one raises ``KeysTaken`` and ``_commit`` sends the segment again
+        one savepoint at a time, in a new transaction.
         """
         if economy.compliance is not None:
             return False
@@ -373,9 +376,6 @@ class GiftBatcher:
         try:
             balances = dict(tx.balances(codes))
         except UnknownAccount:
-            return False
-        keys = [r.ledger_key for r in reqs]
-        if conn.execute(self._any_key_in, {"keys": keys}).first():
             return False
         now = economy.clock()
         matures_at = now + timedelta(days=economy.hold_days) if economy.hold_days else None

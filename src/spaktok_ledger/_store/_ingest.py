@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from spaktok_ledger._domain import EntryDraft
@@ -66,42 +67,56 @@ def ingest(ledger: Ledger, drafts: Iterable[EntryDraft], batch_size: int) -> Ing
     return IngestReport(inserted, replayed, tuple(ids))
 
 
+class KeysTaken(Exception):
+    """A key of a batch expected to hold only new keys is recorded (group commit:
+    a retried gift, or the same gift sent elsewhere at once). The batch's
+    transaction is rolled back and its gifts are sent one by one."""
+
+
 def _write_batch(
     ledger: Ledger, conn: Connection, *, ops: Sequence[_Op], keys_new: bool = False
 ) -> tuple[list[int], int]:
     """Write ``ops`` (posted entries) in a few statements; their ids and how many
-    were skipped as replays. ``keys_new``: the caller has read in this
-    transaction that no key of ``ops`` is recorded (group commit), so they are not
-    read again."""
-    from spaktok_ledger._store._ledger import _entry_row, _op_deltas
+    were skipped as replays. ``keys_new``: the caller expects no key of ``ops``
+    to be recorded and none repeated (group commit): one that is raises
+    ``KeysTaken`` instead of being skipped.
+
+    Which keys are recorded: with psycopg the entries go in with ``ON CONFLICT
+    DO NOTHING`` and only the keys that were not inserted are read (to tell a
+    replay from a conflict), so a batch of new keys reads none. PostgreSQL
+    plans a statement it has run a few times once for good (psycopg prepares
+    it): a select of keys first planned on a near-empty table kept its
+    sequential scan, so a storm's key check grew with the table (16 ms a batch
+    after 20,000 gifts, issue 14). Elsewhere (SQLite, where writers queue and
+    nothing changes between the read and the insert) the keys are read first.
+    """
+    from spaktok_ledger._store._ledger import _op_deltas
 
     t = ledger._tables
     e = t.entries
-    # Idempotency: keys already recorded, and keys repeated inside the batch.
-    seen: dict[str, str] = {}
-    keys = [] if keys_new else list({op.key for op in ops})
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start : start + 1000]
-        rows = conn.execute(
-            e.select()
-            .with_only_columns(e.c.idempotency_key, e.c.request_hash)
-            .where(e.c.idempotency_key.in_(chunk))
-        )
-        seen.update({row.idempotency_key: row.request_hash for row in rows})
+    arrays = ledger._arrays(conn)
+    # Idempotency: keys repeated inside the batch, then keys already recorded.
     fresh: list[_Op] = []
+    hashes: dict[str, str] = {}
     for op in ops:
-        known = seen.get(op.key)
+        known = hashes.get(op.key)
         if known is None:
-            seen[op.key] = op.request_hash
+            hashes[op.key] = op.request_hash
             fresh.append(op)
-        elif known != op.request_hash:
-            raise IdempotencyConflict(
-                f"idempotency key {op.key!r} was already used for a different request",
-                idempotency_key=op.key,
-            )
-    skipped = len(ops) - len(fresh)
+        elif keys_new:
+            raise KeysTaken(op.key)
+        else:
+            _check_replay(op, known)
+    if not arrays:
+        recorded = _recorded(conn, e, [op.key for op in fresh])
+        if recorded and keys_new:
+            raise KeysTaken(next(iter(recorded)))
+        for op in fresh:
+            if op.key in recorded:
+                _check_replay(op, recorded[op.key])
+        fresh = [op for op in fresh if op.key not in recorded]
     if not fresh:
-        return [], skipped
+        return [], len(ops)
     accounts = ledger._resolve(conn, {p.account for op in fresh for p in op.postings})
     for op in fresh:
         for p in op.postings:
@@ -113,13 +128,9 @@ def _write_batch(
                     posting_currency=p.currency,
                     account_currency=acct.currency,
                 )
-    entries = [_entry_row(op) for op in fresh]  # posted entries: no expiry, hold, reversal
-    if ledger._arrays(conn):  # one statement of arrays; ids matched by key (unique here)
-        returned = ledger._insert_many(conn, e, entries, returning=("idempotency_key", "id"))
-        by_key: dict[str, int] = {row.idempotency_key: row.id for row in returned}
-        entry_ids = [by_key[op.key] for op in fresh]
-    else:
-        entry_ids = list(conn.execute(ledger._stmts["insert_entries_returning"], entries).scalars())
+    fresh, entry_ids = _insert_entries(ledger, conn, fresh, arrays=arrays, keys_new=keys_new)
+    if not fresh:
+        return [], len(ops)
     ledger._insert_many(
         conn,
         t.postings,
@@ -145,7 +156,57 @@ def _write_batch(
         ledger._collect(conn, total, by_id)
     else:
         ledger._apply_deltas(conn, total, by_id)
-    return entry_ids, skipped
+    return entry_ids, len(ops) - len(fresh)
+
+
+def _insert_entries(
+    ledger: Ledger, conn: Connection, fresh: list[_Op], *, arrays: bool, keys_new: bool
+) -> tuple[list[_Op], list[int]]:
+    """Insert the entries of ``fresh``: the ops written (with psycopg, those whose
+    key was not taken) and their ids. See ``_write_batch``."""
+    from spaktok_ledger._store._ledger import _entry_row
+
+    e = ledger._tables.entries
+    entries = [_entry_row(op) for op in fresh]  # posted entries: no expiry, hold, reversal
+    if not arrays:
+        ids = list(conn.execute(ledger._stmts["insert_entries_returning"], entries).scalars())
+        return fresh, ids
+    # One statement of arrays; ids matched by key (unique here).
+    returned = ledger._insert_many(
+        conn, e, entries, returning=("idempotency_key", "id"), skip_taken=True
+    )
+    by_key: dict[str, int] = {row.idempotency_key: row.id for row in returned}
+    if len(by_key) < len(fresh):
+        taken = [op for op in fresh if op.key not in by_key]
+        if keys_new:
+            raise KeysTaken(taken[0].key)
+        recorded = _recorded(conn, e, [op.key for op in taken])
+        for op in taken:
+            _check_replay(op, recorded[op.key])
+        fresh = [op for op in fresh if op.key in by_key]
+    return fresh, [by_key[op.key] for op in fresh]
+
+
+def _recorded(conn: Connection, entries: sa.Table, keys: list[str]) -> dict[str, str]:
+    """The request fingerprints of those of ``keys`` that are recorded."""
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), 1000):
+        rows = conn.execute(
+            sa.select(entries.c.idempotency_key, entries.c.request_hash).where(
+                entries.c.idempotency_key.in_(keys[start : start + 1000])
+            )
+        )
+        found.update({row.idempotency_key: row.request_hash for row in rows})
+    return found
+
+
+def _check_replay(op: _Op, recorded_hash: str) -> None:
+    """``op``'s key is recorded: a replay if for the same request, else a conflict."""
+    if recorded_hash != op.request_hash:
+        raise IdempotencyConflict(
+            f"idempotency key {op.key!r} was already used for a different request",
+            idempotency_key=op.key,
+        )
 
 
 def _new_delta() -> _Delta:

@@ -1112,22 +1112,41 @@ class Ledger:
         *,
         returning: Sequence[str] = (),
         core: Any = None,
+        skip_taken: bool = False,
     ) -> CursorResult[Any]:
         """Insert ``rows`` (the same columns each) into ``table``: with psycopg one
-        statement of arrays (``ArrayInsert``, returning ``returning``); otherwise,
-        or when a column the rows leave out has a Python-side default, ``core``
-        (the table's plain insert by default) as an executemany."""
+        statement of arrays (``ArrayInsert``, returning ``returning``; ``skip_taken``:
+        ``ON CONFLICT DO NOTHING``); otherwise, or when a column the rows leave out
+        has a Python-side default, ``core`` (the table's plain insert by default)
+        as an executemany (``ON CONFLICT DO NOTHING`` and ``RETURNING`` too, if
+        asked for)."""
         statement: ArrayInsert | None = None
         if self._arrays(conn):
-            key = (table, tuple(rows[0]), tuple(returning), conn.dialect)
+            key = (table, tuple(rows[0]), tuple(returning), conn.dialect, skip_taken)
             statement = self._shared.arrays.get(key, _UNPREPARED)
             if statement is _UNPREPARED:
-                statement = array_insert(table, tuple(rows[0]), conn.dialect, returning)
+                statement = array_insert(
+                    table, tuple(rows[0]), conn.dialect, returning, skip_taken=skip_taken
+                )
                 if len(self._shared.arrays) < MAX_PREPARED:
                     self._shared.arrays[key] = statement
-        if statement is None:  # not psycopg, or a column left to its Python default
+        if statement is not None:
+            return statement.run(conn, rows)
+        # Not psycopg, or a column left to its Python default: Core's executemany.
+        if not (skip_taken or returning):
             return conn.execute(core if core is not None else plain_insert(table), list(rows))
-        return statement.run(conn, rows)
+        insert = table.insert()
+        if skip_taken and conn.dialect.name == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
+            insert = sqlite.insert(table).on_conflict_do_nothing()
+        elif skip_taken:
+            from sqlalchemy.dialects import postgresql
+
+            insert = postgresql.insert(table).on_conflict_do_nothing()
+        if returning:
+            insert = insert.returning(*(table.c[name] for name in returning))
+        return conn.execute(insert, list(rows))
 
     def _together(self, legs: int, attached: Sequence[Attached]) -> Any:
         """The one-statement write of an entry with ``legs`` postings and the

@@ -287,11 +287,18 @@ class ArrayInsert:
 
 
 def array_insert(
-    table: sa.Table, columns: Sequence[str], dialect: Dialect, returning: Sequence[str] = ()
+    table: sa.Table,
+    columns: Sequence[str],
+    dialect: Dialect,
+    returning: Sequence[str] = (),
+    *,
+    skip_taken: bool = False,
 ) -> ArrayInsert | None:
     """The :class:`ArrayInsert` of ``columns`` into ``table`` (PostgreSQL with psycopg),
-    returning ``returning`` for each row; None when a column left out has a
-    Python-side default (Core's insert computes it).
+    returning ``returning`` for each row inserted; None when a column left out
+    has a Python-side default (Core's insert computes it). ``skip_taken``: a
+    row whose unique key is taken is not inserted (``ON CONFLICT DO NOTHING``:
+    it returns nothing, and one another transaction is inserting is waited for).
 
     Each array is cast to its column's type without a length (``VARCHAR[]``,
     not ``VARCHAR(255)[]``): an explicit cast to ``varchar(n)`` cuts a longer
@@ -313,6 +320,8 @@ def array_insert(
         f"SELECT {alias} FROM unnest({arrays}) WITH ORDINALITY AS rows_in({alias}, n) "
         "ORDER BY n"
     )
+    if skip_taken:
+        sql += " ON CONFLICT DO NOTHING"
     if returning:
         sql += " RETURNING " + ", ".join(quote(name) for name in returning)
     processors = tuple(
