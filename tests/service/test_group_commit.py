@@ -20,6 +20,7 @@ from spaktok_ledger import (
     IdempotencyConflict,
     InsufficientFunds,
     InvalidInput,
+    Ledger,
     LedgerError,
     Posting,
 )
@@ -220,12 +221,19 @@ def test_a_recorded_key_in_a_batch_replays_and_the_rest_go_through(economy):
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_a_key_recorded_while_a_batch_writes_is_a_replay(economy, pg_engine):
+@pytest.mark.parametrize("translated", [False, True])
+def test_a_key_recorded_while_a_batch_writes_is_a_replay(economy, pg_engine, translated):
     """Another transaction is recording a gift's key as a batch writes it: the batch
     waits for it (``ON CONFLICT DO NOTHING``), then replays that gift and writes the
     rest. Before, the batch read its keys first, missed the uncommitted one, and its
-    insert failed on the unique key: every caller of the batch got an IntegrityError."""
+    insert failed on the unique key: every caller of the batch got an IntegrityError.
+    ``translated``: the engine has a ``schema_translate_map``, so the statements run
+    as Core, not as the driver's SQL (the race was first fixed only for the latter)."""
     _setup(economy, ["q1", "q2"], ["star"])
+    if translated:
+        engine = pg_engine.execution_options(schema_translate_map={None: None})
+        ledger = Ledger(engine, prefix=economy.ledger.prefix)
+        economy = GiftEconomy(ledger, economy.gifts, hold_days=0)
     batcher = GiftBatcher(economy)
     recorded = threading.Event()
     release = threading.Event()
@@ -445,6 +453,26 @@ def test_ingest_conflict_and_overdraft_write_nothing_of_the_batch(accounts):
     assert ledger.verify().ok
     with pytest.raises(InvalidInput):
         ledger.ingest(_drafts(1), batch_size=0)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_ingest_skips_only_taken_keys_not_other_unique_clashes(accounts):
+    """The entries go in with ``ON CONFLICT (idempotency_key) DO NOTHING``: a clash on
+    another unique index (here the primary key, its sequence set back) still fails
+    the batch as the database's error, with nothing written, instead of being taken
+    for a recorded key (untargeted, it was skipped and ingest died on a KeyError)."""
+    import sqlalchemy as sa
+
+    ledger = accounts
+    ledger.ingest(_drafts(2))
+    entries = ledger.tables.entries.name
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            sa.text(f"SELECT setval(pg_get_serial_sequence('{entries}', 'id'), 1, false)")
+        )
+    with pytest.raises(sa.exc.IntegrityError, match="pkey"):
+        ledger.ingest(_drafts(3, "n"))
+    assert ledger.count_entries() == 2
 
 
 def test_a_gifts_stored_fingerprint_is_the_documented_one(economy):

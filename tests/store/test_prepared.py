@@ -223,7 +223,7 @@ def test_many_rows_leaving_a_python_default_out_get_it(ledger: Ledger, table: sa
 def test_many_rows_skip_a_taken_key_and_return_the_rest(
     ledger: Ledger, table: sa.Table, with_note: bool
 ) -> None:
-    """``skip_taken``: a row whose key is taken is left out (``ON CONFLICT DO
+    """``skip_taken``: a row whose key is taken is left out (``ON CONFLICT (id) DO
     NOTHING``) and only the rows inserted come back; as arrays on psycopg, as Core
     elsewhere or when a column with a Python-side default is left out."""
     ledger.atomic(lambda tx: tx._insert_many(tx.connection(), table, [_probe(2, "first")]))
@@ -233,7 +233,7 @@ def test_many_rows_skip_a_taken_key_and_return_the_rest(
             del row["note"]
 
     def unit(tx: Ledger) -> list[int]:
-        result = tx._insert_many(tx.connection(), table, rows, returning=["id"], skip_taken=True)
+        result = tx._insert_many(tx.connection(), table, rows, returning=["id"], skip_taken="id")
         return sorted(r.id for r in result)
 
     assert ledger.atomic(unit) == [1, 3]
@@ -245,3 +245,29 @@ def test_many_rows_skip_a_taken_key_and_return_the_rest(
 
 def _probe(n: int, note: str) -> dict[str, object]:
     return {"id": n, "a": n, "ab": None, "note": note, "doc": None, "at": None}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_balances_update_locks_its_rows_in_order(ledger: Ledger) -> None:
+    """The update of arrays locks its rows sorted by (account, shard) before updating
+    them (``LockRows`` over a ``Sort`` in a materialised CTE), whatever join the
+    planner picks for the update itself: two transactions then never wait on each
+    other in a cycle, as with the row-by-row executemany it replaces."""
+    from spaktok_ledger._store._together import balances_update
+
+    assert ledger.engine is not None
+    statement = balances_update(ledger.tables.balances, ledger.engine.dialect)
+    params = {name: [3, 1, 2] for name in ("b_account", "b_shard", "d_posted", "d_pd", "d_pc")}
+    with ledger.engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement.sql, params).scalar()
+
+    def nodes(node: dict[str, object]) -> Iterator[dict[str, object]]:
+        yield node
+        for child in node.get("Plans", []):  # type: ignore[attr-defined]
+            yield from nodes(child)
+
+    locks = [n for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "LockRows"]
+    assert len(locks) == 1 and locks[0]["Subplan Name"] == "CTE locked", plan
+    below = locks[0]["Plans"][0]  # type: ignore[index]
+    assert below["Node Type"] == "Sort", plan
+    assert below["Sort Key"] == ["lb.account_id", "lb.shard"], plan

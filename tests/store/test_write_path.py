@@ -2050,8 +2050,10 @@ class TestGuardRefusedAtTheWrite:
 
 # --- many guarded rows in one unit (a batch of gifts from many wallets) -----------------
 # Three single-shard no-overdraft accounts, each paying out in the same unit: their
-# balance rows go in one executemany inside a savepoint (Ledger._flush); a refusal
-# rolls that back and writes them one guarded row at a time, which names the account.
+# balance rows go in one statement (Ledger._flush). With psycopg that is one statement
+# of arrays returning the rows it updated, so a refused row is named at once; with
+# other drivers (pysqlite here) one executemany inside a savepoint, and a refusal rolls
+# that back and writes the rows one guarded row at a time, which names the account.
 THREE = (WALLET, CLEARING, EUR_WALLET)
 PAYEE = {WALLET: SEED, CLEARING: SEED, EUR_WALLET: EUR_SEED}
 CURRENCY = {WALLET: "USD", CLEARING: "USD", EUR_WALLET: "EUR"}
@@ -2075,21 +2077,28 @@ def pay_three(tx: Ledger, amount: int = 30) -> None:
 
 class TestManyGuardedRows:
     def test_they_are_written_in_one_update(self, books: Ledger) -> None:
-        """Three guarded rows: one UPDATE executemany (in a savepoint), not three."""
+        """Three guarded rows: one statement, not three: on PostgreSQL (psycopg) one
+        update of arrays and no savepoint; on SQLite one executemany in a savepoint."""
         fund_three(books)
-        updates: list[int] = []
+        statements: list[tuple[str, int]] = []
         name = books.tables.balances.name
 
         def seen(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-            if statement.lstrip().upper().startswith("UPDATE") and name in statement:
-                updates.append(len(parameters) if executemany else 1)
+            statements.append((" ".join(statement.split()), len(parameters) if executemany else 1))
 
         sa.event.listen(books.engine, "before_cursor_execute", seen)
         try:
             books.atomic(pay_three)
         finally:
             sa.event.remove(books.engine, "before_cursor_execute", seen)
-        assert len(updates) == 1 and updates[0] >= 3, updates
+        updates = [(sql, rows) for sql, rows in statements if f"UPDATE {name}" in sql]
+        savepoints = [sql for sql, _ in statements if sql.startswith("SAVEPOINT")]
+        assert len(updates) == 1, statements
+        if books.engine.dialect.name == "postgresql":  # type: ignore[union-attr]
+            assert updates[0][0].startswith("WITH d AS") and "unnest" in updates[0][0]
+            assert savepoints == []
+        else:
+            assert updates[0][1] >= 3 and len(savepoints) == 1, statements
         assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
         verified(books)
 
@@ -2112,13 +2121,16 @@ class TestManyGuardedRows:
         assert info.value.details["required_minor"] == 30
         assert snapshot(books) == before
 
+    @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
     def test_a_deposit_before_the_rows_are_written_again_commits_each_once(
         self, books: Ledger, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The grouped update is refused, then a deposit lands before the rows are
-        written one guarded row at a time (on PostgreSQL a transaction that commits
-        in between): the unit commits, and every row moved once (the grouped
-        update was rolled back to its savepoint, not left applied)."""
+        """The grouped executemany is refused, then a deposit lands before the rows
+        are written one guarded row at a time (with another PostgreSQL driver, a
+        transaction that commits in between): the unit commits, and every row moved
+        once (the grouped update was rolled back to its savepoint, not left
+        applied). psycopg's update of arrays names the refused row at once: no
+        rows are written again (``test_the_short_one_is_named``)."""
         fund_three(books)
         write_again = Ledger._update_rows
         pending: list[Callable[[Ledger], None]] = []
@@ -2140,6 +2152,26 @@ class TestManyGuardedRows:
         assert not pending, "the rows were written again after the refusal"
         assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
         verified(books)
+
+    def test_a_row_gone_is_unknown_account(self, books: Ledger) -> None:
+        """One of the rows is no longer there (moved out of the account's shards on the
+        unit's own connection): UnknownAccount, and nothing written."""
+        fund_three(books)
+        before = snapshot(books)
+        b = books.tables.balances
+
+        def unit(tx: Ledger) -> None:
+            tx.balances(list(THREE))
+            gone = b.c.account_id == tx.account(CLEARING).id
+            tx.connection().execute(b.update().where(gone).values(shard=9))
+            pay_three(tx)
+
+        with pytest.raises(UnknownAccount) as info:
+            books.atomic(unit)
+        assert_error(info.value, UnknownAccount, ["no longer exists"], {})
+        assert snapshot(books) == before
+        books.atomic(pay_three)  # the account cache was dropped: it works again
+        assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
 
     def test_a_balance_past_its_range_is_balance_overflow(self, books: Ledger) -> None:
         """The grouped update takes the EUR seed account's row past its range (the

@@ -271,6 +271,7 @@ class GiftBatcher:
             try:
                 return self.economy.ledger.atomic(lambda tx: self._in_unit(tx, segment))
             except KeysTaken:  # rolled back: a gift of it replays (or conflicts) alone
+                self.batches += 1
                 return self.economy.ledger.atomic(lambda tx: self._in_unit(tx, segment, False))
         except LedgerError:
             # The unit failed as a whole (contention that outlasted the retries,

@@ -81,20 +81,22 @@ def _write_batch(
     to be recorded and none repeated (group commit): one that is raises
     ``KeysTaken`` instead of being skipped.
 
-    Which keys are recorded: with psycopg the entries go in with ``ON CONFLICT
-    DO NOTHING`` and only the keys that were not inserted are read (to tell a
-    replay from a conflict), so a batch of new keys reads none. PostgreSQL
-    plans a statement it has run a few times once for good (psycopg prepares
-    it): a select of keys first planned on a near-empty table kept its
-    sequential scan, so a storm's key check grew with the table (16 ms a batch
-    after 20,000 gifts, issue 14). Elsewhere (SQLite, where writers queue and
-    nothing changes between the read and the insert) the keys are read first.
+    Which keys are recorded: on PostgreSQL the entries go in with ``ON CONFLICT
+    (idempotency_key) DO NOTHING`` and only the keys that were not inserted are
+    read (to tell a replay from a conflict), so a batch of new keys reads none,
+    and a key another transaction is recording at that moment is waited for
+    (read first, it was missed, and the insert failed on the unique key).
+    PostgreSQL also plans a statement it has run a few times once for good
+    (psycopg prepares it): a select of keys first planned on a near-empty table
+    kept its sequential scan, so a storm's key check grew with the table
+    (issue 14; docs/operations.md, "A batch's key check"). On SQLite, where writers queue and
+    nothing changes between the read and the insert, the keys are read first.
+    The accounts are checked before the keys, as ``post`` checks them.
     """
     from spaktok_ledger._store._ledger import _op_deltas
 
     t = ledger._tables
-    e = t.entries
-    arrays = ledger._arrays(conn)
+    on_conflict = conn.dialect.name == "postgresql"
     # Idempotency: keys repeated inside the batch, then keys already recorded.
     fresh: list[_Op] = []
     hashes: dict[str, str] = {}
@@ -107,16 +109,6 @@ def _write_batch(
             raise KeysTaken(op.key)
         else:
             _check_replay(op, known)
-    if not arrays:
-        recorded = _recorded(conn, e, [op.key for op in fresh])
-        if recorded and keys_new:
-            raise KeysTaken(next(iter(recorded)))
-        for op in fresh:
-            if op.key in recorded:
-                _check_replay(op, recorded[op.key])
-        fresh = [op for op in fresh if op.key not in recorded]
-    if not fresh:
-        return [], len(ops)
     accounts = ledger._resolve(conn, {p.account for op in fresh for p in op.postings})
     for op in fresh:
         for p in op.postings:
@@ -128,7 +120,16 @@ def _write_batch(
                     posting_currency=p.currency,
                     account_currency=acct.currency,
                 )
-    fresh, entry_ids = _insert_entries(ledger, conn, fresh, arrays=arrays, keys_new=keys_new)
+    if not on_conflict:
+        recorded = _recorded(conn, t.entries, [op.key for op in fresh])
+        if recorded and keys_new:
+            raise KeysTaken(next(iter(recorded)))
+        for op in fresh:
+            if op.key in recorded:
+                _check_replay(op, recorded[op.key])
+        fresh = [op for op in fresh if op.key not in recorded]
+    if fresh:
+        fresh, entry_ids = _insert_entries(ledger, conn, fresh, on_conflict, keys_new)
     if not fresh:
         return [], len(ops)
     ledger._insert_many(
@@ -160,20 +161,20 @@ def _write_batch(
 
 
 def _insert_entries(
-    ledger: Ledger, conn: Connection, fresh: list[_Op], *, arrays: bool, keys_new: bool
+    ledger: Ledger, conn: Connection, fresh: list[_Op], on_conflict: bool, keys_new: bool
 ) -> tuple[list[_Op], list[int]]:
-    """Insert the entries of ``fresh``: the ops written (with psycopg, those whose
+    """Insert the entries of ``fresh``: the ops written (``on_conflict``: those whose
     key was not taken) and their ids. See ``_write_batch``."""
     from spaktok_ledger._store._ledger import _entry_row
 
     e = ledger._tables.entries
     entries = [_entry_row(op) for op in fresh]  # posted entries: no expiry, hold, reversal
-    if not arrays:
+    if not on_conflict:
         ids = list(conn.execute(ledger._stmts["insert_entries_returning"], entries).scalars())
         return fresh, ids
-    # One statement of arrays; ids matched by key (unique here).
+    # With psycopg one statement of arrays; ids matched by key (unique here).
     returned = ledger._insert_many(
-        conn, e, entries, returning=("idempotency_key", "id"), skip_taken=True
+        conn, e, entries, returning=("idempotency_key", "id"), skip_taken="idempotency_key"
     )
     by_key: dict[str, int] = {row.idempotency_key: row.id for row in returned}
     if len(by_key) < len(fresh):

@@ -23,6 +23,7 @@ How a write proceeds (the order matters):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -83,6 +84,7 @@ from spaktok_ledger._store._together import (
     Attached,
     Prepared,
     array_insert,
+    balances_update,
     entry_with_postings,
     plain_insert,
     prepare,
@@ -116,6 +118,9 @@ _UNPREPARED: Final[Any] = object()  # not in the cache of prepared statements ye
 # From this many guarded balance rows on, one unit writes them in one executemany
 # inside a savepoint (see Ledger._flush): fewer cost no more statements one by one.
 GROUPED_GUARDS: Final = 3
+
+
+_balances_update = functools.cache(balances_update)  # one statement per table and dialect
 
 
 @dataclass(frozen=True, slots=True)
@@ -1112,11 +1117,12 @@ class Ledger:
         *,
         returning: Sequence[str] = (),
         core: Any = None,
-        skip_taken: bool = False,
+        skip_taken: str | None = None,
     ) -> CursorResult[Any]:
         """Insert ``rows`` (the same columns each) into ``table``: with psycopg one
-        statement of arrays (``ArrayInsert``, returning ``returning``; ``skip_taken``:
-        ``ON CONFLICT DO NOTHING``); otherwise, or when a column the rows leave out
+        statement of arrays (``ArrayInsert``, returning ``returning``; ``skip_taken``,
+        a unique column: ``ON CONFLICT (it) DO NOTHING``); otherwise, or when a
+        column the rows leave out
         has a Python-side default, ``core`` (the table's plain insert by default)
         as an executemany (``ON CONFLICT DO NOTHING`` and ``RETURNING`` too, if
         asked for)."""
@@ -1133,17 +1139,17 @@ class Ledger:
         if statement is not None:
             return statement.run(conn, rows)
         # Not psycopg, or a column left to its Python default: Core's executemany.
-        if not (skip_taken or returning):
+        if skip_taken is None and not returning:
             return conn.execute(core if core is not None else plain_insert(table), list(rows))
         insert = table.insert()
-        if skip_taken and conn.dialect.name == "sqlite":
+        if skip_taken is not None and conn.dialect.name == "sqlite":
             from sqlalchemy.dialects import sqlite
 
-            insert = sqlite.insert(table).on_conflict_do_nothing()
-        elif skip_taken:
+            insert = sqlite.insert(table).on_conflict_do_nothing(index_elements=[skip_taken])
+        elif skip_taken is not None:
             from sqlalchemy.dialects import postgresql
 
-            insert = postgresql.insert(table).on_conflict_do_nothing()
+            insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=[skip_taken])
         if returning:
             insert = insert.returning(*(table.c[name] for name in returning))
         return conn.execute(insert, list(rows))
@@ -1427,13 +1433,21 @@ class Ledger:
         To name the account a refusal is for, each executemany may hold one
         guarded row. A unit with more (a batch of gifts from many wallets) would
         then cost a round trip per wallet, so from ``GROUPED_GUARDS`` guarded
-        rows on they go in one executemany inside a SAVEPOINT (two statements
-        more): if a row is refused, the savepoint is rolled back and the rows
-        are written again one guarded row at a time, which names it.
+        rows on they go together: with psycopg in one statement of arrays that
+        returns the rows it updated (``_update_arrays``: a refused row is named
+        from them); otherwise in one executemany inside a SAVEPOINT (two
+        statements more): if a row is refused, the savepoint is rolled back and
+        the rows are written again one guarded row at a time, which names it.
         """
         if not batch:
             return
-        if len(guarded) >= GROUPED_GUARDS:
+        grouped = len(guarded) >= GROUPED_GUARDS
+        if grouped and self._arrays(conn):
+            self._update_arrays(conn, batch, guarded)
+            batch.clear()
+            guarded.clear()
+            return
+        if grouped:
             savepoint = conn.begin_nested()
             try:
                 with translate_overflow(self.prefix):  # several accounts: names none
@@ -1456,6 +1470,26 @@ class Ledger:
         self._update_rows(conn, batch[start:], None)  # no guarded row: empty then
         batch.clear()
         guarded.clear()
+
+    def _update_arrays(
+        self, conn: Connection, batch: list[dict[str, int]], guarded: list[_Guarded]
+    ) -> None:
+        """psycopg: the rows of ``batch`` in one statement of arrays (``balances_update``:
+        one execution, not one per row, and no savepoint), which returns the rows
+        it updated. A guarded row it left out is refused (named, as
+        ``_update_rows`` names it); any other row left out is an account that no
+        longer exists. The rows it did update are rolled back with the unit."""
+        with translate_overflow(self.prefix):  # several accounts: names none
+            updated = _balances_update(self._tables.balances, conn.dialect).run(conn, batch)
+        if len(updated) == len(batch):
+            return
+        for guard in guarded:
+            row = batch[guard.row]
+            if (row["b_account"], row["b_shard"]) not in updated and self._rows_exist(conn, [row]):
+                now = self._balances(conn, [guard.acct.code])[guard.acct.code]
+                self._refuse(guard.acct, guard.change, now.available_minor)
+        self._shared.accounts.clear()
+        raise UnknownAccount("an account of this entry no longer exists")
 
     def _update_rows(
         self,

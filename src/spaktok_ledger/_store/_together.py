@@ -31,8 +31,10 @@ from spaktok_ledger._store._schema import LedgerTables
 __all__ = [
     "MAX_LEGS_TOGETHER",
     "PREPARED_DRIVERS",
+    "ArrayUpdate",
     "Attached",
     "Prepared",
+    "balances_update",
     "entry_with_postings",
     "plain_insert",
     "prepare",
@@ -292,13 +294,15 @@ def array_insert(
     dialect: Dialect,
     returning: Sequence[str] = (),
     *,
-    skip_taken: bool = False,
+    skip_taken: str | None = None,
 ) -> ArrayInsert | None:
     """The :class:`ArrayInsert` of ``columns`` into ``table`` (PostgreSQL with psycopg),
     returning ``returning`` for each row inserted; None when a column left out
     has a Python-side default (Core's insert computes it). ``skip_taken``: a
-    row whose unique key is taken is not inserted (``ON CONFLICT DO NOTHING``:
-    it returns nothing, and one another transaction is inserting is waited for).
+    unique column; a row whose value of it is taken is not inserted (``ON
+    CONFLICT (column) DO NOTHING``: it returns nothing, and one another
+    transaction is inserting is waited for). Any other unique violation still
+    fails the insert.
 
     Each array is cast to its column's type without a length (``VARCHAR[]``,
     not ``VARCHAR(255)[]``): an explicit cast to ``varchar(n)`` cuts a longer
@@ -320,11 +324,69 @@ def array_insert(
         f"SELECT {alias} FROM unnest({arrays}) WITH ORDINALITY AS rows_in({alias}, n) "
         "ORDER BY n"
     )
-    if skip_taken:
-        sql += " ON CONFLICT DO NOTHING"
+    if skip_taken is not None:
+        sql += f" ON CONFLICT ({quote(skip_taken)}) DO NOTHING"
     if returning:
         sql += " RETURNING " + ", ".join(quote(name) for name in returning)
     processors = tuple(
         table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
     )
     return ArrayInsert(sql, tuple(columns), processors)
+
+
+@dataclass(frozen=True, slots=True)
+class ArrayUpdate:
+    """PostgreSQL: the balance rows of a flush updated in one statement, one array
+    parameter per column (see :func:`balances_update`)."""
+
+    sql: str
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, int]]) -> set[tuple[int, int]]:
+        """Apply ``rows`` (``b_account``, ``b_shard``, ``d_posted``, ``d_pd``,
+        ``d_pc``, one per balance row); the ``(account, shard)`` of the rows the
+        guard let through (a row missing is refused, or gone)."""
+        params = {
+            name: [row[name] for row in rows]
+            for name in ("b_account", "b_shard", "d_posted", "d_pd", "d_pc")
+        }
+        result = conn.exec_driver_sql(self.sql, params)
+        return {(int(account), int(shard)) for account, shard in result}
+
+
+def balances_update(balances: sa.Table, dialect: Dialect) -> ArrayUpdate:
+    """The :class:`ArrayUpdate` of ``balances`` (psycopg): each row gets its deltas
+    where ``allow_overdraft`` or its available balance after them is not below
+    zero, as ``update_balance_checked`` does row by row, and the rows updated come
+    back.
+
+    The rows are locked first, in ascending ``(account, shard)`` order (a
+    ``SELECT ... ORDER BY ... FOR UPDATE`` materialised before the update), as
+    the row-by-row executemany takes them: two transactions then never wait on
+    each other in a cycle, whatever join the planner picks for the update.
+    """
+    table = dialect.identifier_preparer.format_table(balances)
+    # Only the table's name (quoted by the dialect) goes into the text; the values
+    # are parameters.
+    sql = f"""WITH d AS (
+    SELECT * FROM unnest(
+        %(b_account)b::bigint[], %(b_shard)b::smallint[], %(d_posted)b::bigint[],
+        %(d_pd)b::bigint[], %(d_pc)b::bigint[]
+    ) AS d(a, s, dp, dpd, dpc)
+), locked AS MATERIALIZED (
+    SELECT lb.account_id, lb.shard
+    FROM {table} lb JOIN d ON lb.account_id = d.a AND lb.shard = d.s
+    ORDER BY lb.account_id, lb.shard FOR UPDATE OF lb
+)
+UPDATE {table} b SET
+    posted = b.posted + d.dp,
+    pending_debit = b.pending_debit + d.dpd,
+    pending_credit = b.pending_credit + d.dpc,
+    version = b.version + 1
+FROM d JOIN locked ON locked.account_id = d.a AND locked.shard = d.s
+WHERE b.account_id = d.a AND b.shard = d.s AND (
+    b.allow_overdraft OR CASE WHEN b.normal_sign = 1
+        THEN (b.posted + d.dp) - (b.pending_credit + d.dpc)
+        ELSE -(b.posted + d.dp) - (b.pending_debit + d.dpd) END >= 0
+)
+RETURNING b.account_id, b.shard"""  # noqa: S608
+    return ArrayUpdate(sql)
