@@ -222,3 +222,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             f"e.g. {_skipped_postgres[0]}: failing the run"
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def wait_for_a_lock_wait(engine: sa.Engine, timeout: float = 10) -> None:
+    """Until a session of ``engine``'s PostgreSQL database waits on a lock (a test's
+    statement meeting a row another transaction holds), or fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar():
+                return
+        time.sleep(0.01)
+    raise AssertionError("no session waited on a lock")

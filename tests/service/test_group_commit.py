@@ -24,6 +24,7 @@ from spaktok_ledger import (
     LedgerError,
     Posting,
 )
+from tests.conftest import wait_for_a_lock_wait
 from tests.service.conftest import fund
 
 _examples = itertools.count()
@@ -252,7 +253,7 @@ def test_a_key_recorded_while_a_batch_writes_is_a_replay(economy, pg_engine, tra
     batch = threading.Thread(target=lambda: results.extend(batcher.send_many(orders)))
     batch.start()
     try:
-        _wait_for_a_lock_wait(pg_engine)
+        wait_for_a_lock_wait(pg_engine)
     finally:
         release.set()
         other.join()
@@ -262,26 +263,6 @@ def test_a_key_recorded_while_a_batch_writes_is_a_replay(economy, pg_engine, tra
     assert isinstance(new, GiftReceipt) and not new.replayed
     assert economy.wallet("q1").coins == 90 and economy.wallet("q2").coins == 90
     assert economy.ledger.verify().ok
-
-
-def _wait_for_a_lock_wait(engine) -> None:
-    """Until a session of ``engine``'s database waits on a lock (the batch's insert on
-    the held key), or 10 s."""
-    import time
-
-    import sqlalchemy as sa
-
-    deadline = time.monotonic() + 10
-    query = sa.text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            if conn.execute(query).scalar():
-                return
-        time.sleep(0.01)
-    raise AssertionError("the batch never waited on the held key")
 
 
 @pytest.mark.parametrize(
@@ -467,9 +448,7 @@ def test_ingest_skips_only_taken_keys_not_other_unique_clashes(accounts):
     ledger.ingest(_drafts(2))
     entries = ledger.tables.entries.name
     with ledger.engine.begin() as conn:
-        conn.execute(
-            sa.text(f"SELECT setval(pg_get_serial_sequence('{entries}', 'id'), 1, false)")
-        )
+        conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{entries}', 'id'), 1, false)"))
     with pytest.raises(sa.exc.IntegrityError, match="pkey"):
         ledger.ingest(_drafts(3, "n"))
     assert ledger.count_entries() == 2

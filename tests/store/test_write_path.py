@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -51,6 +52,7 @@ from spaktok_ledger import (
 )
 from spaktok_ledger._store._overflow import BALANCE_MAX
 from spaktok_ledger.testing import FakeClock
+from tests.conftest import wait_for_a_lock_wait
 from tests.errors import assert_error
 
 WALLET = "user:1:wallet"  # liability, no overdraft, 1 shard
@@ -2153,6 +2155,57 @@ class TestManyGuardedRows:
         assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
         verified(books)
 
+    @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+    def test_a_deposit_committed_while_the_update_waits_counts(self, books: Ledger) -> None:
+        """The unit read CLEARING at 100; since then another transaction drained it to
+        10 and committed, and a third holds a deposit of 90 when the unit writes. The
+        update waits for that one, then checks the balance as it locked it (100), not
+        as its statement's snapshot saw it (10): the unit commits. (The update first
+        took the guard from its snapshot, waited, and refused with "available 100,
+        required 30".)"""
+        fund_three(books)
+        engine = books.engine
+        assert engine is not None
+        b = books.tables.balances
+        row = (b.c.account_id == books.account(CLEARING).id) & (b.c.shard == 0)
+
+        def shift(conn: sa.Connection, amount: int) -> None:
+            conn.execute(b.update().where(row).values(posted=b.c.posted + SIGN[CLEARING] * amount))
+
+        held, release = threading.Event(), threading.Event()
+
+        def deposit() -> None:
+            with engine.begin() as conn:
+                shift(conn, 90)
+                held.set()
+                assert release.wait(10)
+
+        def let_go() -> None:
+            try:
+                wait_for_a_lock_wait(engine)
+            finally:
+                release.set()
+
+        depositor = threading.Thread(target=deposit)
+        releaser = threading.Thread(target=let_go)
+
+        def unit(tx: Ledger) -> None:
+            tx.balances(list(THREE))
+            with engine.begin() as conn:
+                shift(conn, -90)  # drained to 10, committed
+            depositor.start()
+            assert held.wait(10)
+            releaser.start()  # lets the deposit commit once the unit's update waits on it
+            pay_three(tx)  # the balance rows are written as the unit ends
+
+        try:
+            books.atomic(unit)
+        finally:
+            release.set()
+            depositor.join()
+            releaser.join()
+        assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
+
     def test_a_row_gone_is_unknown_account(self, books: Ledger) -> None:
         """One of the rows is no longer there (moved out of the account's shards on the
         unit's own connection): UnknownAccount, and nothing written."""
@@ -2172,6 +2225,26 @@ class TestManyGuardedRows:
         assert snapshot(books) == before
         books.atomic(pay_three)  # the account cache was dropped: it works again
         assert [books.balance(code).available_minor for code in THREE] == [70, 70, 70]
+
+    @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+    def test_a_row_gone_beside_a_short_one_is_unknown_account(self, books: Ledger) -> None:
+        """One row gone and another short in the same update of arrays: UnknownAccount
+        (the account cache is dropped), whichever comes first, not the short one's
+        InsufficientFunds."""
+        fund_three(books)
+        b = books.tables.balances
+        for short, gone in ((WALLET, CLEARING), (CLEARING, WALLET)):
+
+            def unit(tx: Ledger, short: str = short, gone: str = gone) -> None:
+                tx.balances(list(THREE))
+                where = b.c.account_id == tx.account(gone).id
+                tx.connection().execute(b.update().where(where).values(shard=9))
+                shift_available(tx, short, -90)
+                pay_three(tx)
+
+            with pytest.raises(UnknownAccount):
+                books.atomic(unit)
+        assert [books.balance(code).available_minor for code in THREE] == [100, 100, 100]
 
     def test_a_balance_past_its_range_is_balance_overflow(self, books: Ledger) -> None:
         """The grouped update takes the EUR seed account's row past its range (the

@@ -23,7 +23,6 @@ How a write proceeds (the order matters):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import random
@@ -81,6 +80,7 @@ from spaktok_ledger._store._together import (
     MAX_LEGS_TOGETHER,
     PREPARED_DRIVERS,
     ArrayInsert,
+    ArrayUpdate,
     Attached,
     Prepared,
     array_insert,
@@ -115,12 +115,10 @@ _OPENED = "spaktok_opened_accounts"
 # caller building statements per call would only miss the cache, not grow it).
 MAX_PREPARED: Final = 64
 _UNPREPARED: Final[Any] = object()  # not in the cache of prepared statements yet
-# From this many guarded balance rows on, one unit writes them in one executemany
-# inside a savepoint (see Ledger._flush): fewer cost no more statements one by one.
+# From this many guarded balance rows on, one unit writes them together (see
+# Ledger._flush): with psycopg one update of arrays, otherwise one executemany inside
+# a savepoint; fewer go one guarded row per executemany, which names a refusal.
 GROUPED_GUARDS: Final = 3
-
-
-_balances_update = functools.cache(balances_update)  # one statement per table and dialect
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +197,8 @@ class _Shared:
     arrays: dict[tuple[Any, ...], ArrayInsert | None] = field(default_factory=dict)
     """Many-row inserts for psycopg, by table, columns, returned columns and dialect
     (None: ``array_insert`` refused it)."""
+    balances_update: dict[Any, ArrayUpdate] = field(default_factory=dict)
+    """The update of arrays of the balance rows (psycopg), by dialect."""
     prepared: dict[tuple[Any, ...], Prepared | None] = field(default_factory=dict)
     """Hot-path statements compiled for the driver, by Core statement, dialect,
     parameter names and executemany (None: ``prepare`` refused it)."""
@@ -1479,15 +1479,21 @@ class Ledger:
         it updated. A guarded row it left out is refused (named, as
         ``_update_rows`` names it); any other row left out is an account that no
         longer exists. The rows it did update are rolled back with the unit."""
+        statement = self._shared.balances_update.get(conn.dialect)
+        if statement is None:
+            statement = balances_update(self._tables.balances, conn.dialect)
+            if len(self._shared.balances_update) < MAX_PREPARED:
+                self._shared.balances_update[conn.dialect] = statement
         with translate_overflow(self.prefix):  # several accounts: names none
-            updated = _balances_update(self._tables.balances, conn.dialect).run(conn, batch)
+            updated = statement.run(conn, batch)
         if len(updated) == len(batch):
             return
-        for guard in guarded:
-            row = batch[guard.row]
-            if (row["b_account"], row["b_shard"]) not in updated and self._rows_exist(conn, [row]):
-                now = self._balances(conn, [guard.acct.code])[guard.acct.code]
-                self._refuse(guard.acct, guard.change, now.available_minor)
+        left = [row for row in batch if (row["b_account"], row["b_shard"]) not in updated]
+        if self._rows_exist(conn, left):  # every row left out is there: refused
+            for guard in guarded:
+                if batch[guard.row] in left:
+                    now = self._balances(conn, [guard.acct.code])[guard.acct.code]
+                    self._refuse(guard.acct, guard.change, now.available_minor)
         self._shared.accounts.clear()
         raise UnknownAccount("an account of this entry no longer exists")
 

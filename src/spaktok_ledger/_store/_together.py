@@ -362,7 +362,11 @@ def balances_update(balances: sa.Table, dialect: Dialect) -> ArrayUpdate:
     The rows are locked first, in ascending ``(account, shard)`` order (a
     ``SELECT ... ORDER BY ... FOR UPDATE`` materialised before the update), as
     the row-by-row executemany takes them: two transactions then never wait on
-    each other in a cycle, whatever join the planner picks for the update.
+    each other in a cycle, whatever join the planner picks for the update. The
+    guard and the new values are computed from the rows as that select locked
+    them, the latest committed versions (it waits for a transaction holding
+    one), not as the statement's snapshot saw them: a deposit committed while
+    the update waited counts, and a withdrawal too.
     """
     table = dialect.identifier_preparer.format_table(balances)
     # Only the table's name (quoted by the dialect) goes into the text; the values
@@ -373,20 +377,21 @@ def balances_update(balances: sa.Table, dialect: Dialect) -> ArrayUpdate:
         %(d_pd)b::bigint[], %(d_pc)b::bigint[]
     ) AS d(a, s, dp, dpd, dpc)
 ), locked AS MATERIALIZED (
-    SELECT lb.account_id, lb.shard
+    SELECT lb.account_id, lb.shard, lb.allow_overdraft, lb.normal_sign,
+        lb.posted, lb.pending_debit, lb.pending_credit, lb.version
     FROM {table} lb JOIN d ON lb.account_id = d.a AND lb.shard = d.s
     ORDER BY lb.account_id, lb.shard FOR UPDATE OF lb
 )
 UPDATE {table} b SET
-    posted = b.posted + d.dp,
-    pending_debit = b.pending_debit + d.dpd,
-    pending_credit = b.pending_credit + d.dpc,
-    version = b.version + 1
-FROM d JOIN locked ON locked.account_id = d.a AND locked.shard = d.s
+    posted = l.posted + d.dp,
+    pending_debit = l.pending_debit + d.dpd,
+    pending_credit = l.pending_credit + d.dpc,
+    version = l.version + 1
+FROM d JOIN locked l ON l.account_id = d.a AND l.shard = d.s
 WHERE b.account_id = d.a AND b.shard = d.s AND (
-    b.allow_overdraft OR CASE WHEN b.normal_sign = 1
-        THEN (b.posted + d.dp) - (b.pending_credit + d.dpc)
-        ELSE -(b.posted + d.dp) - (b.pending_debit + d.dpd) END >= 0
+    l.allow_overdraft OR CASE WHEN l.normal_sign = 1
+        THEN (l.posted + d.dp) - (l.pending_credit + d.dpc)
+        ELSE -(l.posted + d.dp) - (l.pending_debit + d.dpd) END >= 0
 )
 RETURNING b.account_id, b.shard"""  # noqa: S608
     return ArrayUpdate(sql)
