@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -34,17 +35,36 @@ class _Retries(logging.Handler):
             self.sqlstates[getattr(record, "sqlstate", None)] += 1
 
 
-@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_concurrent_gifts_apply_once_without_deadlock(held_economy: GiftEconomy) -> None:
-    economy = held_economy
+def _open(economy: GiftEconomy) -> None:
+    """The users' wallets, funded, and the streamers."""
     for user in USERS:
         economy.open_user(user)
         fund(economy, user, 10_000)
     for star in STARS:
         economy.register_streamer(star)
+
+
+def _threads_counting_retries(send: Callable[[int], None]) -> Counter[str | None]:
+    """Run ``send(t)`` for t in range(THREADS), each in a thread of its own, all at
+    once; the retries the library logged meanwhile, by SQLSTATE."""
     retries = _Retries()
     log = logging.getLogger("spaktok_ledger.store")
     log.addHandler(retries)
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(THREADS)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        log.removeHandler(retries)
+    return retries.sqlstates
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_concurrent_gifts_apply_once_without_deadlock(held_economy: GiftEconomy) -> None:
+    economy = held_economy
+    _open(economy)
     receipts: dict[tuple[str, str], list[GiftReceipt]] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -65,17 +85,10 @@ def test_concurrent_gifts_apply_once_without_deadlock(held_economy: GiftEconomy)
             with lock:
                 receipts.setdefault((user, f"g{n}"), []).append(receipt)
 
-    threads = [threading.Thread(target=send, args=(t,)) for t in range(THREADS)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        log.removeHandler(retries)
+    sqlstates = _threads_counting_retries(send)
     assert not errors, errors[0]
-    print(f"\nretries by sqlstate: {dict(retries.sqlstates)}")
-    assert retries.sqlstates["40P01"] == 0  # deadlock_detected
+    print(f"\nretries by sqlstate: {dict(sqlstates)}")
+    assert sqlstates["40P01"] == 0  # deadlock_detected
     # Each (user, key) was sent twice and applied once: one first answer, one replay.
     assert len(receipts) == len(USERS) * GIFTS_PER_THREAD
     for copies in receipts.values():
@@ -102,15 +115,8 @@ def test_two_batchers_share_wallets_without_deadlock(held_economy: GiftEconomy) 
     from spaktok_ledger import GiftBatcher
 
     economy = held_economy
-    for user in USERS:
-        economy.open_user(user)
-        fund(economy, user, 10_000)
-    for star in STARS:
-        economy.register_streamer(star)
+    _open(economy)
     batchers = [GiftBatcher(economy, window_seconds=0.002), GiftBatcher(economy)]
-    retries = _Retries()
-    log = logging.getLogger("spaktok_ledger.store")
-    log.addHandler(retries)
     receipts: list[GiftReceipt] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -131,19 +137,10 @@ def test_two_batchers_share_wallets_without_deadlock(held_economy: GiftEconomy) 
             with lock:
                 receipts.append(receipt)
 
-    threads = [threading.Thread(target=send, args=(t,)) for t in range(THREADS)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        log.removeHandler(retries)
+    sqlstates = _threads_counting_retries(send)
     assert not errors, errors[0]
-    print(
-        f"\nretries by sqlstate: {dict(retries.sqlstates)}; batches {[b.batches for b in batchers]}"
-    )
-    assert retries.sqlstates["40P01"] == 0  # deadlock_detected
+    print(f"\nretries by sqlstate: {dict(sqlstates)}; batches {[b.batches for b in batchers]}")
+    assert sqlstates["40P01"] == 0  # deadlock_detected
     total = THREADS * GIFTS_PER_THREAD
     assert len(receipts) == total and not any(r.replayed for r in receipts)
     assert len({r.entry_id for r in receipts}) == total

@@ -1122,10 +1122,9 @@ class Ledger:
         """Insert ``rows`` (the same columns each) into ``table``: with psycopg one
         statement of arrays (``ArrayInsert``, returning ``returning``; ``skip_taken``,
         a unique column: ``ON CONFLICT (it) DO NOTHING``); otherwise, or when a
-        column the rows leave out
-        has a Python-side default, ``core`` (the table's plain insert by default)
-        as an executemany (``ON CONFLICT DO NOTHING`` and ``RETURNING`` too, if
-        asked for)."""
+        column the rows leave out has a Python-side default, ``core`` (the table's
+        plain insert by default) as an executemany (with the same ``ON CONFLICT``
+        and ``RETURNING``, if asked for)."""
         statement: ArrayInsert | None = None
         if self._arrays(conn):
             key = (table, tuple(rows[0]), tuple(returning), conn.dialect, skip_taken)
